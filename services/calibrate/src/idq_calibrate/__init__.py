@@ -1,0 +1,1 @@
+"""The calibrate stage service."""

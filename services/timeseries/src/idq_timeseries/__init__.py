@@ -1,0 +1,1 @@
+"""The timeseries stage service."""
