@@ -1,0 +1,1 @@
+"""Pytest plugins (real local broker, S3 server) and seeded fixtures shared by the tests."""
