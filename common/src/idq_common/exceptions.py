@@ -75,6 +75,10 @@ class BodyDecodeError(DecodeError):
     """The marker and fingerprint are fine but the body does not decode."""
 
 
+class EncodeError(IDQError):
+    """A record could not be encoded (unknown kind, or it does not match its schema)."""
+
+
 class InvalidMessageError(IDQError):
     """A message decoded but its content cannot be used (e.g. inconsistent columns)."""
 
