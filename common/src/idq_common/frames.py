@@ -1,0 +1,125 @@
+"""GWF frames of the timeseries products: names, writing with provenance, reading back.
+
+Frames are written with gwpy's LALFrame backend path (``lalframe``) so that any
+gwpy/LAL user can read them. The ids of the model and calibration each classifier
+used are recorded inside the frame: as the frame header's name (readable with
+:func:`read_provenance`) and as an FrHistory record (visible to ``FrDump`` and other
+frame tools).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lal
+import lalframe
+import numpy as np
+
+PRODUCTS = ("PGLITCH", "LOGLIKE", "FAP", "EFF", "RANK", "OK")
+
+_NAME = re.compile(r"^(?P<obs>[A-Z]+)-(?P<desc>[A-Za-z0-9_]+)-(?P<start>\d+)-(?P<dur>\d+)\.gwf$")
+
+
+def channel_name(ifo: str, product: str, classifier: str, fmin: float, fmax: float) -> str:
+    """``{IFO}:IDQ-{PRODUCT}_{CLASSIFIER}_{FMIN}_{FMAX}``, e.g. ``H1:IDQ-FAP_OVL_10_2048``."""
+    return f"{ifo}:IDQ-{product.upper()}_{classifier.upper()}_{_num(fmin)}_{_num(fmax)}"
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x).replace(".", "p")
+
+
+def frame_name(observatory: str, description: str, start: float, duration: float) -> str:
+    """``{OBS}-{DESCRIPTION}-{GPSSTART}-{DURATION}.gwf`` (integer GPS start and duration)."""
+    if not float(start).is_integer() or not float(duration).is_integer():
+        raise ValueError(f"frame start {start} and duration {duration} must be whole seconds")
+    return f"{observatory}-{description}-{int(start)}-{int(duration)}.gwf"
+
+
+def parse_frame_name(name: str) -> tuple[str, str, int, int]:
+    """Inverse of :func:`frame_name`: (observatory, description, start, duration)."""
+    m = _NAME.match(os.path.basename(name))
+    if m is None:
+        raise ValueError(f"not a frame file name: {name!r}")
+    return m["obs"], m["desc"], int(m["start"]), int(m["dur"])
+
+
+def write_frame(
+    path: str | Path,
+    start: float,
+    duration: float,
+    series: Mapping[str, np.ndarray],
+    sample_rate: float,
+    provenance: Mapping[str, Any],
+) -> Path:
+    """Write one frame holding every channel of ``series``, atomically.
+
+    Parameters
+    ----------
+    path : str or Path
+        Final file path; the frame is written to a temporary name beside it and
+        renamed, so a reader never sees half a frame and a rewrite of the same
+        stride replaces the file whole.
+    start, duration : float
+        GPS span of the frame (one stride).
+    series : mapping
+        Channel name -> samples (``duration * sample_rate`` of them).
+    sample_rate : float
+        Samples per second.
+    provenance : mapping
+        JSON-serialisable ids (per classifier: model_id, calibration_id).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    epoch = lal.LIGOTimeGPS(float(start))
+    blob = json.dumps({"_idq": 1, **provenance}, sort_keys=True, separators=(",", ":"))
+    # the frame header's name carries the provenance: LALFrame can read it back
+    frame = lalframe.FrameNew(epoch, float(duration), blob, 0, 0, 0)
+    n = int(round(duration * sample_rate))
+    for name, values in series.items():
+        data = np.ascontiguousarray(values, dtype=np.float64)
+        if data.shape != (n,):
+            raise ValueError(f"{name}: {data.shape[0]} samples, expected {n}")
+        ts = lal.CreateREAL8TimeSeries(name, epoch, 0.0, 1.0 / sample_rate, lal.DimensionlessUnit, n)
+        ts.data.data[:] = data
+        lalframe.FrameAddREAL8TimeSeriesProcData(frame, ts)
+    lalframe.FrameAddFrHistory(frame, "idq", blob)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    lalframe.FrameWrite(frame, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def read_provenance(path: str | Path) -> dict[str, Any]:
+    """The provenance recorded in a frame written by :func:`write_frame`.
+
+    Returns the JSON object stored as the frame header's name: per classifier,
+    the ``model_id`` and ``calibration_id`` the products were computed with.
+    """
+    stream = lalframe.FrameUFrFileOpen(str(path), "r")
+    header = lalframe.FrameUFrameHRead(stream, 0)
+    name = lalframe.FrameUFrameHQueryName(header)
+    try:
+        obj = json.loads(name)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: frame name {name[:40]!r} is not iDQ provenance") from exc
+    if not isinstance(obj, dict) or obj.pop("_idq", None) != 1:
+        raise ValueError(f"{path}: no iDQ provenance record")
+    return obj
+
+
+def read_frame(path: str | Path, channels: list[str] | None = None) -> dict[str, np.ndarray]:
+    """Read channels back with gwpy (the reader users have); name -> samples."""
+    from gwpy.timeseries import TimeSeriesDict
+
+    if channels is None:
+        from gwpy.io.gwf import iter_channel_names
+
+        channels = list(iter_channel_names(str(path)))
+    tsd = TimeSeriesDict.read(str(path), channels)
+    return {name: np.asarray(ts.value) for name, ts in tsd.items()}
