@@ -89,6 +89,8 @@ def write_frame(
         ts.data.data[:] = data
         lalframe.FrameAddREAL8TimeSeriesProcData(frame, ts)
     lalframe.FrameAddFrHistory(frame, "idq", blob)
+    # LALFrame stamps history and file records with the wall-clock time, so a
+    # re-written stride is equal in name, channels and provenance, not byte for byte.
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     lalframe.FrameWrite(frame, str(tmp))
     os.replace(tmp, path)
