@@ -1,0 +1,8 @@
+"""Shared pytest configuration: the plugins providing real local infrastructure.
+
+Each engineer appends their plugin module to ``pytest_plugins``.
+"""
+
+pytest_plugins = [
+    "idq_common.testing.kafka_broker",
+]
