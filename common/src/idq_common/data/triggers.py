@@ -111,7 +111,9 @@ class TriggerSet:
             or [np.zeros(0, dtype=np.int32)]
         )
         col = [
-            np.concatenate([np.asarray(data[n][j], dtype=np.float64) for n in names] or [[]])
+            np.concatenate(
+                [np.asarray(data[n][j], dtype=np.float64) for n in names] or [np.zeros(0)]
+            )
             for j in range(3)
         ]
         order = np.argsort(col[0], kind="stable")
