@@ -1,0 +1,62 @@
+"""``idq config check FILE``: validate a configuration file, optionally print it.
+
+Other command-line programs reuse :func:`add_config_argument` and
+:func:`~idq_common.config.load_settings_or_exit` so every CLI reports a bad
+configuration the same way: one line on stderr, exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from idq_common.config.load import load_settings_or_exit
+
+#: Environment variable naming the config file when ``--config`` is not given.
+CONFIG_ENV = "IDQ_CONFIG"
+
+
+def add_config_argument(parser: argparse.ArgumentParser) -> None:
+    """Add ``-c/--config FILE`` (default ``$IDQ_CONFIG``, required if that is unset)."""
+    default = os.environ.get(CONFIG_ENV)
+    parser.add_argument(
+        "-c",
+        "--config",
+        default=default,
+        required=default is None,
+        metavar="FILE",
+        help=f"TOML configuration file (default: ${CONFIG_ENV})",
+    )
+
+
+def build_parser(prog: str = "idq config check") -> argparse.ArgumentParser:
+    """The argument parser of :func:`main`."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Validate an iDQ configuration file (with IDQ_* environment overrides).",
+    )
+    parser.add_argument("file", metavar="FILE", help="TOML configuration file")
+    parser.add_argument(
+        "--show",
+        action="store_true",
+        help="print the effective configuration as JSON (secrets masked)",
+    )
+    return parser
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    """Check a configuration file; 0 if valid, exit status 2 with one stderr line if not."""
+    ns = build_parser().parse_args(args)
+    settings = load_settings_or_exit(ns.file)
+    if ns.show:
+        print(settings.dump())
+    else:
+        names = ", ".join(f"{c.nickname} ({c.flavor})" for c in settings.classifiers)
+        print(f"idq: config OK: {ns.file} (ifo {settings.general.ifo}; classifiers {names})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,287 @@
+"""The frozen, validated settings of one instrument's pipeline.
+
+Every class here is a plain frozen dataclass built by :mod:`idq_common.config.load`
+after all checks passed, so code holding a :class:`Settings` may trust every value.
+Library modules take plain arguments; only the stages' ``cli.py``/``stage.py`` glue
+reads these objects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from idq_common.kafka.settings import MASK, KafkaSettings, is_secret, masked_repr
+
+# -- vocabularies, kept in one place ------------------------------------------------
+
+#: Trigger columns a sample-selection bound may constrain (the TriggerSet columns).
+BOUND_COLUMNS: tuple[str, ...] = ("snr", "frequency")
+
+#: Columns a feature vector may hold per channel.
+FEATURE_COLUMNS: tuple[str, ...] = ("snr", "frequency", "dt", "q", "duration")
+
+#: Where analysis segments come from.
+SEGMENT_SOURCES: tuple[str, ...] = ("none", "static", "dqsegdb", "topic")
+
+#: Classifier flavors the configuration accepts. The classifier factory maps each to an
+#: implementation; a new flavor is added with :func:`register_flavor` (before loading).
+_FLAVORS: list[str] = ["ovl", "random_forest", "hist_gradient_boosting", "sgd", "naive_bayes"]
+
+
+def known_flavors() -> tuple[str, ...]:
+    """Classifier flavors accepted in ``[[classifier]].flavor``."""
+    return tuple(_FLAVORS)
+
+
+def register_flavor(name: str) -> None:
+    """Accept one more classifier flavor (idempotent); the factory calls this."""
+    if not name or not name.replace("_", "").isalnum():
+        raise ValueError(f"bad flavor name {name!r}")
+    if name not in _FLAVORS:
+        _FLAVORS.append(name)
+
+
+Bounds = dict[str, tuple[float, float]]
+
+
+# -- sections -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GeneralSettings:
+    """``[general]``: the instrument and a free tag for this pipeline."""
+
+    ifo: str
+    tag: str = "default"
+
+    @property
+    def observatory(self) -> str:
+        """One-letter observatory code (``H`` for ``H1``), used in frame file names."""
+        return self.ifo[0]
+
+
+@dataclass(frozen=True, slots=True)
+class SamplesSettings:
+    """``[samples]``: how glitch and clean samples are chosen.
+
+    Bounds are inclusive low, exclusive high, per trigger column.
+    """
+
+    target_channel: str
+    target_bounds: Bounds
+    dirty_bounds: Bounds
+    dirty_window: float
+    random_rate: float
+    seed: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeaturesSettings:
+    """``[features]``: how a feature vector is built around a sample time.
+
+    ``channels`` is ``None`` when every channel seen in the data (but the target) is
+    used; when ``channels_file`` is given its lines have already been read into
+    ``channels``.
+    """
+
+    window: float
+    columns: tuple[str, ...] = ("snr", "frequency", "dt")
+    channels: tuple[str, ...] | None = None
+    channels_file: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentsSettings:
+    """``[segments]``: the source of analysis segments and its parameters."""
+
+    source: str = "none"
+    flag: str | None = None
+    host: str | None = None
+    file: Path | None = None
+    segments: tuple[tuple[float, float], ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSettings:
+    """A ``[<stage>.stream]`` section: the stage's cadence."""
+
+    stride: float
+    delay: float
+    max_lag_strides: int | None = None
+    max_lag_seconds: float | None = None
+    timeout: float = 30.0
+    enforce_integer_strides: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TrainSettings:
+    """``[train]`` + ``[train.stream]``."""
+
+    min_new_samples: int
+    max_samples: int
+    max_stride: float
+    stream: StreamSettings
+
+
+@dataclass(frozen=True, slots=True)
+class EvaluateSettings:
+    """``[evaluate]`` + ``[evaluate.stream]``."""
+
+    max_samples: int
+    stream: StreamSettings
+
+
+@dataclass(frozen=True, slots=True)
+class CalibrateSettings:
+    """``[calibrate]`` + ``[calibrate.stream]`` (default: the evaluate cadence)."""
+
+    min_new_samples: int
+    max_samples: int
+    grid_points: int
+    stream: StreamSettings
+
+
+@dataclass(frozen=True, slots=True)
+class TimeseriesSettings:
+    """``[timeseries]`` + ``[timeseries.stream]``.
+
+    ``fmin``/``fmax`` name the output channels; by default they are the target
+    frequency bounds.
+    """
+
+    sample_rate: int
+    description: str
+    output_dir: Path
+    fmin: float
+    fmax: float
+    stream: StreamSettings
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierSettings:
+    """One ``[[classifier]]`` table."""
+
+    nickname: str
+    flavor: str
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class StoreSettings:
+    """``[store]``: the artifact store. ``url`` is absolute (``file:///...`` or ``s3://...``)."""
+
+    url: str
+    endpoint_url: str | None = None
+    key: str | None = None
+    secret: str | None = field(default=None, metadata={"secret": True})
+
+    __repr__ = masked_repr
+    __str__ = masked_repr
+
+    @property
+    def scheme(self) -> str:
+        """``file`` or ``s3``."""
+        return self.url.split("://", 1)[0]
+
+    def storage_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``fsspec.filesystem(self.scheme, ...)``."""
+        if self.scheme != "s3":
+            return {}
+        options: dict[str, Any] = {}
+        if self.key is not None:
+            options["key"] = self.key
+        if self.secret is not None:
+            options["secret"] = self.secret
+        if self.endpoint_url is not None:
+            options["client_kwargs"] = {"endpoint_url": self.endpoint_url}
+        return options
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSettings:
+    """``[metrics]``: where the Prometheus/health server listens (port 0: any free port)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+
+
+PRODUCTS: tuple[str, ...] = ("PGLITCH", "LOGLIKE", "FAP", "EFF", "RANK", "OK")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The whole validated configuration of one instrument's pipeline."""
+
+    general: GeneralSettings
+    samples: SamplesSettings
+    features: FeaturesSettings
+    segments: SegmentsSettings
+    train: TrainSettings
+    evaluate: EvaluateSettings
+    calibrate: CalibrateSettings
+    timeseries: TimeseriesSettings
+    classifiers: tuple[ClassifierSettings, ...]
+    kafka: KafkaSettings
+    store: StoreSettings
+    metrics: MetricsSettings
+    source: Path | None = None
+
+    def classifier(self, nickname: str) -> ClassifierSettings:
+        """The classifier with this nickname (case-insensitive).
+
+        Raises
+        ------
+        KeyError
+            If there is none.
+        """
+        for c in self.classifiers:
+            if c.nickname.lower() == nickname.lower():
+                return c
+        raise KeyError(nickname)
+
+    def channel_name(self, product: str, nickname: str) -> str:
+        """Output channel name, e.g. ``H1:IDQ-FAP_OVL_10_2048``."""
+        if product not in PRODUCTS:
+            raise ValueError(f"unknown product {product!r}; expected one of {PRODUCTS}")
+        fmin, fmax = _fmt_freq(self.timeseries.fmin), _fmt_freq(self.timeseries.fmax)
+        return f"{self.general.ifo}:IDQ-{product}_{nickname.upper()}_{fmin}_{fmax}"
+
+    def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
+        """Plain, JSON-able nested dict of the settings; secrets shown as ``'***'``."""
+        out = _plain(self, mask_secrets)
+        assert isinstance(out, dict)
+        return out
+
+    def dump(self) -> str:
+        """One-line JSON of :meth:`to_dict` (secrets masked), for the start-up log."""
+        return json.dumps(self.to_dict(mask_secrets=True), sort_keys=False)
+
+
+def _fmt_freq(value: float) -> str:
+    # 10.0 -> "10", 10.5 -> "10.5": channel names carry no trailing ".0".
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def _plain(value: Any, mask: bool) -> Any:
+    """Recursively convert dataclasses/paths/tuples to JSON-able values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            v = getattr(value, f.name)
+            out[f.name] = MASK if (mask and is_secret(f) and v is not None) else _plain(v, mask)
+        return out
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _plain(v, mask) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, mask) for v in value]
+    if isinstance(value, float) and math.isinf(value):
+        # JSON has no infinity; keep the TOML spelling.
+        return "inf" if value > 0 else "-inf"
+    return value
