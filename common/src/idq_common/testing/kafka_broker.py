@@ -75,9 +75,7 @@ def kafka_topic_factory(
     """Factory creating uniquely named topics on the session broker."""
     test = "".join(c if c.isalnum() else "-" for c in request.node.name)[:60]
 
-    def make(
-        kind: str = "t", partitions: int = 1, config: dict[str, str] | None = None
-    ) -> str:
+    def make(kind: str = "t", partitions: int = 1, config: dict[str, str] | None = None) -> str:
         name = f"test.{test}.{kind}.{next(_counter)}.{uuid.uuid4().hex[:8]}"
         create_topics(kafka_admin_config, [TopicSpec(name, partitions, 1, config or {})])
         return name

@@ -1,0 +1,105 @@
+"""``idq topics create|list``: the pipeline's seven topics of one instrument.
+
+With ``--config FILE`` the names, partitions, replication and retention come from the
+``[general]`` and ``[kafka]`` sections; ``--bootstrap``/``--ifo``/... override them or
+stand alone. Without any bootstrap, the local broker of ``idq kafka up`` is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from idq_common.exceptions import BrokerError, ConfigError
+
+NAME = "topics"
+HELP = "create (idempotently) or list the pipeline topics of an instrument"
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(NAME, help=HELP, description=HELP)
+    sub = parser.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
+    create = sub.add_parser("create", help="create the seven topics (existing ones are kept)")
+    listing = sub.add_parser("list", help="list the topics on the broker")
+    for p in (create, listing):
+        p.add_argument("--config", type=Path, default=None, help="iDQ TOML config")
+        p.add_argument(
+            "--bootstrap", default=None, help="host:port (default: config, else local broker)"
+        )
+    create.add_argument("--ifo", default=None, help="instrument, e.g. H1 (default: config)")
+    create.add_argument("--partitions", type=int, default=None)
+    create.add_argument("--replication", type=int, default=None)
+    create.add_argument("--retention-hours", type=float, default=None)
+    return parser
+
+
+def _local_bootstrap() -> str:
+    from idq_common.cli.cmd_kafka import default_data_dir
+    from idq_common.kafka.broker import LocalBroker
+
+    status = LocalBroker(default_data_dir()).status(check_ready=False)
+    if not status.running or status.bootstrap is None:
+        raise BrokerError(
+            "no --bootstrap, no --config, and no local broker running (try `idq kafka up`)"
+        )
+    return status.bootstrap
+
+
+def _plan(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``(admin_config, topic_specs kwargs)`` from the config file and the flags."""
+    admin: dict[str, Any] = {}
+    spec: dict[str, Any] = {"ifo": None, "names": None, "partitions": 1, "replication": 1}
+    spec["retention_ms"] = None
+    if ns.config is not None:
+        from idq_common.config import load_settings
+
+        settings = load_settings(ns.config)
+        kafka = settings.kafka
+        admin = dict(kafka.admin_config())
+        spec.update(
+            ifo=settings.general.ifo,
+            names=kafka.topics.as_dict(),
+            partitions=kafka.partitions,
+            replication=kafka.replication_factor,
+            retention_ms=kafka.retention_ms,
+        )
+    if ns.bootstrap:
+        admin["bootstrap.servers"] = ns.bootstrap
+    elif "bootstrap.servers" not in admin:
+        admin["bootstrap.servers"] = _local_bootstrap()
+    if getattr(ns, "ifo", None):
+        spec["ifo"] = ns.ifo
+        if ns.config is None:
+            spec["names"] = None
+    for flag, key in (("partitions", "partitions"), ("replication", "replication")):
+        if getattr(ns, flag, None) is not None:
+            spec[key] = getattr(ns, flag)
+    if getattr(ns, "retention_hours", None) is not None:
+        spec["retention_ms"] = round(ns.retention_hours * 3_600_000)
+    return admin, spec
+
+
+def run(ns: argparse.Namespace) -> int:
+    from confluent_kafka.admin import AdminClient
+
+    from idq_common.kafka.topics import create_topics, topic_specs
+
+    admin, spec = _plan(ns)
+    if ns.topics_command == "list":
+        meta = AdminClient(admin).list_topics(timeout=30)
+        for name in sorted(meta.topics):
+            if not name.startswith("__"):
+                print(f"{name}\t{len(meta.topics[name].partitions)} partition(s)")
+        return 0
+    if not spec["ifo"]:
+        raise ConfigError("general.ifo", "no instrument: give --ifo or --config")
+    specs = topic_specs(**spec)
+    created = create_topics(admin, specs)
+    for s in specs:
+        if created.get(s.name):
+            policy = s.config.get("cleanup.policy", "")
+            print(f"created  {s.name}  partitions={s.partitions} {policy}")
+        else:
+            print(f"exists   {s.name}  (left as it is)")
+    return 0
