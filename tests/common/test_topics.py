@@ -1,0 +1,75 @@
+"""Topic specs (pure) and creation on the real session broker."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from idq_common.cli.main import main
+from idq_common.exceptions import BrokerError
+from idq_common.kafka.topics import TopicSpec, create_topics, describe_topic_config, topic_specs
+
+KINDS = ["features", "segments", "quivers", "models", "calibrations", "timeseries", "deadletter"]
+
+
+def test_topic_specs_defaults_and_policies() -> None:
+    specs = topic_specs("H1", partitions=3, replication=1, retention_ms=3_600_000)
+    assert [s.kind for s in specs] == KINDS
+    assert [s.name for s in specs] == [f"idq.H1.{k}" for k in KINDS]
+    by_kind = {s.kind: s for s in specs}
+    for kind in ("models", "calibrations"):
+        assert by_kind[kind].config == {"cleanup.policy": "compact"}
+    for kind in ("features", "segments", "quivers", "timeseries", "deadletter"):
+        assert by_kind[kind].config == {"cleanup.policy": "delete", "retention.ms": "3600000"}
+    assert {s.partitions for s in specs} == {3}
+
+
+def test_topic_specs_overrides_and_unknown_kind() -> None:
+    specs = topic_specs("L1", names={"features": "custom.features"})
+    assert specs[0].name == "custom.features" and specs[1].name == "idq.L1.segments"
+    assert "retention.ms" not in specs[0].config
+    with pytest.raises(ValueError, match="unknown"):
+        topic_specs("L1", names={"bogus": "x"})
+
+
+@pytest.mark.kafka
+def test_create_twice_harmless_and_compaction(kafka_admin_config) -> None:
+    ifo = f"T{uuid.uuid4().hex[:6]}"
+    specs = topic_specs(ifo, partitions=2, retention_ms=7_200_000)
+    first = create_topics(kafka_admin_config, specs)
+    assert first == {s.name: True for s in specs}
+    second = create_topics(kafka_admin_config, specs)
+    assert second == {s.name: False for s in specs}
+    models = describe_topic_config(kafka_admin_config, f"idq.{ifo}.models")
+    calib = describe_topic_config(kafka_admin_config, f"idq.{ifo}.calibrations")
+    feats = describe_topic_config(kafka_admin_config, f"idq.{ifo}.features")
+    assert models["cleanup.policy"] == "compact"
+    assert calib["cleanup.policy"] == "compact"
+    assert feats["cleanup.policy"] == "delete"
+    assert feats["retention.ms"] == "7200000"
+
+
+@pytest.mark.kafka
+def test_other_errors_raise(kafka_admin_config) -> None:
+    bad = TopicSpec(f"bad.{uuid.uuid4().hex}", partitions=1, replication=3)
+    with pytest.raises(BrokerError, match="creating topics failed"):
+        create_topics(kafka_admin_config, [bad])
+
+
+@pytest.mark.kafka
+def test_cli_topics_create(kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
+    ifo = f"C{uuid.uuid4().hex[:6]}"
+    args = ["topics", "create", "--bootstrap", kafka_bootstrap, "--ifo", ifo]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert out.count("created") == 7 and f"idq.{ifo}.models" in out
+    assert main(args) == 0
+    assert capsys.readouterr().out.count("exists") == 7
+    assert main(["topics", "list", "--bootstrap", kafka_bootstrap]) == 0
+    assert f"idq.{ifo}.deadletter" in capsys.readouterr().out
+
+
+def test_cli_topics_create_needs_ifo(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["topics", "create", "--bootstrap", "127.0.0.1:1"]) == 1
+    assert "general.ifo" in capsys.readouterr().err
