@@ -149,8 +149,10 @@ class CadenceManager:
         too_far = (self.max_lag_seconds is not None and lag > self.max_lag_seconds) or (
             self.max_lag_strides is not None and lag / self.stride > self.max_lag_strides
         )
-        if too_far:
-            skipped = self._skip_span(now)
+        skipped = self._skip_span(now)
+        # only raise when skipping would skip something: a tight bound (< 2 strides)
+        # must not make the caller skip forever without making progress
+        if too_far and skipped[1] > skipped[0]:
             raise MaxIterError(
                 f"cadence fell {lag:.1f} s ({lag / self.stride:.1f} strides) behind at "
                 f"timestamp {self.timestamp}; would skip [{skipped[0]}, {skipped[1]})",

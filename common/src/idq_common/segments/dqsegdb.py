@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -78,7 +79,14 @@ class DQSegDBSegments:
         if not self.auth:
             kwargs["force_noauth"] = True
         self.attempts += 1
-        out = dqsegdb2.query_segments(self.flag, start, end, host=self.host, **kwargs)
+        with warnings.catch_warnings():
+            if not self.auth:
+                # dqsegdb2's Session still probes for X.509 files (and warns that LIGO.ORG
+                # X.509 is retired) even though this request sends no credentials
+                warnings.filterwarnings(
+                    "ignore", category=DeprecationWarning, module="igwn_auth_utils"
+                )
+            out = dqsegdb2.query_segments(self.flag, start, end, host=self.host, **kwargs)
         if not isinstance(out, dict) or "active" not in out or "known" not in out:
             raise ValueError(f"answer lacks 'known'/'active': {str(out)[:200]}")
         return out
