@@ -134,15 +134,15 @@ def test_env_secrets_are_masked(base: dict[str, Any], tmp_path: Path) -> None:
         "IDQ_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
         "IDQ_KAFKA__SASL_MECHANISM": "SCRAM-SHA-512",
         "IDQ_KAFKA__SASL_USERNAME": "idq-h1",
-        "IDQ_KAFKA__SASL_PASSWORD": "hunter2-s3cr3t",
+        "IDQ_KAFKA__SASL_PASSWORD": "'hunter2-s3cr3t'",  # kept verbatim, quotes and all
         "IDQ_STORE__URL": "s3://idq-models/h1",
         "IDQ_STORE__ENDPOINT_URL": "http://127.0.0.1:8333",
         "IDQ_STORE__KEY": "AKIDEXAMPLE",
         "IDQ_STORE__SECRET": "wJalrXUtnFEMI-s3cr3t",
     }
     s = _load(base, tmp_path, env)
-    assert s.kafka.sasl_password == "hunter2-s3cr3t"
-    assert s.kafka.producer_config()["sasl.password"] == "hunter2-s3cr3t"
+    assert s.kafka.sasl_password == "'hunter2-s3cr3t'"
+    assert s.kafka.producer_config()["sasl.password"] == "'hunter2-s3cr3t'"
     assert s.store.storage_options() == {
         "key": "AKIDEXAMPLE",
         "secret": "wJalrXUtnFEMI-s3cr3t",
@@ -156,7 +156,7 @@ def test_env_secrets_are_masked(base: dict[str, Any], tmp_path: Path) -> None:
     assert d["kafka"]["sasl_password"] == "***" and d["store"]["secret"] == "***"
     assert d["kafka"]["sasl_username"] == "idq-h1"
     assert d["samples"]["target_bounds"]["snr"] == [10.0, "inf"]
-    assert s.to_dict(mask_secrets=False)["kafka"]["sasl_password"] == "hunter2-s3cr3t"
+    assert s.to_dict(mask_secrets=False)["kafka"]["sasl_password"] == "'hunter2-s3cr3t'"
 
 
 def test_env_unknown_key_is_an_error_naming_the_variable(
@@ -179,6 +179,28 @@ def test_env_bad_value_names_the_variable(base: dict[str, Any], tmp_path: Path) 
     assert (
         "must be > 0" in info.value.problem and "IDQ_EVALUATE__STREAM__STRIDE" in info.value.problem
     )
+
+
+@pytest.mark.parametrize(
+    ("env", "key", "problem"),
+    [
+        ({"IDQ_CLASSIFIER__FLAVOR": "sgd"}, "classifier", "like IDQ_CLASSIFIER__0__FLAVOR"),
+        ({"IDQ_CLASSIFIER__5__FLAVOR": "sgd"}, "classifier[5]", "no such entry"),
+        ({"IDQ_GENERAL__IFO__X": "1"}, "general.ifo", "is not a table"),
+        ({"IDQ_TRAIN__STREAM": "3"}, "train.stream", "is a table"),
+        (
+            {"IDQ_KAFKA__PARTITIONS": "two"},
+            "kafka.partitions",
+            "expected an integer, got string 'two'",
+        ),
+    ],
+)
+def test_env_structural_errors(
+    base: dict[str, Any], tmp_path: Path, env: dict[str, str], key: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        _load(base, tmp_path, env)
+    assert info.value.key == key and problem in info.value.problem
 
 
 # -- bad configurations: each names its key and its problem --------------------------------

@@ -133,10 +133,11 @@ class Table:
         choices: Sequence[str] | None = None,
         allow_empty: bool = False,
     ) -> Any:
-        """A string (env overrides keep their raw text, so ``123`` stays ``"123"``)."""
+        """A string. A string key set from the environment takes the variable's text
+        verbatim (``123`` stays ``"123"``, quotes in a password are kept)."""
         value = self._get(name, default, "a string")
         raw = self.ctx.env_raw.get(self.key(name))
-        if raw is not None and name in self.data and not isinstance(value, str):
+        if raw is not None and name in self.data:
             value = raw
         if name not in self.data or value is None:
             return value
@@ -291,8 +292,9 @@ def _set_path(data: dict[str, Any], parts: list[str], raw: str, var: str, ctx: C
         last = i == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit():
+                example = f"IDQ_{dotted.upper()}__0__{part.upper()}"
                 raise ConfigError(
-                    dotted, f"is an array of tables; {var} must give an index (IDQ_..__0__..)"
+                    dotted, f"is an array of tables; {var} must give an index, like {example}"
                 )
             idx = int(part)
             if idx >= len(node):
@@ -306,7 +308,7 @@ def _set_path(data: dict[str, Any], parts: list[str], raw: str, var: str, ctx: C
             raise ConfigError(dotted, f"is not a table, so {var} cannot set a key inside it")
         dotted = f"{dotted}.{part}" if dotted else part
         if last:
-            if isinstance(node.get(part), dict | list) and not raw.lstrip().startswith("["):
+            if isinstance(node.get(part), dict):
                 raise ConfigError(dotted, f"is a table; {var} cannot replace it with a value")
             node[part] = parse_env_value(raw)
             ctx.env_vars[dotted] = var
