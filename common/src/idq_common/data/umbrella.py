@@ -100,14 +100,14 @@ class Umbrella(ClassifierData):
     def append_children(self, *children: ClassifierData) -> None:
         """Add children on the right (no order check), growing span and segments."""
         for c in children:
+            self._cover(c)  # before adding: an empty umbrella takes the child's span
             self._children.append(c)
-            self._cover(c)
 
     def appendleft_children(self, *children: ClassifierData) -> None:
         """Add children on the left, each becoming the new oldest child."""
         for c in children:
-            self._children.appendleft(c)
             self._cover(c)
+            self._children.appendleft(c)
 
     def extend_child(self, child: ClassifierData) -> None:
         """Add the newest child on the right, bumping ``end`` and ``segs``.

@@ -1,0 +1,80 @@
+"""TriggerSet: construction, concat (channel tables merged), selection, per-channel views."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from igwn_segments import segment, segmentlist
+
+from idq_common.data.triggers import TriggerSet, in_segments
+
+
+def _set(names, rows):
+    chan, t, s, f = zip(*rows, strict=True) if rows else ((), (), (), ())
+    return TriggerSet(tuple(names), np.array(chan), np.array(t), np.array(s), np.array(f))
+
+
+def test_empty_and_len():
+    e = TriggerSet.empty(("A", "B"))
+    assert len(e) == 0
+    assert e.channels == ("A", "B")
+    assert e.for_channel("A")[0].size == 0
+    assert e.for_channel("missing")[0].size == 0
+
+
+def test_validation():
+    with pytest.raises(ValueError):
+        TriggerSet(("A",), np.array([1]), np.array([0.0]), np.array([6.0]), np.array([10.0]))
+    with pytest.raises(ValueError):
+        TriggerSet(("A",), np.array([0, 0]), np.array([0.0]), np.array([6.0]), np.array([1.0]))
+    with pytest.raises(ValueError):
+        TriggerSet.empty(("A", "A"))
+
+
+def test_concat_merges_tables_by_name_in_time_order():
+    a = _set(("A", "B"), [(0, 1.0, 6.0, 10.0), (1, 3.0, 7.0, 20.0)])
+    b = _set(("C", "A"), [(0, 2.0, 8.0, 30.0), (1, 0.5, 9.0, 40.0)])
+    c = TriggerSet.concat([a, b])
+    assert c.channels == ("A", "B", "C")
+    assert c.time.tolist() == [0.5, 1.0, 2.0, 3.0]
+    assert [c.channels[i] for i in c.channel] == ["A", "A", "C", "B"]
+    assert c.snr.tolist() == [9.0, 6.0, 8.0, 7.0]
+    t, s, _ = c.for_channel("A")
+    assert t.tolist() == [0.5, 1.0] and s.tolist() == [9.0, 6.0]
+    assert len(TriggerSet.concat([])) == 0
+
+
+def test_concat_is_stable_for_equal_times():
+    a = _set(("A",), [(0, 1.0, 6.0, 1.0)])
+    b = _set(("B",), [(0, 1.0, 7.0, 2.0)])
+    c = TriggerSet.concat([a, b])
+    assert [c.channels[i] for i in c.channel] == ["A", "B"]
+
+
+def test_select_time_half_open_and_restrict():
+    s = TriggerSet.from_channels({"A": ([0.0, 1.0, 2.0, 3.0], [6] * 4, [1] * 4)})
+    assert s.select_time(1.0, 3.0).time.tolist() == [1.0, 2.0]
+    segs = segmentlist([segment(0.0, 1.0), segment(2.5, 3.0), segment(2.0, 2.6)])
+    assert s.restrict(segs).time.tolist() == [0.0, 2.0]
+    assert s.select_channels(["B"]).time.size == 0
+
+
+def test_for_channel_sorted_regardless_of_row_order():
+    rng = np.random.default_rng(1)
+    t = rng.uniform(0, 10, 200)
+    ch = rng.integers(0, 3, 200)
+    s = TriggerSet(("A", "B", "C"), ch, t, rng.uniform(6, 9, 200), rng.uniform(1, 9, 200))
+    perm = rng.permutation(200)
+    s2 = s.take(perm)
+    for name in s.channels:
+        a, b = s.for_channel(name), s2.for_channel(name)
+        assert np.all(np.diff(a[0]) >= 0)
+        for x, y in zip(a, b, strict=True):
+            np.testing.assert_array_equal(x, y)
+    assert sum(s.counts().values()) == 200
+
+
+def test_in_segments_edges():
+    segs = segmentlist([segment(1.0, 2.0)])
+    assert in_segments(np.array([0.5, 1.0, 1.5, 2.0]), segs).tolist() == [False, True, True, False]
+    assert in_segments(np.array([1.0]), segmentlist()).tolist() == [False]
