@@ -73,3 +73,28 @@ def test_cli_topics_create(kafka_bootstrap: str, capsys: pytest.CaptureFixture[s
 def test_cli_topics_create_needs_ifo(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["topics", "create", "--bootstrap", "127.0.0.1:1"]) == 1
     assert "general.ifo" in capsys.readouterr().err
+
+
+@pytest.mark.kafka
+def test_cli_topics_create_from_config(kafka_admin_config, kafka_bootstrap: str) -> None:
+    """Partitions and retention come from etc/idq-demo.toml; --ifo keeps the run isolated."""
+    from pathlib import Path
+
+    config = Path(__file__).resolve().parents[2] / "etc" / "idq-demo.toml"
+    ifo = f"D{uuid.uuid4().hex[:6]}"
+    args = ["topics", "create", "--config", str(config), "--bootstrap", kafka_bootstrap]
+    assert main([*args, "--ifo", ifo]) == 0
+    feats = describe_topic_config(kafka_admin_config, f"idq.{ifo}.features")
+    assert feats["retention.ms"] == str(24 * 3_600_000)
+    from confluent_kafka.admin import AdminClient
+
+    meta = AdminClient(kafka_admin_config).list_topics(timeout=10)
+    assert len(meta.topics[f"idq.{ifo}.features"].partitions) == 2
+
+
+def test_cli_topics_unreachable_broker_fails_fast(capsys: pytest.CaptureFixture[str]) -> None:
+    from idq_common.kafka.broker import free_port
+
+    args = ["topics", "create", "--bootstrap", f"127.0.0.1:{free_port()}", "--ifo", "H1"]
+    assert main(args) == 1
+    assert "cannot reach Kafka" in capsys.readouterr().err

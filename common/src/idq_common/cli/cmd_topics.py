@@ -27,7 +27,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         p.add_argument(
             "--bootstrap", default=None, help="host:port (default: config, else local broker)"
         )
-    create.add_argument("--ifo", default=None, help="instrument, e.g. H1 (default: config)")
+    create.add_argument(
+        "--ifo",
+        default=None,
+        help="instrument, e.g. H1, with default names idq.{ifo}.{kind} (default: config)",
+    )
     create.add_argument("--partitions", type=int, default=None)
     create.add_argument("--replication", type=int, default=None)
     create.add_argument("--retention-hours", type=float, default=None)
@@ -69,9 +73,9 @@ def _plan(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     elif "bootstrap.servers" not in admin:
         admin["bootstrap.servers"] = _local_bootstrap()
     if getattr(ns, "ifo", None):
+        # another instrument: its default names idq.{ifo}.{kind}, not the config's
         spec["ifo"] = ns.ifo
-        if ns.config is None:
-            spec["names"] = None
+        spec["names"] = None
     for flag, key in (("partitions", "partitions"), ("replication", "replication")):
         if getattr(ns, flag, None) is not None:
             spec[key] = getattr(ns, flag)

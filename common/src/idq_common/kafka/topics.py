@@ -20,6 +20,9 @@ from idq_common.exceptions import BrokerError
 from idq_common.kafka.settings import COMPACTED_KINDS, TOPIC_KINDS
 
 log = logging.getLogger(__name__)
+_QUIET = logging.getLogger(f"{__name__}.probe")
+_QUIET.setLevel(logging.CRITICAL)
+_QUIET.propagate = False
 
 
 @dataclass(frozen=True)
@@ -120,7 +123,16 @@ def create_topics(
     specs = list(specs)
     if not specs:
         return {}
-    admin = AdminClient(dict(admin_config))
+    bootstrap = str(admin_config.get("bootstrap.servers", ""))
+    # Fail fast and quietly when nothing answers, instead of librdkafka's
+    # connection-refused lines until the operation timeout.
+    conf = dict(admin_config)
+    probe_conf = {**conf, "logger": _QUIET}
+    try:
+        AdminClient(probe_conf).list_topics(timeout=min(timeout, 10.0))
+    except KafkaException as exc:
+        raise BrokerError(f"cannot reach Kafka at {bootstrap!r}: {exc}") from exc
+    admin = AdminClient(conf)
     futures = admin.create_topics(
         [s.new_topic() for s in specs], operation_timeout=timeout, request_timeout=timeout
     )
