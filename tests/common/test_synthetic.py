@@ -23,7 +23,10 @@ def _same(a: TriggerSet, b: TriggerSet) -> None:
 @pytest.mark.parametrize("cut", [T0 + 16, T0 + 37.25, T0 + 100.0001])
 def test_generate_chunk_invariant(cut):
     m = small_model()
-    _same(m.generate(T0, T0 + 160), TriggerSet.concat([m.generate(T0, cut), m.generate(cut, T0 + 160)]))
+    _same(
+        m.generate(T0, T0 + 160),
+        TriggerSet.concat([m.generate(T0, cut), m.generate(cut, T0 + 160)]),
+    )
 
 
 def test_generate_deterministic_and_seeded():

@@ -38,7 +38,7 @@ def test_children_span_and_triggers_equal_one_piece():
 
 
 def test_extend_child_bumps_end_and_segs_and_invalidates_cache():
-    m, kids = _chunks()
+    _m, kids = _chunks()
     u = Umbrella()
     u.extend_child(kids[0])
     n0 = len(u.triggers())
