@@ -99,8 +99,10 @@ class Model:
     span : tuple[float, float]
         GPS ``(start, end)`` of the training data (union over updates).
     id : str
-        Content id: sha256 prefix of flavor, spec and payload (not of ``created``,
-        so retraining on the same data gives the same id).
+        Content id: sha256 prefix of flavor, spec and payload (not of ``created``).
+        OVL payloads are canonical JSON, so retraining OVL on the same data gives the
+        same id; skops names its zip members after object ids and stamps times, so
+        a retrained scikit-learn model gets a new id even when its ranks are equal.
     """
 
     flavor: str

@@ -1,0 +1,214 @@
+"""Classifier API behaviour and held-out efficiency against the Bayes-optimal reference."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pytest
+import skops.io as sio
+from igwn_segments import segment, segmentlist
+
+from idq_common.classifiers import FLAVORS, Model, is_incremental, make_classifier
+from idq_common.classifiers.base import ModelSpec
+from idq_common.data.synthetic import SyntheticSource
+from idq_common.exceptions import ClassifierError, NotCalibratedError, NotTrainedError
+from idq_common.features import FeatureSpec
+from idq_common.quiver import Quiver
+from idq_common.science import DEFAULT_FAPS, efficiency_at_fap
+from idq_common.testing.synthetic import small_model, small_quiver, small_spec
+
+T0 = 1_400_000_000.0
+#: small, fast settings per flavor (production ones are in etc/idq.toml)
+FAST: dict[str, dict[str, Any]] = {
+    "ovl": {},
+    "random_forest": {"n_estimators": 60, "max_depth": 12},
+    "hist_gradient_boosting": {"max_iter": 60},
+    "sgd": {"epochs": 5},
+    "naive_bayes": {},
+}
+
+
+@pytest.fixture(scope="module")
+def model() -> Any:
+    # 0.5 Hz glitches: ~1,000 loud glitch samples per 4,000 s, enough for stable figures
+    return small_model(glitch_rate=0.5)
+
+
+@pytest.fixture(scope="module")
+def train_q(model: Any) -> Quiver:
+    return small_quiver(model, span=(T0, T0 + 4000), random_rate=5.0, seed=1)
+
+
+@pytest.fixture(scope="module")
+def test_q(model: Any) -> Quiver:
+    return small_quiver(model, span=(T0 + 4000, T0 + 8000), random_rate=5.0, seed=2)
+
+
+@pytest.fixture(scope="module")
+def trained(model: Any, train_q: Quiver) -> dict[str, Any]:
+    out = {}
+    for flavor, params in FAST.items():
+        clf = make_classifier(flavor, flavor, params, small_spec(model))
+        clf.train(train_q)
+        out[flavor] = clf
+    return out
+
+
+def test_factory_errors_name_the_problem(model: Any) -> None:
+    spec = small_spec(model)
+    with pytest.raises(ClassifierError, match="'svm'"):
+        make_classifier("x", "svm", {}, spec)
+    with pytest.raises(ClassifierError, match="n_trees"):
+        make_classifier("x", "random_forest", {"n_trees": 3}, spec)
+    with pytest.raises(ClassifierError, match="metric"):
+        make_classifier("x", "ovl", {"metric": "best"}, spec)
+    assert set(FLAVORS) == set(FAST)
+    assert is_incremental("sgd") and is_incremental("naive_bayes")
+    assert not is_incremental("random_forest") and not is_incremental("ovl")
+
+
+@pytest.mark.parametrize("flavor", sorted(FAST))
+def test_untrained_raises(flavor: str, model: Any, test_q: Quiver) -> None:
+    clf = make_classifier("c", flavor, FAST[flavor], small_spec(model))
+    assert not clf.is_trained and not clf.is_calibrated
+    with pytest.raises(NotTrainedError):
+        clf.evaluate(test_q)
+    with pytest.raises(NotTrainedError):
+        clf.to_bytes()
+    with pytest.raises(NotCalibratedError):
+        _ = clf.calibration_map
+
+
+@pytest.mark.parametrize("flavor", sorted(FAST))
+def test_safe_round_trip_gives_identical_ranks(
+    flavor: str, model: Any, trained: dict[str, Any], test_q: Quiver
+) -> None:
+    clf = trained[flavor]
+    ranks = clf.rank(test_q.features)
+    assert ranks.shape == (len(test_q),)
+    assert np.all((ranks >= 0) & (ranks <= 1))
+    blob = clf.to_bytes()
+    other = make_classifier("copy", flavor, FAST[flavor], small_spec(model))
+    loaded = other.from_bytes(blob)
+    assert loaded.id == clf.model.id and loaded.n_samples == clf.model.n_samples > 0
+    assert np.array_equal(other.rank(test_q.features), ranks)
+    assert Model.from_bytes(blob) == clf.model
+
+
+def test_evaluate_fills_the_quiver(trained: dict[str, Any], test_q: Quiver) -> None:
+    clf = trained["random_forest"]
+    q = test_q.select(np.arange(len(test_q)) < 50)
+    ranks = clf.evaluate(q)
+    assert np.array_equal(q.ranks, ranks)
+    assert q.classifier == clf.nickname and q.model_id == clf.model.id
+
+
+def test_malformed_and_untrusted_payloads_are_refused(model: Any, trained: dict[str, Any]) -> None:
+    spec = small_spec(model)
+    rf = make_classifier("c", "random_forest", {}, spec)
+    with pytest.raises(ClassifierError, match="IDQM1"):
+        rf.from_bytes(b"\x80\x04pickle")
+    blob = bytearray(trained["random_forest"].to_bytes())
+    blob[-200] ^= 0xFF  # tamper with the payload: the content id no longer matches
+    with pytest.raises(ClassifierError):
+        rf.from_bytes(bytes(blob))
+    # a well-formed model whose skops payload holds a type outside the trusted list
+    evil = sio.dumps({"estimator": segment(0, 1)})
+    bad = Model("random_forest", evil, ModelSpec.from_spec(spec))
+    with pytest.raises(ClassifierError, match="untrusted"):
+        rf.from_bytes(bad.to_bytes())
+    with pytest.raises(ClassifierError, match="flavor"):
+        rf.from_bytes(trained["sgd"].to_bytes())
+
+
+def test_supervised_retrains_from_scratch(model: Any, train_q: Quiver, test_q: Quiver) -> None:
+    spec = small_spec(model)
+    a = make_classifier("a", "random_forest", FAST["random_forest"], spec)
+    b = make_classifier("b", "random_forest", FAST["random_forest"], spec)
+    a.train(train_q)
+    a.train(test_q)
+    b.train(test_q)
+    assert a.model.n_samples == len(test_q)
+    assert np.array_equal(a.rank(train_q.features), b.rank(train_q.features))
+
+
+@pytest.mark.parametrize("flavor", ["sgd", "naive_bayes"])
+def test_incremental_adds_data(flavor: str, model: Any, train_q: Quiver, test_q: Quiver) -> None:
+    spec = small_spec(model)
+    first_half = train_q.select(train_q.times < T0 + 2000)
+    second_half = train_q.select(train_q.times >= T0 + 2000)
+    inc = make_classifier("i", flavor, FAST[flavor], spec)
+    m1 = inc.train(first_half)
+    r1 = inc.rank(test_q.features)
+    # continue from a stored model, as the train stage does after a restart
+    resumed = make_classifier("r", flavor, FAST[flavor], spec)
+    resumed.from_bytes(inc.to_bytes())
+    m2 = resumed.train(second_half)
+    assert m2.n_samples == len(first_half) + len(second_half)
+    assert m2.span == (min(m1.span[0], second_half.start), max(m1.span[1], second_half.end))
+    assert not np.array_equal(resumed.rank(test_q.features), r1)
+    only_second = make_classifier("o", flavor, FAST[flavor], spec)
+    only_second.train(second_half)
+    assert not np.array_equal(resumed.rank(test_q.features), only_second.rank(test_q.features))
+
+
+def test_model_spec_alignment(model: Any, trained: dict[str, Any], test_q: Quiver) -> None:
+    """A classifier whose features list channels differently still ranks the same."""
+    spec = small_spec(model)
+    chans = (*reversed(spec.channels), "H1:EXTRA")
+    spec2 = FeatureSpec(chans, spec.window)
+    k = len(spec.columns)
+    X = test_q.features
+    X2 = np.zeros((X.shape[0], spec2.width))
+    for j, ch in enumerate(chans):
+        if ch in spec.channels:
+            i = spec.channels.index(ch)
+            X2[:, j * k : (j + 1) * k] = X[:, i * k : (i + 1) * k]
+    for flavor in ("ovl", "random_forest"):
+        other = make_classifier("x", flavor, FAST[flavor], spec2)
+        other.from_bytes(trained[flavor].to_bytes())
+        assert np.array_equal(other.rank(X2), trained[flavor].rank(X))
+
+
+def test_timeseries_nan_outside_segments(model: Any, trained: dict[str, Any]) -> None:
+    segs = segmentlist([segment(T0 + 10, T0 + 14), segment(T0 + 20, T0 + 22)])
+    src = SyntheticSource(model, T0 + 8, T0 + 24, segs=segmentlist([segment(T0 + 8, T0 + 24)]))
+    clf = trained["random_forest"]
+    times, ranks = clf.timeseries(src, segs=segs, sample_rate=128)
+    assert times.size == 16 * 128 and times[0] == T0 + 8 and times[1] - times[0] == 1 / 128
+    inside = np.zeros(times.size, dtype=bool)
+    for s in segs:
+        inside |= (times >= s[0]) & (times < s[1])
+    assert np.all(np.isnan(ranks[~inside]))
+    assert np.all((ranks[inside] >= 0) & (ranks[inside] <= 1))
+    # default segments: the data's own
+    _, full = clf.timeseries(src, sample_rate=16)
+    assert np.all(np.isfinite(full))
+
+
+def test_efficiency_vs_bayes_optimal(
+    model: Any, trained: dict[str, Any], test_q: Quiver, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Held-out efficiency at FAP 1e-3, 1e-2, 1e-1 beside the generator's optimum."""
+    y = test_q.labels
+    assert (y == 1).sum() >= 800 and (y == 0).sum() >= 10_000
+    llr = model.optimal_log_likelihood_ratio(test_q.features, small_spec(model))
+    optimal = efficiency_at_fap(llr[y == 1], llr[y == 0], DEFAULT_FAPS)
+    table = {}
+    for flavor, clf in trained.items():
+        r = clf.rank(test_q.features)
+        table[flavor] = efficiency_at_fap(r[y == 1], r[y == 0], DEFAULT_FAPS)
+    with capsys.disabled():
+        print("\nheld-out efficiency at FAP", DEFAULT_FAPS)
+        print(f"  {'optimal':24s}", np.round(optimal, 3))
+        for flavor, eff in table.items():
+            print(f"  {flavor:24s}", np.round(eff, 3), "ratio@1e-2 %.3f" % (eff[1] / optimal[1]))
+    best = max(eff[1] for eff in table.values())
+    assert best >= 0.9 * optimal[1]
+    for flavor, eff in table.items():
+        # nobody beats the optimum by more than the held-out noise
+        sigma = math.sqrt(optimal[1] * (1 - optimal[1]) / (y == 1).sum())
+        assert eff[1] <= optimal[1] + 4 * sigma, flavor
+        assert eff[2] >= 0.8, flavor  # every flavor learns the strong witness
