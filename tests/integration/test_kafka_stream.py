@@ -168,3 +168,17 @@ def test_stream_over_kafka_matches_direct_samples(
         assert np.array_equal(q1.features, q2.features)
     assert strides == [(T0 + k, T0 + k + 4) for k in range(0, 20, 4)]
     assert len(dead) == 1
+
+
+def test_incomplete_and_missing_spans_are_reported(
+    features_topic: str, reader: tuple[Consumer, list]
+) -> None:
+    from idq_common.exceptions import IncompleteDataError, NoDataError
+
+    consumer, _dead = reader
+    # the producer stopped at END: a span past it is reported after the idle timeout
+    src = KafkaFeatureSource(consumer, features_topic, seek_pad=3, idle_timeout=1.0)
+    with pytest.raises(IncompleteDataError, match="sources behind"):
+        src.fetch(END - 2, END + 2)
+    with pytest.raises(NoDataError):
+        src.fetch(END + 1000, END + 1010)  # far ahead: re-seeks, nothing there
