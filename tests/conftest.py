@@ -6,4 +6,5 @@ Each engineer appends their plugin module to ``pytest_plugins``.
 pytest_plugins = [
     "idq_common.testing.synthetic",
     "idq_common.testing.kafka_broker",
+    "idq_common.testing.prometheus",
 ]
