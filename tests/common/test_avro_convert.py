@@ -13,6 +13,8 @@ from idq_common.avro.convert import (
     TIMESERIES_COLUMNS,
     batch_extra,
     batch_to_triggers,
+    quiver_to_record,
+    record_to_quiver,
     record_to_segment_update,
     record_to_timeseries,
     segment_update_to_record,
@@ -21,6 +23,7 @@ from idq_common.avro.convert import (
 )
 from idq_common.data.triggers import TriggerSet
 from idq_common.exceptions import InvalidMessageError
+from idq_common.quiver import Quiver
 
 T0 = 1_000_000_000.0
 
@@ -126,3 +129,44 @@ def test_segment_update_roundtrip() -> None:
     assert got_active == segmentlist([segment(T0, T0 + 5), segment(T0 + 10.5, T0 + 16)])
     with pytest.raises(InvalidMessageError):
         record_to_segment_update({**record, "known": {"starts": [T0], "ends": []}})
+
+
+def test_quiver_roundtrip() -> None:
+    rng = np.random.default_rng(9)
+    n = 500
+    q = Quiver(
+        times=np.sort(T0 + 16 * rng.random(n)),
+        labels=rng.integers(0, 2, n),
+        features=rng.random((n, 6)),
+        columns=tuple(f"c{i}" for i in range(6)),
+        start=T0,
+        end=T0 + 16,
+        segs=segmentlist([segment(T0, T0 + 5), segment(T0 + 6, T0 + 16)]),
+        ranks=rng.random(n),
+        classifier="ovl",
+        model_id="m-1",
+    )
+    record = quiver_to_record(q, "H1", seq=62_500_000)
+    back = record_to_quiver(_wire("quiver", record))
+    np.testing.assert_array_equal(back.times, q.times)
+    np.testing.assert_array_equal(back.labels, q.labels)
+    assert back.ranks is not None and q.ranks is not None
+    np.testing.assert_array_equal(back.ranks, q.ranks)
+    assert back.features.shape == (n, 0) and back.columns == ()
+    assert (back.start, back.end, back.segs) == (q.start, q.end, q.segs)
+    assert (back.classifier, back.model_id) == ("ovl", "m-1")
+    assert back.n_glitch == q.n_glitch
+
+
+def test_quiver_rejects_unevaluated_and_bad_records() -> None:
+    q = Quiver(times=[T0], labels=[1], features=np.zeros((1, 0)), columns=(), start=T0, end=T0 + 1)
+    with pytest.raises(InvalidMessageError, match="evaluated"):
+        quiver_to_record(q, "H1", 0)
+    q.ranks, q.classifier, q.model_id = np.array([0.5]), "ovl", "m"
+    record = quiver_to_record(q, "H1", 0)
+    with pytest.raises(InvalidMessageError, match="labels"):
+        record_to_quiver({**record, "labels": b"\x02"})
+    with pytest.raises(InvalidMessageError, match="rows"):
+        record_to_quiver({**record, "n": 2})
+    with pytest.raises(InvalidMessageError):
+        record_to_quiver({**record, "end": T0 - 1})

@@ -281,8 +281,10 @@ def quiver_to_record(quiver: Quiver, ifo: str, seq: int) -> dict[str, Any]:
     InvalidMessageError
         No ranks or model id, or columns of different lengths.
     """
-    if quiver.ranks is None or not quiver.model_id:
-        raise InvalidMessageError("only evaluated quivers (ranks and model_id set) are sent")
+    if quiver.ranks is None or not quiver.model_id or not quiver.classifier:
+        raise InvalidMessageError(
+            "only evaluated quivers (ranks, classifier and model_id set) are sent"
+        )
     n = len(quiver.times)
     if len(quiver.labels) != n or len(quiver.ranks) != n:
         raise InvalidMessageError(
@@ -320,18 +322,21 @@ def record_to_quiver(record: Mapping[str, Any]) -> Quiver:
     ranks = unpack(record, "ranks", F8, n)
     if n and not np.isin(labels, (0, 1)).all():
         raise InvalidMessageError("quiver labels must be 0 (clean) or 1 (glitch)")
-    return Quiver(
-        times=times,
-        labels=labels,
-        features=np.empty((n, 0), dtype=np.float64),
-        columns=(),
-        ranks=ranks,
-        start=float(record["start"]),
-        end=float(record["end"]),
-        segs=record_to_segments(record["segments"]),
-        classifier=record["classifier"],
-        model_id=record["model_id"],
-    )
+    try:
+        return Quiver(
+            times=times,
+            labels=labels,
+            features=np.empty((n, 0), dtype=np.float64),
+            columns=(),
+            ranks=ranks,
+            start=float(record["start"]),
+            end=float(record["end"]),
+            segs=record_to_segments(record["segments"]),
+            classifier=record["classifier"],
+            model_id=record["model_id"],
+        )
+    except ValueError as exc:  # e.g. end before start
+        raise InvalidMessageError(f"quiver record is not a valid Quiver: {exc}") from exc
 
 
 # -- timeseries --------------------------------------------------------------------

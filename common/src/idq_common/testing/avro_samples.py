@@ -74,6 +74,8 @@ def sample_records(seed: int = 7) -> dict[str, dict[str, Any]]:
             "classifier": "forest",
             "calibration_id": "c-77",
             "model_id": "m-0123abcd",
+            "model_uri": "s3://idq/models/m-0123abcd",
+            "model_sha256": "ab" * 32,
             "uri": "file:///tmp/store/calibrations/c-77",
             "sha256": "cd" * 32,
             "created_gps": 1e9 + 200,
