@@ -38,7 +38,7 @@ removes the glitch and clean samples it covers, and repeats until nothing passes
 - ``use_percentage``: fraction of the veto's segments that hold a glitch; the number
   of segments is estimated as deadtime x livetime / (2 window);
 - ``poisson``: ``-log10 P(N >= n_g)`` for N ~ Poisson(deadtime x G), the chance of
-  vetoing that many glitches by accident;
+  vetoing that many glitches by accident (capped at 300, where float64 underflows);
 - ``combined``: ``sum_m weights[m] * metric_m / max(metric_m)`` over the three.
 
 Rank: the veto list is ordered; at a sample the first veto that fires decides.  Its
@@ -163,7 +163,8 @@ class OVL(SupervisedClassifier):
                 break
             fap = (nc + 0.5) / (C + 1.0)
             eff_fap = (ng / G) / fap
-            signif = -poisson.logsf(ng - 1, fap * G) / np.log(10.0)
+            # -log10 p underflows to inf past ~1e-308: cap so metrics stay comparable
+            signif = np.minimum(-poisson.logsf(ng - 1, fap * G) / np.log(10.0), 300.0)
             passing = (ng >= int(p["min_vetoed"])) & (signif >= float(p["min_significance"]))
             passing &= eff_fap > 1.0
             if not passing.any():

@@ -1,0 +1,129 @@
+"""OVL: vectorised counts against brute force, iterative removal, ranks, storage."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from idq_common.classifiers import make_classifier
+from idq_common.classifiers.ovl import OVL
+from idq_common.exceptions import ClassifierError
+from idq_common.features import FeatureSpec
+
+THR = [6.5, 8, 10, 15, 20, 30, 50, 100, 1000]
+WIN = [0.1, 0.05, 0.025]
+
+
+def _matrix(seed: int, n_g: int = 400, n_c: int = 4000, n_ch: int = 6, w: float = 0.1):
+    """Channel 0 witnesses 60% of glitches (loud, coincident), channel 1 30%; rest noise."""
+    rng = np.random.default_rng(seed)
+    n = n_g + n_c
+    S = np.zeros((n, n_ch))
+    D = np.full((n, n_ch), w)
+    bg = rng.random((n, n_ch)) < 0.1
+    S[bg] = 5.5 * rng.random(bg.sum()) ** (-1 / 3)
+    D[bg] = rng.uniform(-w, w, bg.sum())
+    for ch, p in ((0, 0.6), (1, 0.3)):
+        hit = np.zeros(n, dtype=bool)
+        hit[:n_g] = rng.random(n_g) < p
+        S[hit, ch] = 12 * rng.random(hit.sum()) ** (-1 / 2)
+        D[hit, ch] = rng.normal(0, 0.01, hit.sum()).clip(-w, w)
+    F = np.where(S > 0, 100.0, 0.0)
+    X = np.stack([S, F, D], axis=2).reshape(n, -1)
+    y = np.r_[np.ones(n_g), np.zeros(n_c)].astype(np.int8)
+    spec = FeatureSpec(tuple(f"H1:AUX-{i}" for i in range(n_ch)), w)
+    q = SimpleNamespace(features=X, labels=y, start=0.0, end=n / 5.0, segs=None)
+    return q, spec
+
+
+def _ovl(spec: FeatureSpec, **params) -> OVL:
+    clf = make_classifier("ovl", "ovl", {"thresholds": THR, "windows": WIN, **params}, spec)
+    assert isinstance(clf, OVL)
+    return clf
+
+
+def test_first_veto_is_brute_force_best() -> None:
+    q, spec = _matrix(0)
+    clf = _ovl(spec)
+    clf.train(q)
+    S, D, y = q.features[:, 0::3], np.abs(q.features[:, 2::3]), q.labels
+    G, C = (y == 1).sum(), (y == 0).sum()
+    best, best_cfg = -np.inf, None
+    for c in range(S.shape[1]):
+        for t in THR:
+            for w in sorted(WIN):
+                fires = (S[:, c] >= t) & (D[:, c] <= w)
+                ng, nc = int((fires & (y == 1)).sum()), int((fires & (y == 0)).sum())
+                score = (ng / G) / ((nc + 0.5) / (C + 1))
+                if ng >= 3 and score > best:
+                    best, best_cfg = score, (spec.channels[c], t, w, ng, nc)
+    v = clf.vetoes[0]
+    assert (v["channel"], v["threshold"], v["window"], v["n_glitch"], v["n_clean"]) == best_cfg
+    assert v["channel"] == "H1:AUX-0"
+
+
+def test_iterative_removal_is_disjoint_and_ranks_follow_the_list() -> None:
+    q, spec = _matrix(1)
+    clf = _ovl(spec)
+    clf.train(q)
+    assert len(clf.vetoes) >= 2
+    S, D, y = q.features[:, 0::3], np.abs(q.features[:, 2::3]), q.labels
+    left = np.ones(y.size, dtype=bool)
+    expect = np.zeros(y.size)
+    for v in clf.vetoes:
+        c = spec.channels.index(v["channel"])
+        fires = (S[:, c] >= v["threshold"]) & (D[:, c] <= v["window"]) & left
+        # counts recorded for a veto are those it newly covers
+        assert v["n_glitch"] == int((fires & (y == 1)).sum())
+        assert v["n_clean"] == int((fires & (y == 0)).sum())
+        expect[fires] = v["rank"]
+        left &= ~fires
+    assert sum(v["n_glitch"] for v in clf.vetoes) <= (y == 1).sum()
+    assert np.array_equal(clf.rank(q.features), expect)
+    assert all(0 < v["rank"] < 1 for v in clf.vetoes)
+    # witness channels rank glitches far above clean samples
+    r = clf.rank(q.features)
+    assert r[y == 1].mean() > 5 * r[y == 0].mean()
+
+
+@pytest.mark.parametrize("metric", ["eff_fap", "use_percentage", "poisson", "combined"])
+def test_metrics_train_and_round_trip(metric: str) -> None:
+    q, spec = _matrix(2)
+    params = {"metric": metric, "weights": {"eff_fap": 1.0, "poisson": 2.0}}
+    clf = _ovl(spec, **params)
+    m = clf.train(q)
+    assert clf.vetoes and clf.vetoes[0]["channel"] in ("H1:AUX-0", "H1:AUX-1")
+    other = _ovl(spec, **params)
+    other.from_bytes(clf.to_bytes())
+    assert np.array_equal(other.rank(q.features), clf.rank(q.features))
+    # canonical JSON payload: retraining on the same data gives the same model id
+    assert _ovl(spec, **params).train(q).id == m.id
+
+
+def test_minimums_stop_the_rounds() -> None:
+    q, spec = _matrix(3)
+    strict = _ovl(spec, min_significance=301)
+    strict.train(q)
+    assert strict.vetoes == []
+    assert np.all(strict.rank(q.features) == 0)
+    capped = _ovl(spec, max_rounds=1)
+    capped.train(q)
+    assert len(capped.vetoes) == 1
+
+
+def test_windows_clipped_to_feature_window(caplog: pytest.LogCaptureFixture) -> None:
+    _, spec = _matrix(4)
+    clf = make_classifier("ovl", "ovl", {"windows": [1.0, 0.5, 0.05]}, spec)
+    assert isinstance(clf, OVL)
+    assert clf.windows.tolist() == [0.05, 0.1]
+    assert "clipped" in caplog.text
+
+
+def test_bad_params() -> None:
+    _, spec = _matrix(5)
+    with pytest.raises(ClassifierError, match="weight"):
+        make_classifier("ovl", "ovl", {"weights": {"deadtime": 1}}, spec)
+    with pytest.raises(ClassifierError, match="dt"):
+        make_classifier("ovl", "ovl", {}, FeatureSpec(("A",), 0.1, ("snr",)))
