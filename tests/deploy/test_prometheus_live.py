@@ -7,6 +7,7 @@ expressions also return data is asserted by the end-to-end run, where the servic
 
 from __future__ import annotations
 
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from idq_common.testing.prometheus import (
     Expression,
     PrometheusError,
     PrometheusServer,
+    architecture_metric_names,
     check_expressions,
     extract_expressions,
     metric_names,
@@ -105,3 +107,65 @@ def test_every_deploy_expression_parses(
     loaded = {r["name"] for g in groups for r in g["rules"]}
     assert {"IDQStageNotAdvancing", "IDQDeadLetters", "idq:strides_processed:rate5m"} <= loaded
     assert all(metric_names(e.expr) for e in exprs if "time()" not in e.expr)
+
+
+STAGES = ("train", "evaluate", "calibrate", "timeseries")
+
+
+def test_stage_metrics_scraped_by_real_prometheus(
+    prometheus_factory: Callable[..., PrometheusServer],
+) -> None:
+    """The services' own metrics code (MetricsServer + StageMetrics), one server per stage,
+    scraped by a real Prometheus: every contract metric is exported, and every dashboard and
+    rule expression parses against it. (The e2e run asserts that the expressions return
+    data while the real stages run.)"""
+    metrics = pytest.importorskip("idq_common.metrics")  # lands in parallel; see report
+    from prometheus_client.parser import text_string_to_metric_families
+
+    servers = []
+    try:
+        for stage in STAGES:
+            sm = metrics.StageMetrics(stage, "H1")
+            server = metrics.MetricsServer("127.0.0.1", 0, sm)
+            server.start()
+            servers.append(server)
+            sm.heartbeat()
+            sm.set_ready(True)
+            sm.stride_done(1_400_000_000.0, 1_400_000_004.0, 0.05, n=1)
+            sm.lag(f"idq.H1.{'quivers' if stage == 'calibrate' else 'features'}", 3)
+            sm.gap(1_400_000_004.0, 1_400_000_008.0)
+            sm.deadletter("decode")
+            sm.set_model("ovl", "abc123", 1_400_000_000.0)
+            if stage in ("calibrate", "timeseries"):
+                sm.set_calibration("ovl", "def456", 1_400_000_000.0)
+        targets = [f"127.0.0.1:{s.port}" for s in servers]
+        # every contract metric is registered by the code (families show even before use)
+        with urllib.request.urlopen(f"http://{targets[-1]}/metrics", timeout=10) as resp:
+            text = resp.read().decode()
+        families = {f.name for f in text_string_to_metric_families(text)}
+        exported = families | {f + "_total" for f in families}
+        contract = architecture_metric_names(ROOT / "docs" / "ARCHITECTURE.md")
+        assert not contract - exported, sorted(contract - exported)
+
+        prom = prometheus_factory(targets, rule_files=RULES)
+        prom.wait_for_scrapes(n=2)
+        assert prom.targets_up() == dict.fromkeys(targets, True)
+        series = prom.query("count by (stage) (idq_strides_processed_total)")
+        assert {r["metric"]["stage"] for r in series} == set(STAGES)
+        report = check_expressions(prom, extract_expressions(RULES, DASHBOARDS))
+        assert report.ok, report.summary()
+        driven = [
+            "idq_strides_processed_total",
+            "idq_latency_seconds",
+            "idq_consumer_lag_messages",
+            "idq_deadletter_messages_total",
+            "idq_gaps_total",
+            "idq_model_info",
+            "idq_ready",
+            "idq_loop_heartbeat_timestamp_seconds",
+        ]
+        for name in driven:
+            assert prom.query(name), name
+    finally:
+        for server in servers:
+            server.stop()
