@@ -85,7 +85,9 @@ def write_frame(
         data = np.ascontiguousarray(values, dtype=np.float64)
         if data.shape != (n,):
             raise ValueError(f"{name}: {data.shape[0]} samples, expected {n}")
-        ts = lal.CreateREAL8TimeSeries(name, epoch, 0.0, 1.0 / sample_rate, lal.DimensionlessUnit, n)
+        ts = lal.CreateREAL8TimeSeries(
+            name, epoch, 0.0, 1.0 / sample_rate, lal.DimensionlessUnit, n
+        )
         ts.data.data[:] = data
         lalframe.FrameAddREAL8TimeSeriesProcData(frame, ts)
     lalframe.FrameAddFrHistory(frame, "idq", blob)

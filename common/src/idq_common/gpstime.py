@@ -105,3 +105,30 @@ class ManualClock:
     def set(self, gps: float) -> None:
         """Jump the clock to ``gps``."""
         self._now = float(gps)
+
+
+class ScaledClock:
+    """Accelerated time for demos and replays: GPS now runs ``speed`` times faster.
+
+    ``now() = start + speed * (real seconds since creation)``; ``sleep(s)`` sleeps
+    ``s / speed`` real seconds (interruptible by :meth:`wake`).
+    """
+
+    def __init__(self, start: float, speed: float) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be > 0, got {speed}")
+        self.start = float(start)
+        self.speed = float(speed)
+        self._t0 = time.monotonic()
+        self._wake = threading.Event()
+
+    def now(self) -> float:
+        return self.start + self.speed * (time.monotonic() - self._t0)
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            self._wake.wait(seconds / self.speed)
+
+    def wake(self) -> None:
+        """End sleeps early (on stop)."""
+        self._wake.set()

@@ -19,7 +19,8 @@ from typing import Any
 from confluent_kafka import Producer
 
 from idq_common.avro import encode
-from idq_common.exceptions import BrokerError
+from idq_common.kafka.clients import DeliveryTracker, flush
+from idq_common.kafka.deadletter import DeadLetterPublisher
 from idq_common.gpstime import Clock, WallClock
 from idq_common.metrics import MetricsServer, StageMetrics
 
@@ -50,7 +51,10 @@ class StopFlag:
         """Route SIGTERM and SIGINT to :meth:`set` (main thread only)."""
 
         def handler(signum: int, frame: FrameType | None) -> None:
-            log.info("received %s: finishing the current stride, then stopping", signal.Signals(signum).name)
+            log.info(
+                "received %s: finishing the current stride, then stopping",
+                signal.Signals(signum).name,
+            )
             self.set()
 
         signal.signal(signal.SIGTERM, handler)
@@ -91,53 +95,47 @@ class ServiceRuntime:
         self.metrics = StageMetrics(self.stage, self.ifo)
         self.server = MetricsServer(self.metrics_host, self.metrics_port, self.metrics)
         self.server.start()
-        log.info("%s: metrics on http://%s:%d/metrics", self.stage, self.metrics_host, self.server.port)
+        log.info(
+            "%s: metrics on http://%s:%d/metrics", self.stage, self.metrics_host, self.server.port
+        )
         self.producer = Producer(self.producer_config)
-        self._delivery_errors: list[str] = []
+        self._tracker = DeliveryTracker()
+        self.deadletters = DeadLetterPublisher(
+            self.producer, self.deadletter_topic, self.stage,
+            on_publish=lambda reason: self.metrics.deadletter(reason.split(":")[0][:60]),
+        )
         # the clock may be replaced after start (replay: a data-driven clock), so look it up late
         self.stop.on_set(lambda: getattr(self.clock, "wake", lambda: None)())
 
     # -- producing ------------------------------------------------------------------
-    def produce(self, topic: str, kind: str, record: dict[str, Any], key: str, timestamp_ms: int) -> None:
+    def produce(
+        self, topic: str, kind: str, record: dict[str, Any], key: str, timestamp_ms: int
+    ) -> None:
         """Queue one Avro message; delivery is checked by :meth:`flush`.
 
-        ``timestamp_ms`` is the Unix milliseconds of the data (0: now).
+        ``timestamp_ms`` is the Unix milliseconds of the data the message carries.
         """
-        self.producer.produce(
-            topic, value=encode(kind, record), key=key.encode(), timestamp=timestamp_ms,
-            on_delivery=self._on_delivery,
-        )
+        try:
+            self.producer.produce(
+                topic, value=encode(kind, record), key=key.encode(), timestamp=timestamp_ms,
+                on_delivery=self._tracker,
+            )
+        except BufferError:
+            # the local queue is full: serve delivery reports, then try once more
+            self.producer.poll(1.0)
+            self.producer.produce(
+                topic, value=encode(kind, record), key=key.encode(), timestamp=timestamp_ms,
+                on_delivery=self._tracker,
+            )
         self.producer.poll(0)
-
-    def _on_delivery(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self._delivery_errors.append(f"{msg.topic()}: {err}")
 
     def flush(self, timeout: float = 30.0) -> None:
         """Wait until every queued message is acknowledged; raise if any failed.
 
         Called before committing progress: this is what makes delivery at-least-once.
         """
-        left = self.producer.flush(timeout)
-        if left:
-            raise BrokerError(f"{left} messages not delivered within {timeout}s")
-        if self._delivery_errors:
-            errors, self._delivery_errors[:] = list(self._delivery_errors), []
-            raise BrokerError("delivery failed: " + "; ".join(errors[:5]))
-
-    def deadletter(
-        self, reason: str, topic: str, partition: int, offset: int, payload: bytes | None,
-        key: bytes | None = None, timestamp_ms: int = 0,
-    ) -> None:
-        """Send an input that could not be decoded or used to the dead-letter topic."""
-        log.error("dead letter from %s[%d]@%d: %s", topic, partition, offset, reason)
-        record = {
-            "stage": self.stage, "reason": reason, "topic": topic, "partition": partition,
-            "offset": offset, "timestamp_ms": timestamp_ms, "key": key, "payload": payload or b"",
-        }
-        self.produce(self.deadletter_topic, "dead_letter", record, key=f"{topic}:{partition}:{offset}",
-                     timestamp_ms=timestamp_ms)
-        self.metrics.deadletter(reason.split(":")[0][:60])
+        tracker, self._tracker = self._tracker, DeliveryTracker()
+        flush(self.producer, timeout, tracker)
 
     # -- shutdown -------------------------------------------------------------------
     def close(self) -> None:

@@ -1,0 +1,1 @@
+"""Run the whole pipeline on one machine: broker, topics, synthetic source, four services."""

@@ -1,0 +1,160 @@
+"""A whole pipeline on this machine, each service its own OS process.
+
+Used by ``idq demo``, the end-to-end tests and the benchmarks: a real Kafka broker,
+the topics of one instrument, the synthetic feature source (``idq produce``) and the
+four stage services (``idq-train`` ...), all in replay mode over one GPS span, so
+an hour of data runs in minutes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from idq_common.exceptions import IDQError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("train", "evaluate", "calibrate", "timeseries")
+
+
+@dataclass
+class ServiceProcess:
+    """One running service (or the producer) and its log file."""
+
+    name: str
+    argv: list[str]
+    log_path: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as out:
+            self.proc = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                start_new_session=True,
+            )
+        log.info("started %s (pid %d): %s", self.name, self.proc.pid, " ".join(self.argv))
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def terminate(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, wait, then SIGKILL; returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0f s: killing it", self.name, timeout)
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class LocalPipeline:
+    """Producer and services over ``[gps_start, gps_end)`` against a running broker.
+
+    Parameters
+    ----------
+    config : Path
+        The TOML configuration every process reads.
+    workdir : Path
+        Logs go to ``workdir/logs``.
+    gps_start, gps_end : float
+        The replayed span.
+    env : mapping
+        Extra environment (``IDQ_KAFKA__BOOTSTRAP_SERVERS``, ``IDQ_STORE__URL`` ...).
+    speed : float
+        Data seconds per wall second of the synthetic producer.
+    producer_args : sequence of str
+        Synthetic-model arguments for ``idq produce``.
+    """
+
+    config: Path
+    workdir: Path
+    gps_start: float
+    gps_end: float
+    env: Mapping[str, str] = field(default_factory=dict)
+    speed: float = 30.0
+    producer_args: Sequence[str] = ()
+    processes: dict[str, ServiceProcess] = field(default_factory=dict)
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(self.env)
+        env.setdefault("PYTHONUNBUFFERED", "1")
+        return env
+
+    def _bin(self, name: str) -> str:
+        return str(Path(sys.executable).with_name(name))
+
+    def service(self, stage: str, extra: Sequence[str] = ()) -> ServiceProcess:
+        """The (not yet started) process of ``stage``."""
+        argv = [self._bin(f"idq-{stage}"), "--config", str(self.config),
+                "--gps-start", repr(self.gps_start), "--gps-end", repr(self.gps_end), *extra]
+        return ServiceProcess(stage, argv, self.workdir / "logs" / f"{stage}.log", self._env())
+
+    def producer(self) -> ServiceProcess:
+        argv = [self._bin("idq"), "produce", "--config", str(self.config),
+                "--gps-start", repr(self.gps_start), "--gps-end", repr(self.gps_end),
+                "--speed", repr(self.speed), *self.producer_args]
+        return ServiceProcess("produce", argv, self.workdir / "logs" / "produce.log", self._env())
+
+    def start(self, stages: Sequence[str] = STAGES, with_producer: bool = True) -> None:
+        """Start the services, then the producer."""
+        for stage in stages:
+            self.processes[stage] = self.service(stage)
+            self.processes[stage].start()
+        if with_producer:
+            self.processes["produce"] = self.producer()
+            self.processes["produce"].start()
+
+    def restart(self, stage: str) -> int | None:
+        """SIGTERM one service and start it again; returns the stopped one's exit status."""
+        old = self.processes[stage]
+        status = old.terminate()
+        self.processes[stage] = self.service(stage)
+        self.processes[stage].start()
+        return status
+
+    def wait(self, names: Sequence[str], timeout: float, poll: float = 0.5) -> None:
+        """Wait until the named processes have exited; raise if one failed or time ran out."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for name in names:
+                p = self.processes[name]
+                if p.proc is not None and p.proc.poll() not in (None, 0):
+                    raise IDQError(f"{name} exited with status {p.proc.returncode}:\n{p.tail()}")
+            if all(not self.processes[n].running for n in names):
+                return
+            if time.monotonic() > deadline:
+                running = [n for n in names if self.processes[n].running]
+                raise IDQError(f"still running after {timeout:.0f} s: {running}")
+            time.sleep(poll)
+
+    def stop(self) -> dict[str, int | None]:
+        """SIGTERM everything still running, services in reverse pipeline order."""
+        statuses = {}
+        for name in ["produce", *reversed(STAGES)]:
+            if name in self.processes:
+                statuses[name] = self.processes[name].terminate()
+        return statuses

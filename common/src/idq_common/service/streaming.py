@@ -1,0 +1,189 @@
+"""The loop shared by the stages that read features by stride: train, evaluate, timeseries.
+
+Each stage has its own cadence manager and stream processor (DESIGN.md). The loop:
+
+1. wait until a stride is due (wall clock live; the data watermark in replay);
+2. poll every due stride into an umbrella padded on both sides, with segments and gaps;
+3. hand the batch to the stage's :meth:`StreamingStage.process`;
+4. flush the producer (outputs durable), *then* commit progress (at-least-once);
+5. flush old buffers, keeping the history the next stride's windows need.
+
+SIGTERM sets the stop flag: the current stride finishes and is committed, or is
+abandoned whole and redone after restart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+from confluent_kafka import Consumer
+
+from idq_common.cadence import CadenceManager, DataClock
+from idq_common.config import Settings, StreamSettings
+from idq_common.data.kafka_source import KafkaFeatureSource
+from idq_common.exceptions import ConfigError
+from idq_common.gpstime import Clock, WallClock, gps_now, gps_to_kafka_ms
+from idq_common.segments import AllTime, DQSegDBSegments, SegmentSource, StaticSegments, TopicSegments
+from idq_common.service.checkpoint import Checkpoint
+from idq_common.service.runtime import ServiceRuntime
+from idq_common.stream import Gap, StreamBatch, StreamProcessor
+
+log = logging.getLogger(__name__)
+
+
+def segment_source(settings: Settings, runtime: ServiceRuntime, start: float) -> SegmentSource:
+    """The segment source ``[segments]`` names."""
+    seg = settings.segments
+    if seg.source == "none":
+        return AllTime()
+    if seg.source == "static":
+        if seg.file is not None:
+            return StaticSegments.from_file(seg.file)
+        return StaticSegments(seg.segments or ())
+    if seg.source == "dqsegdb":
+        assert seg.flag is not None and seg.host is not None
+        return DQSegDBSegments(seg.flag, seg.host)
+    if seg.source == "topic":
+        cfg = settings.kafka.consumer_config(f"idq.{settings.general.ifo}.{runtime.stage}.segments")
+        return TopicSegments(
+            Consumer(cfg), settings.kafka.topics.segments, flag=seg.flag, start=start,
+            wait=settings.timeseries.stream.timeout, dead_letter=runtime.deadletters.publish,
+        )
+    raise ConfigError("segments.source", f"unknown source {seg.source!r}")
+
+
+class StreamingStage(ABC):
+    """Base of the stride-driven stages.
+
+    Parameters
+    ----------
+    settings : Settings
+        The validated configuration.
+    ns : argparse.Namespace
+        Parsed CLI arguments (``gps_start``, ``gps_end``, ``metrics_port``).
+    """
+
+    stage: ClassVar[str]
+    #: commit progress after every batch (train commits only when a model is out)
+    commit_every_batch: ClassVar[bool] = True
+
+    def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
+        self.settings = settings
+        self.ifo = settings.general.ifo
+        self.topics = settings.kafka.topics
+        self.stream: StreamSettings = getattr(settings, self.stage).stream
+        self.pad = float(settings.features.window)
+        self.runtime = ServiceRuntime(
+            stage=self.stage,
+            ifo=self.ifo,
+            producer_config=settings.kafka.producer_config(),
+            deadletter_topic=self.topics.deadletter,
+            metrics_host=settings.metrics.host,
+            metrics_port=ns.metrics_port if ns.metrics_port is not None else settings.metrics.port,
+        )
+        self.group = f"idq.{self.ifo}.{self.stage}"
+        self.checkpoint = Checkpoint(settings.kafka.consumer_config(self.group), self.topics.features)
+        self.runtime.closers.append(self.checkpoint.close)
+        start = self._start_time(ns.gps_start)
+        self.source = KafkaFeatureSource(
+            Consumer(settings.kafka.consumer_config(f"{self.group}.reader")),
+            self.topics.features,
+            start=start - self.pad,
+            idle_timeout=self.stream.timeout,
+            dead_letter=self.runtime.deadletters.publish,
+        )
+        self.runtime.closers.append(self.source.close)
+        clock: Clock
+        if ns.gps_start is not None:
+            clock = DataClock(self.source, start, idle_timeout=self.stream.timeout)
+        else:
+            clock = WallClock()
+        self.runtime.clock = clock
+        self.cadence = CadenceManager(
+            start, self.stream.stride, self.stream.delay, clock,
+            max_timestamp=ns.gps_end,
+            enforce_integer_strides=self.stream.enforce_integer_strides,
+            max_lag_strides=self.stream.max_lag_strides,
+            max_lag_seconds=self.stream.max_lag_seconds,
+        )
+        self.processor = StreamProcessor(
+            self.cadence, self.source, segment_source(settings, self.runtime, start), pad=self.pad,
+        )
+        log.info("%s: starting at GPS %.0f, stride %g s, delay %g s, %s mode", self.stage,
+                 self.cadence.timestamp, self.stream.stride, self.stream.delay,
+                 "replay" if ns.gps_start is not None else "live")
+
+    def _start_time(self, gps_start: float | None) -> float:
+        resumed = self.checkpoint.load()
+        if resumed is not None and (gps_start is None or resumed >= gps_start):
+            log.info("%s: resuming from the committed checkpoint at GPS %.3f", self.stage, resumed)
+            return resumed
+        if gps_start is not None:
+            return gps_start
+        # live start without history: the most recent whole stride
+        stride = self.stream.stride
+        return (gps_now() // stride - 1) * stride
+
+    # -- the loop -----------------------------------------------------------------------
+    def run(self) -> int:
+        """Process strides until stopped or past ``--gps-end``."""
+        rt = self.runtime
+        rt.metrics.set_ready(self.ready())
+        while not rt.stop and not self.cadence.finished:
+            rt.metrics.heartbeat()
+            if not self.cadence.due():
+                self.cadence.wait()
+                continue
+            t0 = time.monotonic()
+            batch = self.processor.poll()
+            if rt.stop and not batch.strides:
+                break
+            for gap in batch.gaps:
+                rt.metrics.gap(gap.start, gap.end)
+            self.process(batch)
+            rt.flush()
+            if self.commit_every_batch:
+                self.commit()
+            self.processor.flush()
+            if batch.strides:
+                start, end = batch.strides[0][0], batch.strides[-1][1]
+                rt.metrics.stride_done(start, end, time.monotonic() - t0, n=len(batch.strides))
+                rt.metrics.lag(self.topics.features, self.checkpoint.lag())
+            rt.metrics.set_ready(self.ready())
+        log.info("%s: loop ended at GPS %.3f (%s)", self.stage, self.cadence.timestamp,
+                 "stop requested" if rt.stop else "reached --gps-end")
+        self.finish()
+        return 0
+
+    def commit(self) -> None:
+        """Record that everything before the cadence timestamp is done."""
+        self.checkpoint.save(self.cadence.timestamp, pad=self.pad)
+
+    def ready(self) -> bool:
+        """Readiness: the stage can produce useful output (override to require a model)."""
+        return True
+
+    def finish(self) -> None:
+        """Called once after the loop ends (before close)."""
+
+    def close(self) -> None:
+        """Ordered shutdown of every resource."""
+        self.runtime.close()
+
+    @abstractmethod
+    def process(self, batch: StreamBatch) -> None:
+        """Turn one batch of strides into outputs (produced, not yet flushed)."""
+
+    # -- helpers for subclasses ------------------------------------------------------
+    @staticmethod
+    def kafka_ms(gps: float) -> int:
+        """Kafka timestamp of data at ``gps``."""
+        return gps_to_kafka_ms(gps)
+
+    @staticmethod
+    def gap_seconds(gaps: list[Gap]) -> float:
+        return float(sum(g.duration for g in gaps))

@@ -1,0 +1,262 @@
+"""The calibrate stage loop.
+
+Calibrate consumes evaluated quivers (a real consumer group on the quivers topic),
+keeps a mini-batch per classifier for the model that produced the ranks, and once
+``min_new_samples`` new samples have arrived fits a calibration map on the most
+recent ``max_samples``, stores it and announces it. Its cadence (how often it
+looks for work) comes from ``[calibrate.stream]``, which defaults to
+``[evaluate.stream]``.
+
+Offsets: a quiver's offset is committed only once its samples are *settled*: used
+in an announced calibration, or dropped on purpose (superseded model, undecodable).
+A crash re-reads the unsettled ones, so no evaluated sample is lost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+
+from idq_common.avro import decode
+from idq_common.avro.convert import record_to_quiver
+from idq_common.calibration import CalibrationMap
+from idq_common.config import Settings
+from idq_common.exceptions import DecodeError, InvalidMessageError
+from idq_common.gpstime import gps_now, gps_to_kafka_ms
+from idq_common.service.runtime import ServiceRuntime
+from idq_common.store import ArtifactStore
+
+log = logging.getLogger("idq.calibrate")
+
+
+@dataclass
+class MiniBatch:
+    """Evaluated samples of one classifier, for one model."""
+
+    model_id: str
+    ranks: list[np.ndarray] = field(default_factory=list)
+    labels: list[np.ndarray] = field(default_factory=list)
+    spans: list[tuple[float, float]] = field(default_factory=list)
+    new: int = 0
+    #: (partition, offset) of quivers whose samples no calibration has used yet
+    unsettled: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return int(sum(len(r) for r in self.ranks))
+
+    def add(self, ranks: np.ndarray, labels: np.ndarray, span: tuple[float, float],
+            origin: tuple[int, int]) -> None:
+        self.ranks.append(ranks)
+        self.labels.append(labels)
+        self.spans.append(span)
+        self.new += len(ranks)
+        self.unsettled.append(origin)
+
+    def prune(self, max_samples: int) -> None:
+        """Keep the newest quivers holding at most ``max_samples`` samples (at least one)."""
+        while len(self.ranks) > 1 and self.size - len(self.ranks[0]) >= max_samples:
+            self.ranks.pop(0)
+            self.labels.pop(0)
+            self.spans.pop(0)
+
+
+class CalibrateStage:
+    """The calibrate service: quivers in, calibration announcements out."""
+
+    def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
+        self.settings = settings
+        self.ifo = settings.general.ifo
+        self.topics = settings.kafka.topics
+        self.gps_end = ns.gps_end
+        self.gps_start = ns.gps_start
+        cfg = settings.calibrate
+        self.min_new = cfg.min_new_samples
+        self.max_samples = cfg.max_samples
+        self.grid_points = cfg.grid_points
+        self.poll_seconds = float(cfg.stream.stride)
+        self.runtime = ServiceRuntime(
+            stage="calibrate",
+            ifo=self.ifo,
+            producer_config=settings.kafka.producer_config(),
+            deadletter_topic=self.topics.deadletter,
+            metrics_host=settings.metrics.host,
+            metrics_port=ns.metrics_port if ns.metrics_port is not None else settings.metrics.port,
+        )
+        self.store = ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
+        self.known = {c.nickname for c in settings.classifiers}
+        self.batches: dict[str, MiniBatch] = {}
+        #: per partition: offsets consumed and not yet settled
+        self.unsettled: dict[int, set[int]] = defaultdict(set)
+        self.position: dict[int, int] = {}
+        self.consumed = 0
+        self.last_end = -np.inf
+        group = f"idq.{self.ifo}.calibrate"
+        self.consumer = Consumer(settings.kafka.consumer_config(group))
+        self.consumer.subscribe([self.topics.quivers], on_assign=self._on_assign)
+        self.runtime.closers.append(self._close_consumer)
+
+    # -- lifecycle ----------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %s", ", ".join(f"{p.topic}[{p.partition}]" for p in partitions))
+        self.runtime.metrics.set_ready(True)
+
+    def _close_consumer(self) -> None:
+        try:
+            self._commit()
+        finally:
+            self.consumer.close()  # leaves the group
+
+    def close(self) -> None:
+        """Ordered shutdown."""
+        self.runtime.close()
+
+    # -- loop -----------------------------------------------------------------------
+    def run(self) -> int:
+        """Consume, mini-batch, fit and announce until stopped (or past --gps-end)."""
+        log.info("calibrate: min_new_samples=%d max_samples=%d, looking for work every %.0f s",
+                 self.min_new, self.max_samples, self.poll_seconds)
+        next_check = time.monotonic()
+        while not self.runtime.stop:
+            self.runtime.metrics.heartbeat()
+            msgs = self.consumer.consume(num_messages=500, timeout=min(1.0, self.poll_seconds))
+            for msg in msgs:
+                self._absorb(msg)
+            if time.monotonic() >= next_check or msgs:
+                next_check = time.monotonic() + self.poll_seconds
+                self._fit_ready()
+                self.runtime.flush()
+                self._commit()
+            if self._finished(msgs):
+                log.info("calibrate: consumed every quiver up to --gps-end %.0f", self.gps_end)
+                break
+        log.info("calibrate: consumed %d samples in this run", self.consumed)
+        return 0
+
+    def _finished(self, msgs: list[Message]) -> bool:
+        if self.gps_end is None or msgs or self.last_end < self.gps_end:
+            return False
+        # at the end of every partition?
+        for tp in self.consumer.assignment():
+            _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            if self.position.get(tp.partition, 0) < high:
+                return False
+        return True
+
+    def _absorb(self, msg: Message) -> None:
+        if msg.error():
+            if msg.error().code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", msg.error())
+            return
+        part, offset = msg.partition(), msg.offset()
+        self.position[part] = offset + 1
+        try:
+            kind, record = decode(msg.value())
+            if kind != "quiver":
+                raise InvalidMessageError(f"expected a quiver, got {kind}")
+            quiver = record_to_quiver(record)
+            if quiver.classifier not in self.known:
+                raise InvalidMessageError(f"unknown classifier {quiver.classifier!r}")
+        except (DecodeError, InvalidMessageError) as exc:
+            self.runtime.deadletters.publish_message(f"{type(exc).__name__}: {exc}", msg)
+            return
+        name, model_id = quiver.classifier, quiver.model_id or ""
+        batch = self.batches.get(name)
+        if batch is None or batch.model_id != model_id:
+            if batch is not None:
+                # ranks of another model cannot calibrate this one: settle them as dropped
+                log.info("%s: model %s -> %s; dropping %d samples of the old model",
+                         name, batch.model_id, model_id, batch.size)
+                self._settle(batch)
+            batch = self.batches[name] = MiniBatch(model_id)
+        assert quiver.ranks is not None
+        batch.add(quiver.ranks, quiver.labels, (quiver.start, quiver.end), (part, offset))
+        self.unsettled[part].add(offset)
+        n_glitch = int(quiver.labels.sum())
+        self.consumed += len(quiver.labels)
+        self.last_end = max(self.last_end, quiver.end)
+        self.runtime.metrics.samples(name, "glitch", n_glitch)
+        self.runtime.metrics.samples(name, "clean", len(quiver.labels) - n_glitch)
+        self.runtime.metrics.accumulated(name, batch.new)
+
+    def _settle(self, batch: MiniBatch) -> None:
+        for part, offset in batch.unsettled:
+            self.unsettled[part].discard(offset)
+        batch.unsettled.clear()
+
+    def _commit(self) -> None:
+        offsets = []
+        for part, pos in self.position.items():
+            pending = self.unsettled.get(part)
+            offsets.append(TopicPartition(self.topics.quivers, part, min(pending) if pending else pos))
+        if offsets:
+            self.consumer.commit(offsets=offsets, asynchronous=False)
+
+    # -- fitting --------------------------------------------------------------------
+    def _fit_ready(self) -> None:
+        for name, batch in self.batches.items():
+            if batch.new < self.min_new:
+                continue
+            batch.prune(self.max_samples)
+            self._fit(name, batch)
+
+    def _fit(self, name: str, batch: MiniBatch) -> None:
+        t0 = time.monotonic()
+        ranks = np.concatenate(batch.ranks)
+        labels = np.concatenate(batch.labels)
+        glitch, clean = ranks[labels == 1], ranks[labels == 0]
+        model = self._model_announcement(name, batch.model_id)
+        cmap = CalibrationMap.fit(glitch, clean, grid_points=self.grid_points)
+        healthy, reason = cmap.health()
+        start = min(s for s, _ in batch.spans)
+        end = max(e for _, e in batch.spans)
+        ref = self.store.put(
+            "calibration", cmap.to_json().encode(),
+            {"classifier": name, "model_id": batch.model_id, "n_glitch": len(glitch),
+             "n_clean": len(clean), "start": start, "end": end},
+        )
+        created = gps_now()
+        record = {
+            "ifo": self.ifo, "classifier": name, "calibration_id": ref.id,
+            "model_id": batch.model_id,
+            "model_uri": model.get("uri", "") if model else "",
+            "model_sha256": model.get("sha256", "") if model else "",
+            "uri": ref.uri, "sha256": ref.sha256, "created_gps": created,
+            "start": start, "end": end, "n_glitch": len(glitch), "n_clean": len(clean),
+            "healthy": bool(healthy),
+            "metrics": {"bandwidth_glitch": cmap.bandwidth_glitch,
+                        "bandwidth_clean": cmap.bandwidth_clean},
+        }
+        self.runtime.produce(self.topics.calibrations, "calibration_announcement", record,
+                             key=name, timestamp_ms=gps_to_kafka_ms(end))
+        self.runtime.flush()
+        self._settle(batch)
+        batch.new = 0
+        self.runtime.metrics.set_calibration(name, ref.id, created)
+        self.runtime.metrics.calibration_published(name)
+        self.runtime.metrics.accumulated(name, 0)
+        log.info("%s: calibration %s for model %s from %d glitch + %d clean samples [%.0f, %.0f) "
+                 "in %.2f s%s", name, ref.id, batch.model_id, len(glitch), len(clean), start, end,
+                 time.monotonic() - t0, "" if healthy else f" (UNHEALTHY: {reason})")
+
+    def _model_announcement(self, name: str, model_id: str) -> dict | None:
+        tracker = getattr(self, "_models", None)
+        if tracker is None:
+            from idq_common.service.announcements import AnnouncementTracker
+
+            tracker = self._models = AnnouncementTracker(
+                self.settings.kafka.consumer_config(f"idq.{self.ifo}.calibrate.models"),
+                self.topics.models, "model_announcement", "model_id",
+                deadletter=self.runtime.deadletters.publish,
+            )
+            self.runtime.closers.append(tracker.close)
+        tracker.refresh(timeout=0.5)
+        if model_id not in tracker.by_id:
+            tracker.wait_for(lambda: model_id in tracker.by_id, timeout=5.0)
+        return tracker.by_id.get(model_id)

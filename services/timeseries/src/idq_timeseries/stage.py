@@ -1,0 +1,116 @@
+"""The timeseries stage loop.
+
+For every stride: the products of DOMAIN.md (PGLITCH, LOGLIKE, FAP, EFF, RANK, OK)
+for each configured classifier on a ``sample_rate`` grid, one GWF frame exactly one
+stride long, and one ``timeseries_stride`` message per classifier. OK is 0 outside
+segments, in gaps (missing data, skipped spans), and where the classifier has no
+model, no calibration, or an unhealthy one. Frames record the model and calibration
+ids they used. A skipped span (the stage fell too far behind) still gets its frames,
+all OK = 0, so downstream sees the gap instead of a hole.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+import numpy as np
+from igwn_segments import segment, segmentlist
+
+from idq_common.avro.convert import timeseries_to_record
+from idq_common.config import Settings
+from idq_common.data.triggers import in_segments
+from idq_common.features import FeatureSpec, feature_matrix, grid_times
+from idq_common.frames import PRODUCTS, channel_name, frame_name, write_frame
+from idq_common.products import compute_products, invalid_products
+from idq_common.service.models import ModelBook, Pair
+from idq_common.service.streaming import StreamingStage
+from idq_common.stream import StreamBatch
+
+log = logging.getLogger("idq.timeseries")
+
+
+class TimeseriesStage(StreamingStage):
+    """The timeseries service: features in, frames and timeseries messages out."""
+
+    stage = "timeseries"
+
+    def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
+        super().__init__(settings, ns)
+        ts = settings.timeseries
+        self.rate = ts.sample_rate
+        self.output_dir = Path(ts.output_dir)
+        self.description = ts.description
+        self.fmin, self.fmax = ts.fmin, ts.fmax
+        self.names = [c.nickname for c in settings.classifiers]
+        self.book = ModelBook(settings, self.runtime, calibrations=True)
+        self.book.refresh(timeout=2.0)
+        self.frames_written = 0
+
+    def ready(self) -> bool:
+        return all(self.book.pair(n) is not None for n in self.names)
+
+    def process(self, batch: StreamBatch) -> None:
+        self.book.refresh()
+        pairs = {name: self.book.pair(name) for name in self.names}
+        for gap in batch.gaps:
+            # skipped spans lie outside the polled strides: write their frames as OK = 0
+            for start in np.arange(gap.start, gap.end, self.stream.stride):
+                if not any(s <= start < e for s, e in batch.strides):
+                    self._emit(float(start), float(min(start + self.stream.stride, gap.end)),
+                               None, segmentlist(), pairs)
+        if not batch.strides:
+            return
+        triggers = batch.umbrella.triggers()
+        for start, end in batch.strides:
+            valid = batch.segs & segmentlist([segment(start, end)])
+            self._emit(start, end, triggers, valid, pairs)
+
+    def _emit(self, start: float, end: float, triggers, valid: segmentlist,
+              pairs: dict[str, Pair | None]) -> None:
+        times = grid_times(start, end, self.rate)
+        inside = in_segments(times, valid)
+        features: dict[object, np.ndarray] = {}
+        series: dict[str, np.ndarray] = {}
+        provenance: dict[str, dict[str, str | None]] = {}
+        records = []
+        for name in self.names:
+            pair = pairs.get(name)
+            if triggers is None or pair is None or not pair.healthy or not inside.any():
+                products = invalid_products(times.size)
+            else:
+                spec = pair.classifier.feature_spec
+                key = (spec.channels, spec.window, spec.columns)
+                if key not in features:
+                    fspec = FeatureSpec(spec.channels, spec.window, spec.columns)
+                    features[key] = feature_matrix(triggers, times, fspec)
+                rank = np.full(times.size, np.nan)
+                rank[inside] = pair.classifier.rank(features[key][inside])
+                products = compute_products(rank, inside, pair.calibration)
+            for product in PRODUCTS:
+                series[channel_name(self.ifo, product, name, self.fmin, self.fmax)] = products[product]
+            ids = {"model_id": pair.model_id if pair else None,
+                   "calibration_id": pair.calibration_id if pair else None}
+            provenance[name] = ids
+            records.append((name, products, ids))
+            ok_fraction = float(products["OK"].mean())
+            self.runtime.metrics.stride_products(
+                name, ok_fraction, float(products["PGLITCH"].max()), float(products["FAP"].min())
+            )
+        fname = frame_name(self.settings.general.observatory, self.description, start, end - start)
+        path = write_frame(self.output_dir / fname, start, end - start, series, self.rate, provenance)
+        self.frames_written += 1
+        self.runtime.metrics.frame_written()
+        uri = path.resolve().as_uri()
+        for name, products, ids in records:
+            record = timeseries_to_record(
+                ifo=self.ifo, classifier=name, start=start, end=end,
+                sample_rate=float(self.rate), columns={k.lower(): v for k, v in products.items()},
+                model_id=ids["model_id"],
+                calibration_id=ids["calibration_id"], frame_uri=uri,
+            )
+            self.runtime.produce(self.topics.timeseries, "timeseries_stride", record,
+                                 key=f"{name}:{start:.0f}", timestamp_ms=self.kafka_ms(start))
+        oks = ", ".join(f"{n}={float(p['OK'].mean()):.2f}" for n, p, _ in records)
+        log.info("timeseries: stride [%.0f, %.0f) -> %s (OK %s)", start, end, fname, oks)

@@ -1,0 +1,182 @@
+"""The train stage loop.
+
+From every new umbrella with livetime: a quiver of glitch and clean samples. They
+accumulate until ``min_new_samples`` new samples are in; then every classifier is
+trained (a supervised one on the whole accumulated set, pruned to the newest
+``max_samples`` samples within ``max_stride`` seconds; an incremental one on the new
+samples only), its model stored and announced on the compacted models topic.
+
+Progress is committed only when the models that used the new samples are out, so a
+crash re-reads the strides since the last model: no sample is lost to training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+import numpy as np
+
+from idq_common.classifiers.base import Classifier, Model
+from idq_common.classifiers.factory import make_classifier
+from idq_common.config import Settings
+from idq_common.features import FeatureSpec
+from idq_common.gpstime import gps_now
+from idq_common.quiver import Quiver, build_quiver
+from idq_common.service.announcements import AnnouncementTracker
+from idq_common.service.streaming import StreamingStage
+from idq_common.store import ArtifactStore
+from idq_common.stream import StreamBatch
+
+log = logging.getLogger("idq.train")
+
+
+class TrainStage(StreamingStage):
+    """The train service: features in, model announcements out."""
+
+    stage = "train"
+    commit_every_batch = False
+
+    def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
+        super().__init__(settings, ns)
+        cfg = settings.train
+        self.min_new = cfg.min_new_samples
+        self.max_samples = cfg.max_samples
+        self.max_stride = cfg.max_stride
+        self.samples = settings.samples
+        self.store = ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
+        self.spec: FeatureSpec | None = None
+        self.classifiers: dict[str, Classifier] = {}
+        self.accumulated: Quiver | None = None
+        self.fresh: list[Quiver] = []
+        self.n_new = 0
+        self.models_published = 0
+        self._resume_models()
+
+    # -- start-up -------------------------------------------------------------------
+    def _resume_models(self) -> None:
+        """Continue from the models already announced (incremental ones keep learning)."""
+        tracker = AnnouncementTracker(
+            self.settings.kafka.consumer_config(f"{self.group}.resume"), self.topics.models,
+            "model_announcement", "model_id", deadletter=self.runtime.deadletters.publish,
+        )
+        try:
+            tracker.refresh(timeout=2.0)
+            for c in self.settings.classifiers:
+                ann = tracker.latest.get(c.nickname)
+                if ann is None:
+                    continue
+                model = Model.from_bytes(self.store.get(ann["uri"], ann["sha256"]))
+                clf = make_classifier(c.nickname, c.flavor, c.params, model.spec)
+                clf.model = model
+                self.classifiers[c.nickname] = clf
+                self.spec = self.spec or FeatureSpec(model.spec.channels, model.spec.window,
+                                                     model.spec.columns)
+                self.runtime.metrics.set_model(c.nickname, model.id, ann["created_gps"])
+                log.info("train: resuming %s from model %s", c.nickname, model.id)
+        finally:
+            tracker.close()
+
+    def _feature_spec(self, batch: StreamBatch) -> FeatureSpec:
+        if self.spec is None:
+            f = self.settings.features
+            channels = f.channels or tuple(
+                sorted(c for c in batch.umbrella.channels if c != self.samples.target_channel)
+            )
+            self.spec = FeatureSpec(tuple(channels), f.window, tuple(f.columns))
+            log.info("train: %d feature channels, window %g s, columns %s",
+                     len(channels), f.window, ",".join(f.columns))
+        return self.spec
+
+    def ready(self) -> bool:
+        return True
+
+    # -- the work -------------------------------------------------------------------
+    def process(self, batch: StreamBatch) -> None:
+        if not batch.strides:
+            return
+        if batch.livetime == 0:
+            log.info("train: strides [%.0f, %.0f) have no livetime", batch.strides[0][0],
+                     batch.strides[-1][1])
+            return
+        spec = self._feature_spec(batch)
+        s = self.samples
+        quiver = build_quiver(
+            batch.umbrella, s.target_channel, s.target_bounds, s.random_rate, s.dirty_bounds,
+            s.dirty_window, s.seed, spec, segs=batch.segs,
+        )
+        quiver.start, quiver.end = batch.strides[0][0], batch.strides[-1][1]
+        self.fresh.append(quiver)
+        self.n_new += len(quiver)
+        self.accumulated = quiver if self.accumulated is None else Quiver.concat(
+            [self.accumulated, quiver])
+        self._prune()
+        for c in self.settings.classifiers:
+            self.runtime.metrics.accumulated(c.nickname, self.n_new)
+        log.info("train: strides [%.0f, %.0f): +%d glitch +%d clean; %d new of %d needed, "
+                 "%d accumulated", quiver.start, quiver.end, quiver.n_glitch, quiver.n_clean,
+                 self.n_new, self.min_new, len(self.accumulated))
+        if self.n_new >= self.min_new:
+            self._train_all()
+            self.runtime.flush()
+            self.commit()
+
+    def _prune(self) -> None:
+        q = self.accumulated
+        if q is None:
+            return
+        keep = q.times >= q.end - self.max_stride
+        if keep.sum() > self.max_samples:
+            # the newest max_samples samples
+            order = np.argsort(q.times, kind="stable")
+            newest = order[-self.max_samples:]
+            mask = np.zeros(len(q), dtype=bool)
+            mask[newest] = True
+            keep &= mask
+        if not keep.all():
+            self.accumulated = q.select(keep)
+
+    def _train_all(self) -> None:
+        assert self.accumulated is not None and self.spec is not None
+        fresh = Quiver.concat(self.fresh)
+        for c in self.settings.classifiers:
+            clf = self.classifiers.get(c.nickname)
+            if clf is None:
+                clf = self.classifiers[c.nickname] = make_classifier(
+                    c.nickname, c.flavor, c.params, self.spec)
+            data = fresh if getattr(clf, "incremental", False) else self.accumulated
+            if data.n_glitch == 0 or data.n_clean == 0:
+                log.warning("train: %s: %d glitch / %d clean samples, not training", c.nickname,
+                            data.n_glitch, data.n_clean)
+                continue
+            t0 = time.monotonic()
+            model = clf.train(data)
+            self._publish(c.nickname, c.flavor, model, data, time.monotonic() - t0)
+        self.fresh.clear()
+        self.n_new = 0
+
+    def _publish(self, name: str, flavor: str, model: Model, data: Quiver, seconds: float) -> None:
+        ref = self.store.put("model", model.to_bytes(),
+                             {"classifier": name, "flavor": flavor, "model_id": model.id,
+                              "n_samples": model.n_samples, "start": model.span[0],
+                              "end": model.span[1]})
+        created = gps_now()
+        record = {
+            "ifo": self.ifo, "classifier": name, "flavor": flavor, "model_id": model.id,
+            "uri": ref.uri, "sha256": ref.sha256, "created_gps": created,
+            "start": float(model.span[0]), "end": float(model.span[1]),
+            "n_samples": int(model.n_samples),
+            "metrics": {"train_seconds": seconds, "n_glitch": float(data.n_glitch),
+                        "n_clean": float(data.n_clean)},
+        }
+        self.runtime.produce(self.topics.models, "model_announcement", record, key=name,
+                             timestamp_ms=self.kafka_ms(float(model.span[1])))
+        self.models_published += 1
+        self.runtime.metrics.set_model(name, model.id, created)
+        self.runtime.metrics.model_published(name)
+        log.info("train: %s model %s from %d glitch + %d clean samples [%.0f, %.0f) in %.2f s",
+                 name, model.id, data.n_glitch, data.n_clean, data.start, data.end, seconds)
+
+    def finish(self) -> None:
+        log.info("train: published %d models in this run", self.models_published)
