@@ -45,9 +45,10 @@ def test_cli_up_status_down_second_broker(
     data = tmp_path / "kafka"
     port = free_port()
     t0 = time.monotonic()
-    assert main(["kafka", "up", "--data-dir", str(data), "--port", str(port)]) == 0
+    rc = main(["kafka", "up", "--data-dir", str(data), "--port", str(port)])
     elapsed = time.monotonic() - t0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert rc == 0, f"idq kafka up failed:\n{out}\n{err}"
     assert f"bootstrap 127.0.0.1:{port}" in out and "started in" in out
     # with cached jars a cold data dir (format + start) must be quick on a small machine
     assert elapsed <= 30.0, f"broker took {elapsed:.1f} s to get ready"
@@ -155,3 +156,12 @@ def test_seek_to_missing_topic_fails(kafka_bootstrap: str) -> None:
             seek_to_time(consumer, f"no.such.{uuid.uuid4().hex}", GPS0, timeout=5)
     finally:
         consumer.close()
+
+
+def test_cluster_ids_never_look_like_options() -> None:
+    from idq_common.kafka.broker import random_cluster_id
+
+    # 1/64 of raw ids start with '-'; 2000 draws miss that with probability ~1e-14
+    ids = {random_cluster_id() for _ in range(2000)}
+    assert len(ids) == 2000
+    assert all(len(c) == 22 and not c.startswith("-") for c in ids)
