@@ -7,4 +7,5 @@ pytest_plugins = [
     "idq_common.testing.synthetic",
     "idq_common.testing.kafka_broker",
     "idq_common.testing.prometheus",
+    "idq_common.testing.s3_server",
 ]
