@@ -165,3 +165,28 @@ def test_cluster_ids_never_look_like_options() -> None:
     ids = {random_cluster_id() for _ in range(2000)}
     assert len(ids) == 2000
     assert all(len(c) == 22 and not c.startswith("-") for c in ids)
+
+
+def test_auto_port_taken_before_bind_is_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An auto-chosen port grabbed by someone else before the JVM binds it: new ports."""
+    import socket
+
+    import idq_common.kafka.broker as broker_mod
+
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", 0))
+    squatter.listen()
+    taken = squatter.getsockname()[1]
+    real = broker_mod.free_port
+    handed = iter([taken])
+    monkeypatch.setattr(broker_mod, "free_port", lambda: next(handed, None) or real())
+    broker = LocalBroker(tmp_path / "b")
+    try:
+        status = broker.start()
+        assert status.ready and status.port != taken
+        assert "Address already in use" in broker.log_file.read_text(errors="replace")
+    finally:
+        broker.stop()
+        squatter.close()

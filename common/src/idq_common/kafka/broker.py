@@ -122,6 +122,10 @@ def _is_our_broker(pid: int, data_dir: Path) -> bool:
     return "kafka.Kafka" in args and str(data_dir / "server.properties") in args
 
 
+class _PortTakenError(BrokerError):
+    """The JVM could not bind a port that was free when we probed it."""
+
+
 @dataclass(frozen=True)
 class BrokerStatus:
     """What :meth:`LocalBroker.status` found.
@@ -171,6 +175,7 @@ class LocalBroker:
         self.pid: int | None = None
         self.start_seconds: float | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+        self._log_marks: dict[Path, int] = {}
 
     # -- paths -------------------------------------------------------------------------
     @property
@@ -379,7 +384,37 @@ class LocalBroker:
             for line in meta.read_text().splitlines():
                 if line.startswith("cluster.id="):
                     cluster_id = line.split("=", 1)[1].strip()
+        for attempt in range(3):
+            try:
+                self._launch(config, log4j, cluster_id, t0)
+                break
+            except _PortTakenError:
+                # auto-chosen ports can be grabbed between our probe and the JVM's bind
+                # on a busy machine; an operator's --port is theirs to fix
+                if self.requested_port is not None or attempt == 2:
+                    raise
+                log.warning("kafka ports were taken before the broker bound them: retrying")
+                self._choose_ports({})
+                config = self._write_config()
+        self.start_seconds = round(time.monotonic() - t0, 3)
+        self._write_state(cluster_id)
+        log.info("kafka broker ready at %s in %.1f s", self.bootstrap, self.start_seconds)
+        return BrokerStatus(
+            running=True,
+            ready=True,
+            pid=self.pid,
+            port=self.port,
+            bootstrap=self.bootstrap,
+            data_dir=str(self.data_dir),
+            start_seconds=self.start_seconds,
+        )
+
+    def _launch(self, config: Path, log4j: Path, cluster_id: str, t0: float) -> None:
         cmd = self._java("kafka.Kafka", str(config), log4j=log4j)
+        self._log_marks = {
+            p: p.stat().st_size if p.exists() else 0
+            for p in (self.log_file, self.data_dir / OUT_NAME)
+        }
         with open(self.data_dir / OUT_NAME, "ab") as out:
             try:
                 # own session: survives the CLI that started it, and Ctrl-C in the
@@ -397,24 +432,28 @@ class LocalBroker:
         self.pid = self._proc.pid
         self._write_state(cluster_id)
         self._wait_ready(t0)
-        self.start_seconds = round(time.monotonic() - t0, 3)
-        self._write_state(cluster_id)
-        log.info("kafka broker ready at %s in %.1f s", self.bootstrap, self.start_seconds)
-        return BrokerStatus(
-            running=True,
-            ready=True,
-            pid=self.pid,
-            port=self.port,
-            bootstrap=self.bootstrap,
-            data_dir=str(self.data_dir),
-            start_seconds=self.start_seconds,
-        )
+
+    def _log_since_launch(self) -> str:
+        """What the broker logged since the last launch (the logs append across runs)."""
+        text = []
+        for path, mark in self._log_marks.items():
+            try:
+                with open(path, "rb") as f:
+                    f.seek(mark)
+                    text.append(f.read().decode(errors="replace"))
+            except OSError:
+                continue
+        return "\n".join(text)
 
     def _wait_ready(self, t0: float) -> None:
         deadline = t0 + self.start_timeout
         delay = 0.1
         while True:
             if self._proc is not None and self._proc.poll() is not None:
+                tail = self.log_tail()
+                if "Address already in use" in self._log_since_launch():
+                    self._clear_pid()
+                    raise _PortTakenError(f"a broker port was already in use:\n{tail}")
                 raise BrokerError(
                     f"the Kafka broker exited with code {self._proc.returncode} before it was "
                     f"ready:\n{self.log_tail()}"
