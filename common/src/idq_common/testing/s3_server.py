@@ -39,8 +39,9 @@ __all__ = ["S3Server", "s3_bucket", "s3_server", "start_s3_server"]
 
 #: Seconds to wait for the server to accept a bucket creation.
 START_TIMEOUT = 90.0
-#: Seconds between SIGTERM and SIGKILL (weed server does not always exit on SIGTERM).
-STOP_GRACE = 5.0
+#: Seconds between SIGTERM and SIGKILL: ``weed server`` often ignores SIGTERM (its filer
+#: keeps retrying once the volume server is gone), and the data dir is throw-away anyway.
+STOP_GRACE = 2.0
 
 
 def _free_ports(n: int) -> list[int]:
@@ -135,7 +136,7 @@ class S3Server:
             self.process.wait(STOP_GRACE)
         except subprocess.TimeoutExpired:
             os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(STOP_GRACE)
+            self.process.wait(30)
 
 
 def start_s3_server(workdir: Path, timeout: float = START_TIMEOUT) -> S3Server:
@@ -177,7 +178,7 @@ def start_s3_server(workdir: Path, timeout: float = START_TIMEOUT) -> S3Server:
         "-master.volumeSizeLimitMB=64",  # small volumes: the default preallocates GBs
         f"-volume.port={v}",
         f"-volume.port.grpc={vg}",
-        "-volume.max=8",
+        "-volume.max=0",  # auto from free disk: every bucket is a collection with its own volumes
         "-volume.preStopSeconds=0",
         "-filer",
         f"-filer.port={f}",
