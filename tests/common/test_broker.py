@@ -190,3 +190,31 @@ def test_auto_port_taken_before_bind_is_retried(
     finally:
         broker.stop()
         squatter.close()
+
+
+def test_tied_broker_dies_with_its_parent(tmp_path: Path) -> None:
+    """A test-session broker must not outlive a killed pytest (PR_SET_PDEATHSIG)."""
+    import subprocess
+    import sys
+
+    from idq_common.kafka.broker import _pid_alive
+
+    code = (
+        "import os, sys\n"
+        "from idq_common.kafka.broker import LocalBroker\n"
+        "s = LocalBroker(sys.argv[1], tie_to_parent=True).start()\n"
+        "print(s.pid, flush=True)\n"
+        "os._exit(0)\n"  # no cleanup: as if killed
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "b")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    pid = int(out.stdout.strip())
+    deadline = time.monotonic() + 30
+    while _pid_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)  # waiting on a real external process
+    assert not _pid_alive(pid)

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,26 @@ def admin_lists_topics(bootstrap: str, timeout: float = 2.0) -> bool:
     return True
 
 
+def _die_with_parent_hook() -> Callable[[], None] | None:
+    """A ``preexec_fn`` doing prctl(PR_SET_PDEATHSIG, SIGTERM), or None off Linux.
+
+    libc is loaded here, in the parent: the forked child of a threaded process (the
+    librdkafka threads) must not import or dlopen anything, only make the call.
+    """
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig = 1
+
+    def hook() -> None:  # pragma: no cover - runs in the forked child
+        prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+    return hook
+
+
 def _pid_alive(pid: int) -> bool:
     """True when ``pid`` exists and is not a zombie."""
     try:
@@ -156,6 +177,9 @@ class LocalBroker:
         Kafka jar cache (default :func:`idq_common.kafka.jars.kafka_home`).
     start_timeout : float
         Seconds allowed from launch to ready.
+    tie_to_parent : bool
+        Linux: the broker gets SIGTERM when the starting process dies (test sessions,
+        so a killed pytest leaves no broker behind). ``idq kafka up`` leaves it False.
     """
 
     def __init__(
@@ -165,11 +189,13 @@ class LocalBroker:
         *,
         home: Path | None = None,
         start_timeout: float = 90.0,
+        tie_to_parent: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.requested_port = port
         self.home = home or kafka_home()
         self.start_timeout = start_timeout
+        self.tie_to_parent = tie_to_parent
         self.port: int | None = None
         self.controller_port: int | None = None
         self.pid: int | None = None
@@ -426,6 +452,7 @@ class LocalBroker:
                     stdin=subprocess.DEVNULL,
                     cwd=self.data_dir,
                     start_new_session=True,
+                    preexec_fn=_die_with_parent_hook() if self.tie_to_parent else None,
                 )
             except FileNotFoundError as exc:
                 raise BrokerError("'java' is not on PATH: install a JDK 17") from exc

@@ -47,7 +47,8 @@ def kafka_bootstrap() -> Iterator[str]:
         yield given
         return
     data_dir = Path(tempfile.mkdtemp(prefix="idq-test-kafka-"))
-    broker = LocalBroker(data_dir)
+    # tied to this process: a killed test run leaves no broker behind
+    broker = LocalBroker(data_dir, tie_to_parent=True)
     t0 = time.monotonic()
     try:
         broker.start()
