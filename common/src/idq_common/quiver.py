@@ -62,8 +62,9 @@ class Quiver:
         self.labels = np.asarray(labels, dtype=np.int8).reshape(-1)
         n = self.times.size
         feats = np.asarray(features, dtype=np.float64)
-        self.features = feats.reshape(n, -1) if feats.size or n == 0 else feats.reshape(n, 0)
         self.columns = tuple(columns)
+        # reshape(n, -1) is ambiguous when there is nothing: use the column count
+        self.features = feats.reshape(n, -1) if feats.size else feats.reshape(n, len(self.columns))
         self.ranks = None if ranks is None else np.asarray(ranks, dtype=np.float64).reshape(-1)
         if self.labels.size != n or self.features.shape[0] != n:
             raise ValueError("times, labels and features must have the same number of rows")

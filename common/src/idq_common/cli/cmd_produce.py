@@ -32,7 +32,7 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("synthetic model")
     g.add_argument("--witnesses", type=int, default=10, help="witness channels")
     g.add_argument("--noise-channels", type=int, default=90, help="pure-noise channels")
-    g.add_argument("--glitch-rate", type=float, default=0.3, help="target glitches per second")
+    g.add_argument("--glitch-rate", type=float, default=0.5, help="target glitches per second")
     g.add_argument("--background-rate", type=float, default=0.5,
                    help="noise triggers per second per auxiliary channel")
     g.add_argument("--seed", type=int, default=1, help="generator seed")

@@ -23,6 +23,8 @@ from idq_common.exceptions import IDQError
 log = logging.getLogger(__name__)
 
 STAGES = ("train", "evaluate", "calibrate", "timeseries")
+#: seconds of synthetic data produced before and after the replayed span
+MARGIN = 16.0
 
 
 @dataclass
@@ -114,8 +116,11 @@ class LocalPipeline:
         return ServiceProcess(stage, argv, self.workdir / "logs" / f"{stage}.log", self._env())
 
     def producer(self) -> ServiceProcess:
+        # data reach MARGIN seconds beyond the span on both sides: the first stride's
+        # windows look back, the last one's look ahead (features cross stride edges)
         argv = [self._bin("idq"), "produce", "--config", str(self.config),
-                "--gps-start", repr(self.gps_start), "--gps-end", repr(self.gps_end),
+                "--gps-start", repr(self.gps_start - MARGIN),
+                "--gps-end", repr(self.gps_end + MARGIN),
                 "--speed", repr(self.speed), *self.producer_args]
         return ServiceProcess("produce", argv, self.workdir / "logs" / "produce.log", self._env())
 

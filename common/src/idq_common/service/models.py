@@ -123,6 +123,33 @@ class ModelBook:
         current = self._pairs.get(name)
         if current is not None and current.calibration_id == ann["calibration_id"]:
             return current
+        pair = self._load_pair(name, ann, current)
+        if pair is not None and pair is not current:
+            self._pairs[name] = pair
+            self.runtime.metrics.set_calibration(name, ann["calibration_id"], ann["created_gps"])
+            log.info("%s: now using calibration %s of model %s%s", name, ann["calibration_id"],
+                     ann["model_id"], "" if pair.healthy else " (UNHEALTHY: OK will be 0)")
+        return pair
+
+    def pair_for_ids(self, name: str, calibration_id: str | None) -> Pair | None:
+        """The pair of an earlier output (redoing a stride reuses what it used).
+
+        Returns None when ``calibration_id`` is None (the stride had no calibration)
+        or was never announced.
+        """
+        assert self.calibrations is not None
+        if calibration_id is None:
+            return None
+        current = self._pairs.get(name)
+        if current is not None and current.calibration_id == calibration_id:
+            return current
+        ann = self.calibrations.by_id.get(calibration_id)
+        if ann is None:
+            self.calibrations.wait_for(lambda: calibration_id in self.calibrations.by_id, 5.0)
+            ann = self.calibrations.by_id.get(calibration_id)
+        return None if ann is None else self._load_pair(name, ann, None)
+
+    def _load_pair(self, name: str, ann: dict[str, Any], current: Pair | None) -> Pair | None:
         try:
             model_ann: dict[str, Any] | None = self.models.by_id.get(ann["model_id"])
             uri = model_ann["uri"] if model_ann else ann.get("model_uri", "")
@@ -138,12 +165,9 @@ class ModelBook:
                       ann["calibration_id"], exc)
             return current
         healthy, reason = cmap.health()
+        if not healthy:
+            log.warning("%s: calibration %s is unhealthy: %s", name, ann["calibration_id"], reason)
         healthy = healthy and bool(ann["healthy"])
-        pair = Pair(clf, cmap, ann["model_id"], ann["calibration_id"], healthy, ann["created_gps"])
-        self._pairs[name] = pair
         model_created = model_ann["created_gps"] if model_ann else unix_to_gps(clf.model.created)
         self.runtime.metrics.set_model(name, ann["model_id"], model_created)
-        self.runtime.metrics.set_calibration(name, ann["calibration_id"], ann["created_gps"])
-        log.info("%s: now using calibration %s of model %s%s", name, ann["calibration_id"],
-                 ann["model_id"], "" if healthy else f" (UNHEALTHY: {reason}; OK will be 0)")
-        return pair
+        return Pair(clf, cmap, ann["model_id"], ann["calibration_id"], healthy, ann["created_gps"])

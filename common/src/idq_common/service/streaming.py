@@ -103,12 +103,15 @@ class StreamingStage(ABC):
         else:
             clock = WallClock()
         self.runtime.clock = clock
+        # a replay reprocesses a span on purpose: it never skips ahead (live mode does,
+        # when it falls further behind real time than the configured bound)
+        replay = ns.gps_start is not None
         self.cadence = CadenceManager(
             start, self.stream.stride, self.stream.delay, clock,
             max_timestamp=ns.gps_end,
             enforce_integer_strides=self.stream.enforce_integer_strides,
-            max_lag_strides=self.stream.max_lag_strides,
-            max_lag_seconds=self.stream.max_lag_seconds,
+            max_lag_strides=None if replay else self.stream.max_lag_strides,
+            max_lag_seconds=None if replay else self.stream.max_lag_seconds,
         )
         self.processor = StreamProcessor(
             self.cadence, self.source, segment_source(settings, self.runtime, start), pad=self.pad,

@@ -34,6 +34,9 @@ from idq_common.store import ArtifactStore
 
 log = logging.getLogger("idq.calibrate")
 
+#: stride starts remembered per classifier to recognise redone strides
+DEDUP_WINDOW = 20000
+
 
 @dataclass
 class MiniBatch:
@@ -81,6 +84,8 @@ class CalibrateStage:
         self.max_samples = cfg.max_samples
         self.grid_points = cfg.grid_points
         self.poll_seconds = float(cfg.stream.stride)
+        self.idle_timeout = float(cfg.stream.timeout)
+        self.last_message = time.monotonic()
         self.runtime = ServiceRuntime(
             stage="calibrate",
             ifo=self.ifo,
@@ -96,6 +101,9 @@ class CalibrateStage:
         self.unsettled: dict[int, set[int]] = defaultdict(set)
         self.position: dict[int, int] = {}
         self.consumed = 0
+        self.duplicates = 0
+        #: stride starts consumed per classifier (duplicates after an evaluate restart)
+        self.seen: dict[str, set[float]] = defaultdict(set)
         self.last_end = -np.inf
         group = f"idq.{self.ifo}.calibrate"
         self.consumer = Consumer(settings.kafka.consumer_config(group))
@@ -136,11 +144,20 @@ class CalibrateStage:
             if self._finished(msgs):
                 log.info("calibrate: consumed every quiver up to --gps-end %.0f", self.gps_end)
                 break
-        log.info("calibrate: consumed %d samples in this run", self.consumed)
+        log.info("calibrate: consumed %d samples in this run (%d duplicate quivers skipped)",
+                 self.consumed, self.duplicates)
         return 0
 
     def _finished(self, msgs: list[Message]) -> bool:
-        if self.gps_end is None or msgs or self.last_end < self.gps_end:
+        """A bounded run ends at the end of every partition once quivers reached --gps-end,
+        or once nothing has arrived for three latency timeouts (the last strides upstream
+        may have had no samples)."""
+        if self.gps_end is None or msgs:
+            if msgs:
+                self.last_message = time.monotonic()
+            return False
+        idle = time.monotonic() - self.last_message
+        if self.last_end < self.gps_end and idle < 3 * self.idle_timeout:
             return False
         # at the end of every partition?
         for tp in self.consumer.assignment():
@@ -167,6 +184,17 @@ class CalibrateStage:
             self.runtime.deadletters.publish_message(f"{type(exc).__name__}: {exc}", msg)
             return
         name, model_id = quiver.classifier, quiver.model_id or ""
+        seen = self.seen[name]
+        if quiver.start in seen:
+            # evaluate redid a stride after a restart (at-least-once): first one wins
+            self.duplicates += 1
+            log.info("%s: quiver of stride %.0f already consumed: skipped as a duplicate",
+                     name, quiver.start)
+            return
+        seen.add(quiver.start)
+        if len(seen) > 2 * DEDUP_WINDOW:
+            for old in sorted(seen)[:DEDUP_WINDOW]:
+                seen.discard(old)
         batch = self.batches.get(name)
         if batch is None or batch.model_id != model_id:
             if batch is not None:

@@ -22,7 +22,7 @@ from idq_common.avro.convert import timeseries_to_record
 from idq_common.config import Settings
 from idq_common.data.triggers import in_segments
 from idq_common.features import FeatureSpec, feature_matrix, grid_times
-from idq_common.frames import PRODUCTS, channel_name, frame_name, write_frame
+from idq_common.frames import PRODUCTS, channel_name, frame_name, read_provenance, write_frame
 from idq_common.products import compute_products, invalid_products
 from idq_common.service.models import ModelBook, Pair
 from idq_common.service.streaming import StreamingStage
@@ -69,6 +69,12 @@ class TimeseriesStage(StreamingStage):
 
     def _emit(self, start: float, end: float, triggers, valid: segmentlist,
               pairs: dict[str, Pair | None]) -> None:
+        fname = frame_name(self.settings.general.observatory, self.description, start, end - start)
+        path = self.output_dir / fname
+        if path.exists():
+            # a stride done before a restart: redo it with the model and calibration it
+            # used then, so the frame and messages come out the same
+            pairs = self._pairs_of(path)
         times = grid_times(start, end, self.rate)
         inside = in_segments(times, valid)
         features: dict[object, np.ndarray] = {}
@@ -98,8 +104,7 @@ class TimeseriesStage(StreamingStage):
             self.runtime.metrics.stride_products(
                 name, ok_fraction, float(products["PGLITCH"].max()), float(products["FAP"].min())
             )
-        fname = frame_name(self.settings.general.observatory, self.description, start, end - start)
-        path = write_frame(self.output_dir / fname, start, end - start, series, self.rate, provenance)
+        path = write_frame(path, start, end - start, series, self.rate, provenance)
         self.frames_written += 1
         self.runtime.metrics.frame_written()
         uri = path.resolve().as_uri()
@@ -114,3 +119,13 @@ class TimeseriesStage(StreamingStage):
                                  key=f"{name}:{start:.0f}", timestamp_ms=self.kafka_ms(start))
         oks = ", ".join(f"{n}={float(p['OK'].mean()):.2f}" for n, p, _ in records)
         log.info("timeseries: stride [%.0f, %.0f) -> %s (OK %s)", start, end, fname, oks)
+
+    def _pairs_of(self, path: Path) -> dict[str, Pair | None]:
+        try:
+            prov = read_provenance(path)
+        except (ValueError, RuntimeError) as exc:
+            log.warning("timeseries: %s exists but is unreadable (%s): rewriting it", path, exc)
+            return {n: self.book.pair(n) for n in self.names}
+        log.info("timeseries: redoing %s with the ids it recorded", path.name)
+        return {n: self.book.pair_for_ids(n, prov.get(n, {}).get("calibration_id"))
+                for n in self.names}
