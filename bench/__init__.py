@@ -1,0 +1,1 @@
+"""Benchmarks of the streaming iDQ pipeline (`make bench`, `make bench-quick`)."""

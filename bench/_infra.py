@@ -1,0 +1,237 @@
+"""Shared machinery of the benchmarks: broker, per-run configuration and topics, the
+synthetic producer, and service processes sampled for RSS.
+
+Every measurement gets its own topic set (``bench.<run>.<kind>``) on one broker, so
+runs never see each other's data, checkpoints or models unless they mean to (the live
+run reuses the models and calibrations of the 1,000-channel replay).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+BASE_CONFIG = REPO / "etc" / "idq-demo.toml"
+KINDS = ("features", "segments", "quivers", "models", "calibrations", "timeseries", "deadletter")
+#: witnesses of every benchmark model; the rest of the channels are pure noise
+WITNESSES = 10
+#: production feature rate: triggers per second per auxiliary channel
+ROW_RATE = 16.0
+#: bytes per trigger row on the wire (int32 channel + three float64 columns)
+ROW_BYTES = 28
+#: largest feature batch we send (the broker's default message limit is ~1 MB)
+MAX_BATCH_BYTES = 600_000
+
+
+def machine() -> dict[str, Any]:
+    """Cores and CPU model of this machine."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cores": os.cpu_count() or 0, "cpu": cpu,
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "python": sys.version.split()[0]}
+
+
+def bin_path(name: str) -> str:
+    """An entry point installed beside this interpreter (idq, idq-timeseries ...)."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def batch_seconds(channels: int) -> float:
+    """Feature batch span keeping one message under :data:`MAX_BATCH_BYTES`."""
+    span = 1.0
+    while channels * ROW_RATE * ROW_BYTES * span > MAX_BATCH_BYTES:
+        span /= 2
+    return span
+
+
+@dataclass
+class RunConfig:
+    """One benchmark run's TOML configuration, topics and directories."""
+
+    name: str
+    path: Path
+    workdir: Path
+    topics: dict[str, str]
+    channels: int
+
+    @property
+    def model_args(self) -> list[str]:
+        """``idq produce`` synthetic-model arguments: ~16 rows/s/channel."""
+        return ["--witnesses", str(WITNESSES), "--noise-channels",
+                str(self.channels - WITNESSES), "--background-rate", str(ROW_RATE),
+                "--glitch-rate", "0.3", "--seed", "1"]
+
+
+def write_config(workdir: Path, name: str, bootstrap: str, channels: int,
+                 share: RunConfig | None = None, overrides: dict[str, str] | None = None
+                 ) -> RunConfig:
+    """The demo configuration with this run's topics, store, frames and broker.
+
+    ``share``: take the models and calibrations topics and the store of that run
+    (the live run ranks with the models the replay trained).
+    """
+    run_dir = (workdir / name).resolve()
+    run_dir.mkdir(parents=True, exist_ok=True)
+    text = BASE_CONFIG.read_text()
+    topics = {k: f"bench.{name}.{k}" for k in KINDS}
+    store = run_dir / "store"
+    if share is not None:
+        topics["models"] = share.topics["models"]
+        topics["calibrations"] = share.topics["calibrations"]
+        store = share.workdir / "store"
+    text = re.sub(r'(?m)^output_dir = .*$', f'output_dir = "{run_dir / "frames"}"', text)
+    text = re.sub(r'(?m)^url = "file://.*$', f'url = "file://{store}"', text)
+    text = re.sub(r'(?m)^bootstrap_servers = .*$', f'bootstrap_servers = "{bootstrap}"', text)
+    for key, value in (overrides or {}).items():
+        # "section.key" -> replace the first `key = ...` after `[section]`
+        section, k = key.rsplit(".", 1)
+        pat = re.compile(rf'(?ms)(^\[{re.escape(section)}\]\n(?:(?!^\[).)*?^){re.escape(k)} = [^\n]*')
+        text, n = pat.subn(rf"\g<1>{k} = {value}", text, count=1)
+        if n != 1:
+            raise KeyError(f"{key} not found in {BASE_CONFIG}")
+    text += "\n[kafka.topics]\n" + "".join(f'{k} = "{v}"\n' for k, v in topics.items())
+    path = run_dir / "idq.toml"
+    path.write_text(text)
+    return RunConfig(name, path, run_dir, topics, channels)
+
+
+def create_run_topics(cfg: RunConfig) -> None:
+    """Create the run's topics on the broker its configuration names."""
+    from idq_common.config import load_settings
+    from idq_common.kafka.topics import create_topics, topic_specs
+
+    s = load_settings(cfg.path, env={})
+    k = s.kafka
+    create_topics(k.admin_config(), topic_specs(s.general.ifo, k.topics.as_dict(), k.partitions,
+                                                k.replication_factor, k.retention_ms))
+
+
+def reset_group(cfg: RunConfig, group: str) -> None:
+    """Delete a consumer group's committed offsets (a stage resumes from them otherwise)."""
+    from confluent_kafka.admin import AdminClient
+
+    from idq_common.config import load_settings
+
+    s = load_settings(cfg.path, env={})
+    admin = AdminClient(s.kafka.admin_config())
+    for fut in admin.delete_consumer_groups([group], request_timeout=15).values():
+        try:
+            fut.result()
+        except Exception:  # the group may not exist: nothing to reset
+            pass
+
+
+def produce(cfg: RunConfig, start: float, end: float, speed: float = 0.0) -> float:
+    """Publish ``[start, end)`` of the run's synthetic model; returns wall seconds."""
+    argv = [bin_path("idq"), "produce", "--config", str(cfg.path), "--gps-start", repr(start),
+            "--gps-end", repr(end), "--speed", repr(speed), "--batch-seconds",
+            repr(batch_seconds(cfg.channels)), *cfg.model_args]
+    t0 = time.monotonic()
+    log = cfg.workdir / "produce.log"
+    with open(log, "ab") as out:
+        rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
+    if rc != 0:
+        raise RuntimeError(f"idq produce failed ({rc}); see {log}")
+    return time.monotonic() - t0
+
+
+@dataclass
+class Sampled:
+    """A finished process: wall time and its RSS samples (seconds since start, MiB)."""
+
+    name: str
+    wall_s: float
+    returncode: int
+    rss: list[tuple[float, float]] = field(default_factory=list)
+    log: Path | None = None
+
+    def memory(self) -> dict[str, Any]:
+        """Peak and final RSS and the growth after warm-up.
+
+        Warm-up is the first 20 % of the run (imports, first model and calibration
+        loaded); growth is (final - RSS at the end of warm-up) / RSS at warm-up.
+        """
+        if not self.rss:
+            return {"service": self.name, "peak_rss_mib": 0.0, "final_rss_mib": 0.0,
+                    "growth_pct": 0.0, "samples": 0}
+        t_end = self.rss[-1][0]
+        warm = next((m for t, m in self.rss if t >= 0.2 * t_end), self.rss[0][1])
+        final = self.rss[-1][1]
+        return {"service": self.name, "peak_rss_mib": round(max(m for _, m in self.rss), 1),
+                "final_rss_mib": round(final, 1), "warm_rss_mib": round(warm, 1),
+                "growth_pct": round(100.0 * (final - warm) / warm, 1) if warm else 0.0,
+                "samples": len(self.rss), "wall_s": round(self.wall_s, 2)}
+
+
+def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """Start a process writing to ``log``."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    with open(log, "ab") as out:
+        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env,
+                                start_new_session=True)
+
+
+def run_sampled(procs: dict[str, subprocess.Popen[bytes]], timeout: float,
+                interval: float = 0.5, logs: dict[str, Path] | None = None) -> dict[str, Sampled]:
+    """Wait for processes, sampling each one's RSS every ``interval`` seconds."""
+    t0 = time.monotonic()
+    handles = {n: psutil.Process(p.pid) for n, p in procs.items()}
+    out = {n: Sampled(n, 0.0, 0, log=(logs or {}).get(n)) for n in procs}
+    done: set[str] = set()
+    stop = threading.Event()
+    while len(done) < len(procs):
+        now = time.monotonic() - t0
+        for n, p in procs.items():
+            if n in done:
+                continue
+            if p.poll() is not None:
+                out[n].wall_s, out[n].returncode = now, p.returncode
+                done.add(n)
+                continue
+            try:
+                out[n].rss.append((now, handles[n].memory_info().rss / 2**20))
+            except psutil.Error:
+                pass
+        if now > timeout:
+            for n, p in procs.items():
+                if n not in done:
+                    p.kill()
+                    p.wait()
+                    out[n].wall_s, out[n].returncode = now, -9
+            break
+        stop.wait(interval)
+    return out
+
+
+def stage_argv(stage: str, cfg: RunConfig, start: float | None, end: float | None) -> list[str]:
+    argv = [bin_path(f"idq-{stage}"), "--config", str(cfg.path)]
+    if start is not None and end is not None:
+        argv += ["--gps-start", repr(start), "--gps-end", repr(end)]
+    return argv
+
+
+def tail(path: Path | None, lines: int = 15) -> str:
+    if path is None:
+        return ""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""

@@ -1,0 +1,91 @@
+"""Replay: each stage alone over a pre-filled features topic, as its own OS process.
+
+Per channel count: a fresh topic set is filled with ``idq produce --speed 0`` (about
+16 trigger rows per second per auxiliary channel, the production feature rate), the
+ceiling is measured on that topic, then train, evaluate, calibrate and timeseries run
+one after the other in replay mode (``--gps-start/--gps-end``), each timed alone from
+process spawn to exit (imports and broker connection included: the figure a replay
+job sees) while psutil samples its RSS. Order matters only for inputs: evaluate needs
+the models train announced, calibrate the quivers evaluate published, timeseries the
+calibrations.
+
+``x_realtime`` = replayed data seconds / wall seconds. ``rows_per_s`` = feature rows
+in the replayed span / wall seconds (calibrate reads quivers, not features: its row
+figure is the equivalent of the span it covered). ``ratio_to_ceiling`` divides by the
+ceiling measured on the same topic in the same run.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from bench import ceiling
+from bench._infra import (
+    MAX_BATCH_BYTES,
+    RunConfig,
+    Sampled,
+    create_run_topics,
+    produce,
+    run_sampled,
+    spawn,
+    stage_argv,
+    tail,
+    write_config,
+)
+
+log = logging.getLogger("bench.replay")
+STAGES = ("train", "evaluate", "calibrate", "timeseries")
+#: data produced beyond the replayed span on each side (windows look across edges)
+MARGIN = 16.0
+#: the bench config lowers the evaluate idle timeout so calibrate's end-of-replay wait
+#: (three idle timeouts with no new quiver) is 9 s, not 30 s
+OVERRIDES = {"evaluate.stream.timeout": "3"}
+
+
+def prepare(workdir: Path, bootstrap: str, channels: int, start: float, span: float,
+            name: str | None = None) -> tuple[RunConfig, dict[str, Any]]:
+    """Config + topics + produced data; returns the producer figures."""
+    cfg = write_config(workdir, name or f"replay{channels}", bootstrap, channels,
+                       overrides={"evaluate.stream.timeout": OVERRIDES["evaluate.stream.timeout"]})
+    create_run_topics(cfg)
+    wall = produce(cfg, start - MARGIN, start + span + MARGIN)
+    return cfg, {"produce_wall_s": round(wall, 2),
+                 "produce_x_realtime": round((span + 2 * MARGIN) / wall, 1),
+                 "max_batch_bytes": MAX_BATCH_BYTES}
+
+
+def run_stage(cfg: RunConfig, stage: str, start: float, end: float, timeout: float,
+              env: dict[str, str] | None = None, tag: str = "") -> Sampled:
+    logp = cfg.workdir / "logs" / f"{stage}{tag}.log"
+    proc = spawn(stage_argv(stage, cfg, start, end), logp, env)
+    res = run_sampled({stage: proc}, timeout, logs={stage: logp})[stage]
+    if res.returncode != 0:
+        raise RuntimeError(f"{stage} exited {res.returncode}:\n{tail(logp)}")
+    return res
+
+
+def measure(workdir: Path, bootstrap: str, channels: int, start: float, span: float,
+            timeout: float) -> dict[str, Any]:
+    """Replay figures of every stage at ``channels`` channels over ``span`` seconds."""
+    cfg, prod = prepare(workdir, bootstrap, channels, start, span)
+    ceil = ceiling.measure(cfg)
+    produced_span = span + 2 * MARGIN
+    rows_in_span = ceil["rows"] * span / produced_span
+    out: dict[str, Any] = {"channels": channels, "span_s": span, "config": cfg, "ceiling": ceil,
+                           "producer": prod, "stages": [], "processes": {}}
+    for stage in STAGES:
+        res = run_stage(cfg, stage, start, start + span, timeout)
+        out["processes"][stage] = res
+        rows_s = rows_in_span / res.wall_s
+        out["stages"].append({
+            "stage": stage, "channels": channels, "span_s": span,
+            "wall_s": round(res.wall_s, 2),
+            "x_realtime": round(span / res.wall_s, 2),
+            "rows_per_s": round(rows_s, 1),
+            "ratio_to_ceiling": round(rows_s / ceil["rows_per_s"], 4) if ceil["rows_per_s"] else 0,
+            "input": "quivers" if stage == "calibrate" else "features",
+        })
+        log.info("replay %d ch %s: %.1fx real time", channels, stage, span / res.wall_s)
+    return out

@@ -1,0 +1,153 @@
+"""``python -m bench.run [--quick|--full] [--out PATH]``: the benchmark suite.
+
+Starts one local Kafka broker (KRaft, 127.0.0.1), then: replay (which also measures
+the ceiling on each topic and samples memory), scale-out, live latency and science.
+Writes ``bench/results/latest.json`` (shape in issue 6) and prints a table against
+the targets. Figures are for comparison within one run: the machine is shared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench._infra import REPO, machine
+
+log = logging.getLogger("bench")
+RESULTS = REPO / "bench" / "results" / "latest.json"
+
+#: channels -> replayed seconds
+FULL = {"replay": {100: 1800.0, 1000: 600.0, 3000: 200.0}, "live_s": 300.0,
+        "science_span": 4000.0, "invariance_span": 256.0}
+QUICK = {"replay": {1000: 48.0}, "live_s": 20.0, "science_span": 800.0,
+         "invariance_span": 32.0}
+TARGET_CHANNELS = 1000
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench.run", description=__doc__)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--quick", action="store_true", help="reduced suite (< 2 min)")
+    g.add_argument("--full", action="store_true", help="the full suite (default)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    p.add_argument("--workdir", type=Path, default=None, help="broker data and logs")
+    ns = p.parse_args(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    plan = QUICK if ns.quick else FULL
+    workdir = ns.workdir or Path(tempfile.mkdtemp(prefix="idq-bench-"))
+    shutil.rmtree(workdir / "kafka", ignore_errors=True)
+    workdir.mkdir(parents=True, exist_ok=True)
+    t_begin = time.monotonic()
+    result = run_suite(plan, workdir.resolve(), quick=ns.quick)
+    result["wall_s"] = round(time.monotonic() - t_begin, 1)
+    ns.out.parent.mkdir(parents=True, exist_ok=True)
+    ns.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    print_table(result)
+    print(f"results: {ns.out}  logs: {workdir}")
+    return 0
+
+
+def run_suite(plan: dict[str, Any], workdir: Path, quick: bool) -> dict[str, Any]:
+    from bench import live, replay, scale_out, science
+    from bench._infra import write_config
+    from idq_common.gpstime import gps_now
+    from idq_common.kafka.broker import LocalBroker
+
+    result: dict[str, Any] = {"suite": "quick" if quick else "full", "machine": machine(),
+                              "started_unix": round(time.time(), 1)}
+    broker = LocalBroker(workdir / "kafka")
+    status = broker.start()
+    bootstrap = str(status.bootstrap)
+    try:
+        spans = plan["replay"]
+        start = float((int(gps_now()) - 7200) // 64 * 64)
+        replays: dict[int, dict[str, Any]] = {}
+        result["replay"], ceilings = [], {}
+        for ch, span in spans.items():
+            r = replay.measure(workdir, bootstrap, ch, start, span, timeout=max(600, 10 * span))
+            replays[ch] = r
+            result["replay"].extend(r["stages"])
+            ceilings[str(ch)] = r["ceiling"]
+            result.setdefault("producer", {})[str(ch)] = r["producer"]
+        ref = replays[TARGET_CHANNELS]
+        result["ceiling"] = {**ceilings[str(TARGET_CHANNELS)], "by_channels": ceilings}
+        # memory over the longest replay (most data seconds), every service
+        longest = max(replays.values(), key=lambda r: r["span_s"] * r["channels"])
+        result["memory"] = [proc.memory() for proc in longest["processes"].values()]
+        result["memory_of"] = {"channels": longest["channels"], "span_s": longest["span_s"]}
+        cfg = ref["config"]
+        rows_in_span = ref["ceiling"]["rows"] * ref["span_s"] / (ref["span_s"] + 2 * replay.MARGIN)
+        ts_wall = ref["processes"]["timeseries"].wall_s
+        result["scale_out"] = scale_out.measure(cfg, start, ref["span_s"], rows_in_span, ts_wall,
+                                                timeout=max(600, 10 * ref["span_s"]))
+        live_cfg = write_config(workdir, "live", bootstrap, TARGET_CHANNELS, share=cfg)
+        from bench._infra import create_run_topics
+
+        create_run_topics(live_cfg)
+        result["live"] = live.measure(live_cfg, plan["live_s"], warmup_s=5.0 if quick else 10.0)
+    finally:
+        broker.stop()
+    result["science"] = science.measure(plan["science_span"], plan["invariance_span"])
+    result["targets"] = verdicts(result)
+    return result
+
+
+def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target of issue 6 with the measured figure and met / missed."""
+    out = []
+
+    def add(name: str, value: Any, target: str, ok: bool) -> None:
+        out.append({"target": name, "value": value, "goal": target, "met": bool(ok)})
+
+    at = [x for x in r["replay"] if x["channels"] == TARGET_CHANNELS]
+    for x in at:
+        add(f"replay x_realtime {x['stage']} @1000ch", x["x_realtime"], ">= 100",
+            x["x_realtime"] >= 100)
+    ingest = [x for x in at if x["input"] == "features"]
+    if ingest:
+        best = max(x["ratio_to_ceiling"] for x in ingest)
+        add("ingest / ceiling (best feature stage @1000ch)", best, ">= 0.5", best >= 0.5)
+    add("live p99 latency (s)", r["live"]["latency_p99_s"], "<= 1", r["live"]["latency_p99_s"] <= 1)
+    add("live p99 added latency beyond delay (s)", r["live"]["added_latency_p99_s"], "<= 1",
+        r["live"]["added_latency_p99_s"] <= 1)
+    for m in r["memory"]:
+        add(f"RSS {m['service']} peak MiB / growth %", [m["peak_rss_mib"], m["growth_pct"]],
+            "<= 1024 / <= 10", m["peak_rss_mib"] <= 1024 and m["growth_pct"] <= 10)
+    so = r["scale_out"]
+    add("2 replicas / 1 replica", so["speedup"], ">= 1.7", so["speedup"] >= 1.7)
+    sc = r["science"]
+    add("stride invariance max |diff|", sc["stride_invariance_max_abs_diff"], "<= 1e-12",
+        sc["stride_invariance_max_abs_diff"] <= 1e-12)
+    add(f"best classifier ({sc['best_classifier']}) / optimal @FAP 1e-2",
+        sc["best_ratio_to_optimal_at_0.01"], ">= 0.9", sc["best_ratio_to_optimal_at_0.01"] >= 0.9)
+    hv = sc["hveto"]
+    add("OVL eff vs hveto eff @ hveto deadtime", [hv.get("ovl_efficiency"), hv.get("efficiency")],
+        "ovl >= hveto", hv.get("ovl_efficiency", 0) >= hv.get("efficiency", 1))
+    return out
+
+
+def print_table(r: dict[str, Any]) -> None:
+    m = r["machine"]
+    print(f"\nidq benchmarks ({r['suite']}) on {m['cores']} cores, {m['cpu']}")
+    print(f"ceiling: {r['ceiling']['rows_per_s']:,.0f} rows/s")
+    print(f"{'stage':12s}{'channels':>9s}{'x_realtime':>12s}{'rows/s':>12s}{'/ceiling':>10s}")
+    for x in r["replay"]:
+        print(f"{x['stage']:12s}{x['channels']:>9d}{x['x_realtime']:>12.1f}"
+              f"{x['rows_per_s']:>12,.0f}{x['ratio_to_ceiling']:>10.3f}")
+    print(f"{'target':58s}{'value':>24s}  {'goal':16s}met")
+    for t in r["targets"]:
+        print(f"{t['target']:58s}{json.dumps(t['value']):>24s}  {t['goal']:16s}"
+              f"{'yes' if t['met'] else 'NO'}")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

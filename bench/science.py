@@ -1,0 +1,233 @@
+"""Science quality, in-process on the seeded synthetic model (no Kafka).
+
+* efficiency at FAP 1e-3/1e-2/1e-1 of every classifier of the demo configuration
+  (trained on one span, ranked on a held-out span) beside the Bayes-optimal value
+  from :meth:`SyntheticModel.optimal_log_likelihood_ratio` on the same samples;
+* calibration coverage: a :class:`CalibrationMap` fitted on a third span's ranks,
+  then the fraction of held-out clean samples with FAP <= p (ideal: p);
+* stride invariance: the timeseries products (the stage's computation: grid ->
+  feature_matrix -> rank -> compute_products) over one span polled by a
+  :class:`StreamProcessor` on ``FunctionSource(model.generate)`` with strides of 1 s,
+  16 s and the whole span as one batch; the largest absolute difference of any
+  product sample (NaN == NaN counts as equal);
+* hveto (PyPI) as an outside reference: rounds found on the training span with
+  hveto's own significance search (``hveto.core.find_max_significance``, threshold 5,
+  windows = 2x the OVL half-windows, SNR thresholds = OVL's), applied to the held-out
+  span; its deadtime and efficiency, and OVL's efficiency at FAP = that deadtime.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from bench._infra import BASE_CONFIG
+
+FAPS = (1e-3, 1e-2, 1e-1)
+T0 = 1_400_000_000.0
+
+
+def _model(glitch_rate: float = 0.5) -> Any:
+    from idq_common.testing.synthetic import small_model
+
+    return small_model(glitch_rate=glitch_rate)
+
+
+def _quiver(model: Any, span: tuple[float, float], samples: Any, spec: Any, seed: int) -> Any:
+    from idq_common.data.synthetic import SyntheticSource
+    from idq_common.quiver import build_quiver
+
+    return build_quiver(SyntheticSource(model, *span), model.target_channel,
+                        samples.target_bounds, 5.0, samples.dirty_bounds, samples.dirty_window,
+                        seed, spec)
+
+
+def measure(span: float = 4000.0, invariance_span: float = 256.0) -> dict[str, Any]:
+    from idq_common.calibration import CalibrationMap
+    from idq_common.classifiers import make_classifier
+    from idq_common.config import load_settings
+    from idq_common.features import FeatureSpec
+    from idq_common.science import efficiency_at_fap
+
+    settings = load_settings(BASE_CONFIG, env={})
+    model = _model()
+    spec = FeatureSpec(model.aux_channels, settings.features.window,
+                       tuple(settings.features.columns))
+    smp = settings.samples
+    train = _quiver(model, (T0, T0 + span), smp, spec, 1)
+    calib = _quiver(model, (T0 + span, T0 + 2 * span), smp, spec, 2)
+    test = _quiver(model, (T0 + 2 * span, T0 + 3 * span), smp, spec, 3)
+    y = test.labels
+    snr_lo = smp.target_bounds.get("snr", (10.0, math.inf))
+    llr = model.optimal_log_likelihood_ratio(test.features, spec,
+                                             target_snr_bounds=tuple(snr_lo))
+    optimal = efficiency_at_fap(llr[y == 1], llr[y == 0], FAPS)
+    out: dict[str, Any] = {"classifiers": {}, "samples": {
+        "train": len(train), "test_glitch": int((y == 1).sum()), "test_clean": int((y == 0).sum())}}
+    trained, coverage = {}, {}
+    for c in settings.classifiers:
+        clf = make_classifier(c.nickname, c.flavor, c.params, spec)
+        clf.train(train)
+        trained[c.nickname] = clf
+        r = clf.rank(test.features)
+        eff = efficiency_at_fap(r[y == 1], r[y == 0], FAPS)
+        rc = clf.rank(calib.features)
+        cmap = CalibrationMap.fit(rc[calib.labels == 1], rc[calib.labels == 0])
+        clf.calibration_map = cmap
+        fap = cmap.fap(r[y == 0])
+        cov = {str(p): round(float(np.mean(fap <= p)), 5) for p in (0.1, 0.01)}
+        coverage[c.nickname] = cov
+        out["classifiers"][c.nickname] = {
+            "flavor": c.flavor,
+            "eff_at_fap": {str(f): round(float(e), 4) for f, e in zip(FAPS, eff, strict=True)},
+            "optimal_eff_at_fap": {str(f): round(float(e), 4)
+                                   for f, e in zip(FAPS, optimal, strict=True)},
+            "ratio_to_optimal_at_0.01": round(float(eff[1] / optimal[1]), 4) if optimal[1] else 0,
+            "calibration_coverage": cov,
+        }
+    best = max(out["classifiers"], key=lambda n: out["classifiers"][n]["eff_at_fap"]["0.01"])
+    out["best_classifier"] = best
+    out["best_ratio_to_optimal_at_0.01"] = out["classifiers"][best]["ratio_to_optimal_at_0.01"]
+    out["calibration_coverage"] = coverage[best]
+    out["calibration_coverage_of"] = best
+    out["stride_invariance_max_abs_diff"], out["stride_invariance"] = _invariance(
+        model, trained, settings, invariance_span)
+    out["hveto"] = _hveto(model, trained.get("ovl"), test, smp, span, settings)
+    return out
+
+
+# -- stride invariance -------------------------------------------------------------
+def _products_over(model: Any, trained: dict[str, Any], settings: Any, start: float, end: float,
+                   stride: float) -> dict[str, np.ndarray]:
+    from igwn_segments import segment, segmentlist
+
+    from idq_common.cadence import CadenceManager
+    from idq_common.data.triggers import in_segments
+    from idq_common.features import FeatureSpec, feature_matrix, grid_times
+    from idq_common.gpstime import ManualClock
+    from idq_common.products import compute_products
+    from idq_common.segments import AllTime
+    from idq_common.stream import FunctionSource, StreamProcessor
+
+    pad = float(settings.features.window)
+    delay = float(settings.timeseries.stream.delay)
+    rate = settings.timeseries.sample_rate
+    clock = ManualClock(start)
+    cadence = CadenceManager(start, stride, delay, clock, max_timestamp=end,
+                             enforce_integer_strides=False)
+    proc = StreamProcessor(cadence, FunctionSource(model.generate), AllTime(), pad=pad)
+    series: dict[str, list[np.ndarray]] = {}
+    while not cadence.finished:
+        clock.set(cadence.due_at())
+        batch = proc.poll()
+        trig = batch.umbrella.triggers()
+        for s, e in batch.strides:
+            times = grid_times(s, e, rate)
+            inside = in_segments(times, batch.segs & segmentlist([segment(s, e)]))
+            for name, clf in trained.items():
+                sp = clf.feature_spec
+                fm = feature_matrix(trig, times, FeatureSpec(sp.channels, sp.window, sp.columns))
+                rank = np.full(times.size, np.nan)
+                rank[inside] = clf.rank(fm[inside])
+                for prod, v in compute_products(rank, inside, clf.calibration_map).items():
+                    series.setdefault(f"{name}.{prod}", []).append(v)
+        proc.flush()
+    return {k: np.concatenate(v) for k, v in series.items()}
+
+
+def _invariance(model: Any, trained: dict[str, Any], settings: Any, span: float
+                ) -> tuple[float, dict[str, Any]]:
+    start = T0 + 10_000.0
+    runs = {str(st): _products_over(model, trained, settings, start, start + span, st)
+            for st in (1.0, 16.0, span)}
+    ref = runs[str(span)]
+    worst = 0.0
+    detail: dict[str, Any] = {"span_s": span, "strides_s": [1, 16, span]}
+    for st in ("1.0", "16.0"):
+        for k, v in runs[st].items():
+            a, b = v, ref[k]
+            if a.shape != b.shape:
+                detail[f"shape_mismatch_{st}_{k}"] = [a.shape, b.shape]
+                worst = math.inf
+                continue
+            both_nan = np.isnan(a) & np.isnan(b)
+            d = np.where(both_nan, 0.0, np.abs(a - b))
+            d = np.where(np.isnan(d), np.inf, d)
+            worst = max(worst, float(d.max()) if d.size else 0.0)
+    return worst, detail
+
+
+# -- hveto ---------------------------------------------------------------------------
+def _hveto(model: Any, ovl: Any, test: Any, smp: Any, span: float, settings: Any
+           ) -> dict[str, Any]:
+    try:
+        from astropy.table import Table
+        from hveto import core
+    except ImportError as exc:  # pragma: no cover - hveto is in requirements-dev
+        return {"error": f"hveto not importable: {exc}"}
+    from igwn_segments import segment, segmentlist
+
+    from idq_common.science import efficiency_at_fap
+
+    ovl_params = next(c.params for c in settings.classifiers if c.flavor == "ovl")
+    snrs = [float(x) for x in ovl_params.get("thresholds", [8, 10, 15, 20])]
+    windows = [2.0 * float(w) for w in ovl_params.get("windows", [0.1])]
+    snr_min = float(smp.target_bounds.get("snr", (10.0, math.inf))[0])
+
+    def tables(start: float, end: float) -> tuple[Any, dict[str, Any]]:
+        trig = model.generate(start, end)
+        prim = None
+        aux = {}
+        for name in model.channels:
+            t, s, _f = trig.for_channel(name)
+            if name == model.target_channel:
+                keep = s >= snr_min
+                prim = Table({"time": t[keep], "snr": s[keep], "channel": [name] * int(keep.sum())})
+            else:
+                aux[name] = Table({"time": t, "snr": s, "channel": [name] * len(t)})
+        return prim, aux
+
+    tr0, tr1 = T0, T0 + span
+    primary, aux = tables(tr0, tr1)
+    livetime = span
+    winners = []
+    for _ in range(20):
+        if len(primary) == 0:
+            break
+        w, _sigs = core.find_max_significance(primary, aux, model.target_channel, snrs, windows,
+                                              livetime)
+        if w.significance is None or w.significance < 5.0:
+            break
+        a = aux[w.name]
+        segs = w.get_segments(a["time"][a["snr"] >= w.snr]).coalesce()
+        winners.append({"channel": w.name, "snr": w.snr, "window": w.window,
+                        "significance": round(float(w.significance), 2)})
+        livetime -= abs(segmentlist(segment(s[0], s[1]) for s in segs).coalesce())
+        primary = core.veto(primary, segs)[0]  # (kept, vetoed)
+        aux = {n: core.veto(t, segs)[0] if len(t) else t for n, t in aux.items()}
+    te0, te1 = T0 + 2 * span, T0 + 3 * span
+    tprim, taux = tables(te0, te1)
+    vetoes = segmentlist()
+    for w in winners:
+        a = taux[w["channel"]]
+        for t in a["time"][a["snr"] >= w["snr"]]:
+            vetoes.append(segment(float(t) - w["window"] / 2, float(t) + w["window"] / 2))
+    vetoes = (vetoes.coalesce() & segmentlist([segment(te0, te1)]))
+    deadtime = abs(vetoes) / span
+    glitch_t = np.asarray(tprim["time"])
+    vetoed = sum(1 for t in glitch_t if t in vetoes)
+    eff = vetoed / len(glitch_t) if len(glitch_t) else 0.0
+    out: dict[str, Any] = {"deadtime": round(float(deadtime), 5), "efficiency": round(eff, 4),
+                           "rounds": winners, "test_glitches": len(glitch_t),
+                           "method": ("hveto.core.find_max_significance rounds on the training "
+                                      "span (threshold 5), segments applied to the held-out span")}
+    if ovl is not None and deadtime > 0:
+        r = ovl.rank(test.features)
+        y = test.labels
+        out["ovl_efficiency"] = round(float(efficiency_at_fap(r[y == 1], r[y == 0],
+                                                              [deadtime])[0]), 4)
+    else:
+        out["ovl_efficiency"] = 0.0
+    return out

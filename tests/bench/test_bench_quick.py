@@ -1,0 +1,46 @@
+"""The benchmark harness runs end to end (``make bench-quick``), so it never rots.
+
+Figures are not asserted against targets (the machine is shared and noisy); the test
+checks that every field of issue 6's ``latest.json`` shape is present and sane.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from bench.run import main
+
+pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.timeout(300)]
+
+
+def test_quick_suite_writes_every_field(tmp_path: Path) -> None:
+    out = tmp_path / "latest.json"
+    assert main(["--quick", "--out", str(out), "--workdir", str(tmp_path / "work")]) == 0
+    r = json.loads(out.read_text())
+    assert r["machine"]["cores"] >= 1 and r["machine"]["cpu"]
+    assert r["ceiling"]["rows_per_s"] > 0
+    stages = {x["stage"] for x in r["replay"]}
+    assert stages == {"train", "evaluate", "calibrate", "timeseries"}
+    for x in r["replay"]:
+        assert x["x_realtime"] > 0 and x["rows_per_s"] > 0 and x["ratio_to_ceiling"] > 0
+    live = r["live"]
+    assert live["channels"] == 1000 and live["stride_s"] == 1
+    assert live["strides_measured"] > 0
+    assert 0 < live["latency_p50_s"] <= live["latency_p99_s"] < 60
+    assert {m["service"] for m in r["memory"]} == stages
+    assert all(m["peak_rss_mib"] > 0 for m in r["memory"])
+    so = r["scale_out"]
+    assert so["replicas_1_rows_per_s"] > 0 and so["replicas_2_rows_per_s"] > 0
+    sc = r["science"]
+    for name, c in sc["classifiers"].items():
+        for fap in ("0.001", "0.01", "0.1"):
+            assert 0 <= c["eff_at_fap"][fap] <= 1, name
+            assert 0 <= c["optimal_eff_at_fap"][fap] <= 1, name
+    assert set(sc["calibration_coverage"]) == {"0.1", "0.01"}
+    assert math.isfinite(sc["stride_invariance_max_abs_diff"])
+    assert {"deadtime", "efficiency", "ovl_efficiency"} <= set(sc["hveto"])
+    assert r["targets"] and all("met" in t for t in r["targets"])
