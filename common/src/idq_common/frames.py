@@ -80,7 +80,7 @@ def write_frame(
     blob = json.dumps({"_idq": 1, **provenance}, sort_keys=True, separators=(",", ":"))
     # the frame header's name carries the provenance: LALFrame can read it back
     frame = lalframe.FrameNew(epoch, float(duration), blob, 0, 0, 0)
-    n = int(round(duration * sample_rate))
+    n = round(duration * sample_rate)
     for name, values in series.items():
         data = np.ascontiguousarray(values, dtype=np.float64)
         if data.shape != (n,):

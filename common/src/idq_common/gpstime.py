@@ -37,7 +37,7 @@ def unix_to_gps(unix: float) -> float:
 
 def gps_to_kafka_ms(gps: float) -> int:
     """Kafka message timestamp (Unix milliseconds) for data at ``gps``."""
-    return int(round(gps_to_unix(gps) * 1000.0))
+    return round(gps_to_unix(gps) * 1000.0)
 
 
 def kafka_ms_to_gps(ms: int) -> float:

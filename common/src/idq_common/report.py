@@ -41,11 +41,18 @@ def frame_files(directory: Path, observatory: str, description: str) -> list[Pat
 
 
 def load_series(
-    files: Sequence[Path], ifo: str, classifiers: Sequence[str], fmin: float, fmax: float,
-    sample_rate: float, products: Sequence[str] = ("FAP", "OK", "PGLITCH"),
+    files: Sequence[Path],
+    ifo: str,
+    classifiers: Sequence[str],
+    fmin: float,
+    fmax: float,
+    sample_rate: float,
+    products: Sequence[str] = ("FAP", "OK", "PGLITCH"),
 ) -> dict[str, ClassifierSeries]:
     """Read the products of every classifier from ``files`` (gwpy) into arrays."""
-    chunks: dict[str, dict[str, list[np.ndarray]]] = {c: {p: [] for p in products} for c in classifiers}
+    chunks: dict[str, dict[str, list[np.ndarray]]] = {
+        c: {p: [] for p in products} for c in classifiers
+    }
     times: list[np.ndarray] = []
     ids: dict[str, list[tuple[float, dict[str, Any]]]] = {c: [] for c in classifiers}
     for path in files:
@@ -60,24 +67,31 @@ def load_series(
                 chunks[c][p].append(data[channel_name(ifo, p, c, fmin, fmax)])
     t = np.concatenate(times) if times else np.zeros(0)
     return {
-        c: ClassifierSeries(t, {p: np.concatenate(v) if v else np.zeros(0) for p, v in chunks[c].items()},
-                            ids[c])
+        c: ClassifierSeries(
+            t, {p: np.concatenate(v) if v else np.zeros(0) for p, v in chunks[c].items()}, ids[c]
+        )
         for c in classifiers
     }
 
 
-def sample_at(series: ClassifierSeries, product: str, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def sample_at(
+    series: ClassifierSeries, product: str, times: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """(values, ok) of ``product`` at the grid samples nearest ``times``."""
     if series.times.size == 0 or times.size == 0:
         return np.zeros(0), np.zeros(0, dtype=bool)
     idx = np.clip(np.searchsorted(series.times, times), 0, series.times.size - 1)
     prev = np.clip(idx - 1, 0, series.times.size - 1)
-    take = np.where(np.abs(series.times[prev] - times) < np.abs(series.times[idx] - times), prev, idx)
+    take = np.where(
+        np.abs(series.times[prev] - times) < np.abs(series.times[idx] - times), prev, idx
+    )
     return series.products[product][take], series.products["OK"][take] > 0.5
 
 
 def efficiency_summary(
-    series: Mapping[str, ClassifierSeries], glitch_times: np.ndarray, clean_times: np.ndarray,
+    series: Mapping[str, ClassifierSeries],
+    glitch_times: np.ndarray,
+    clean_times: np.ndarray,
     faps: Sequence[float] = (1e-3, 1e-2, 1e-1),
 ) -> dict[str, dict[str, Any]]:
     """Per classifier: efficiency and realised false-alarm fraction at each FAP."""
@@ -89,9 +103,13 @@ def efficiency_summary(
             "ok_fraction": float(s.products["OK"].mean()) if s.products["OK"].size else 0.0,
             "n_glitch_ok": int(g_ok.sum()),
             "n_clean_ok": int(c_ok.sum()),
-            "efficiency": {str(p): float((g_fap[g_ok] <= p).mean()) if g_ok.any() else float("nan")
-                           for p in faps},
-            "false_alarm": {str(p): float((c_fap[c_ok] <= p).mean()) if c_ok.any() else float("nan")
-                            for p in faps},
+            "efficiency": {
+                str(p): float((g_fap[g_ok] <= p).mean()) if g_ok.any() else float("nan")
+                for p in faps
+            },
+            "false_alarm": {
+                str(p): float((c_fap[c_ok] <= p).mean()) if c_ok.any() else float("nan")
+                for p in faps
+            },
         }
     return out

@@ -23,8 +23,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("--duration", type=float, default=3600.0, help="seconds of data to replay")
     p.add_argument("--speed", type=float, default=30.0, help="data seconds per wall second")
     p.add_argument("--workdir", default=".cache/demo", help="broker data, logs and summary")
-    p.add_argument("--timeout", type=float, default=None,
-                   help="wall seconds allowed for the run (default: 3x duration/speed + 300)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="wall seconds allowed for the run (default: 3x duration/speed + 300)",
+    )
     add_model_arguments(p)
     return p
 
@@ -53,7 +57,7 @@ def run(ns: argparse.Namespace) -> int:
         shutil.rmtree(workdir / sub, ignore_errors=True)
     shutil.rmtree(settings.timeseries.output_dir, ignore_errors=True)
     if settings.store.scheme == "file":
-        shutil.rmtree(settings.store.url[len("file://"):], ignore_errors=True)
+        shutil.rmtree(settings.store.url[len("file://") :], ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
 
     broker = LocalBroker(workdir / "kafka")
@@ -64,20 +68,46 @@ def run(ns: argparse.Namespace) -> int:
     pipeline = None
     try:
         kafka = settings.kafka
-        create_topics(kafka.admin_config(), topic_specs(
-            settings.general.ifo, kafka.topics.as_dict(), kafka.partitions,
-            kafka.replication_factor, kafka.retention_ms))
+        create_topics(
+            kafka.admin_config(),
+            topic_specs(
+                settings.general.ifo,
+                kafka.topics.as_dict(),
+                kafka.partitions,
+                kafka.replication_factor,
+                kafka.retention_ms,
+            ),
+        )
         # an hour that ended ten minutes ago, aligned to the longest stride
         align = 64
         start = float((int(gps_now()) - int(ns.duration) - 600) // align * align)
         end = start + ns.duration
-        producer_args = ["--witnesses", str(ns.witnesses), "--noise-channels",
-                         str(ns.noise_channels), "--glitch-rate", str(ns.glitch_rate),
-                         "--background-rate", str(ns.background_rate), "--seed", str(ns.seed)]
-        pipeline = LocalPipeline(Path(ns.config).resolve(), workdir, start, end, env=env,
-                                 speed=ns.speed, producer_args=producer_args)
-        print(f"idq demo: replaying GPS [{start:.0f}, {end:.0f}) ({ns.duration:.0f} s) at "
-              f"{ns.speed:g}x; logs in {workdir / 'logs'}", flush=True)
+        producer_args = [
+            "--witnesses",
+            str(ns.witnesses),
+            "--noise-channels",
+            str(ns.noise_channels),
+            "--glitch-rate",
+            str(ns.glitch_rate),
+            "--background-rate",
+            str(ns.background_rate),
+            "--seed",
+            str(ns.seed),
+        ]
+        pipeline = LocalPipeline(
+            Path(ns.config).resolve(),
+            workdir,
+            start,
+            end,
+            env=env,
+            speed=ns.speed,
+            producer_args=producer_args,
+        )
+        print(
+            f"idq demo: replaying GPS [{start:.0f}, {end:.0f}) ({ns.duration:.0f} s) at "
+            f"{ns.speed:g}x; logs in {workdir / 'logs'}",
+            flush=True,
+        )
         pipeline.start()
         timeout = ns.timeout or 3 * ns.duration / ns.speed + 300
         pipeline.wait(["produce", *STAGES], timeout=timeout)

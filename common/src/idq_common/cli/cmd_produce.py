@@ -19,8 +19,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument("-c", "--config", required=True, help="TOML configuration (ifo, target, kafka)")
     p.add_argument("--gps-start", type=float, required=True, help="first GPS second of data")
     p.add_argument("--gps-end", type=float, required=True, help="end of the data")
-    p.add_argument("--speed", type=float, default=1.0,
-                   help="data seconds per wall second (1: real time; 0: as fast as possible)")
+    p.add_argument(
+        "--speed",
+        type=float,
+        default=1.0,
+        help="data seconds per wall second (1: real time; 0: as fast as possible)",
+    )
     add_model_arguments(p)
     p.add_argument("--batch-seconds", type=float, default=1.0, help="span of one message")
     p.add_argument("--source-id", default="synthetic", help="producer id (message key)")
@@ -33,8 +37,12 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--witnesses", type=int, default=10, help="witness channels")
     g.add_argument("--noise-channels", type=int, default=90, help="pure-noise channels")
     g.add_argument("--glitch-rate", type=float, default=0.5, help="target glitches per second")
-    g.add_argument("--background-rate", type=float, default=0.5,
-                   help="noise triggers per second per auxiliary channel")
+    g.add_argument(
+        "--background-rate",
+        type=float,
+        default=0.5,
+        help="noise triggers per second per auxiliary channel",
+    )
     g.add_argument("--seed", type=int, default=1, help="generator seed")
 
 
@@ -43,9 +51,14 @@ def model_from_args(ns: argparse.Namespace, ifo: str, target_channel: str):  # -
     from idq_common.data.synthetic import SyntheticModel
 
     return SyntheticModel(
-        seed=ns.seed, ifo=ifo, target_channel=target_channel, n_witness=ns.witnesses,
-        n_noise=ns.noise_channels, glitch_rate=ns.glitch_rate,
-        witness_background_rate=ns.background_rate, noise_background_rate=ns.background_rate,
+        seed=ns.seed,
+        ifo=ifo,
+        target_channel=target_channel,
+        n_witness=ns.witnesses,
+        n_noise=ns.noise_channels,
+        glitch_rate=ns.glitch_rate,
+        witness_background_rate=ns.background_rate,
+        noise_background_rate=ns.background_rate,
     )
 
 
@@ -63,12 +76,22 @@ def run(ns: argparse.Namespace) -> int:
     model = model_from_args(ns, settings.general.ifo, settings.samples.target_channel)
     clock: Clock | None = ScaledClock(ns.gps_start, ns.speed) if ns.speed > 0 else None
     publisher = FeaturePublisher(
-        Producer(settings.kafka.producer_config()), settings.kafka.topics.features,
-        settings.general.ifo, ns.source_id, batch_seconds=ns.batch_seconds,
-        partitioner="round_robin", partitions=settings.kafka.partitions, clock=clock,
+        Producer(settings.kafka.producer_config()),
+        settings.kafka.topics.features,
+        settings.general.ifo,
+        ns.source_id,
+        batch_seconds=ns.batch_seconds,
+        partitioner="round_robin",
+        partitions=settings.kafka.partitions,
+        clock=clock,
     )
-    log.info("producing [%.0f, %.0f) of %d channels at %s", ns.gps_start, ns.gps_end,
-             len(model.channels), f"{ns.speed}x" if ns.speed > 0 else "full speed")
+    log.info(
+        "producing [%.0f, %.0f) of %d channels at %s",
+        ns.gps_start,
+        ns.gps_end,
+        len(model.channels),
+        f"{ns.speed}x" if ns.speed > 0 else "full speed",
+    )
     n = publisher.publish(model.generate, ns.gps_start, ns.gps_end)
     publisher.flush()
     log.info("produced %d batches", n)

@@ -41,7 +41,10 @@ class ServiceProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, env=self.env,
+                self.argv,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=self.env,
                 start_new_session=True,
             )
         log.info("started %s (pid %d): %s", self.name, self.proc.pid, " ".join(self.argv))
@@ -111,17 +114,34 @@ class LocalPipeline:
 
     def service(self, stage: str, extra: Sequence[str] = ()) -> ServiceProcess:
         """The (not yet started) process of ``stage``."""
-        argv = [self._bin(f"idq-{stage}"), "--config", str(self.config),
-                "--gps-start", repr(self.gps_start), "--gps-end", repr(self.gps_end), *extra]
+        argv = [
+            self._bin(f"idq-{stage}"),
+            "--config",
+            str(self.config),
+            "--gps-start",
+            repr(self.gps_start),
+            "--gps-end",
+            repr(self.gps_end),
+            *extra,
+        ]
         return ServiceProcess(stage, argv, self.workdir / "logs" / f"{stage}.log", self._env())
 
     def producer(self) -> ServiceProcess:
         # data reach MARGIN seconds beyond the span on both sides: the first stride's
         # windows look back, the last one's look ahead (features cross stride edges)
-        argv = [self._bin("idq"), "produce", "--config", str(self.config),
-                "--gps-start", repr(self.gps_start - MARGIN),
-                "--gps-end", repr(self.gps_end + MARGIN),
-                "--speed", repr(self.speed), *self.producer_args]
+        argv = [
+            self._bin("idq"),
+            "produce",
+            "--config",
+            str(self.config),
+            "--gps-start",
+            repr(self.gps_start - MARGIN),
+            "--gps-end",
+            repr(self.gps_end + MARGIN),
+            "--speed",
+            repr(self.speed),
+            *self.producer_args,
+        ]
         return ServiceProcess("produce", argv, self.workdir / "logs" / "produce.log", self._env())
 
     def start(self, stages: Sequence[str] = STAGES, with_producer: bool = True) -> None:
@@ -137,7 +157,7 @@ class LocalPipeline:
         """SIGTERM one service and start it again; returns the stopped one's exit status."""
         old = self.processes[stage]
         status = old.terminate()
-        self.processes[stage] = self.service(stage)
+        self.processes[stage] = ServiceProcess(stage, old.argv, old.log_path, old.env)
         self.processes[stage].start()
         return status
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 from typing import Any
 
@@ -11,12 +12,15 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from idq_common.avro import decode
 from idq_common.config import Settings
+from idq_common.exceptions import DecodeError
 from idq_common.report import efficiency_summary, frame_files, load_series
 
 
 def count_messages(settings: Settings, topic: str) -> list[dict[str, Any]]:
     """Decode every message of ``topic`` (small topics: announcements)."""
-    consumer = Consumer({**settings.kafka.consumer_config("idq.summary"), "enable.auto.commit": False})
+    consumer = Consumer(
+        {**settings.kafka.consumer_config("idq.summary"), "enable.auto.commit": False}
+    )
     try:
         md = consumer.list_topics(topic, timeout=10).topics[topic]
         records: list[dict[str, Any]] = []
@@ -34,16 +38,17 @@ def count_messages(settings: Settings, topic: str) -> list[dict[str, Any]]:
                     if m.error():
                         continue
                     got += 1
-                    try:
-                        records.append(decode(m.value())[1])
-                    except Exception:  # counted elsewhere (dead letters); a summary goes on
-                        pass
+                    # undecodable ones are the dead letters' business; a summary goes on
+                    with contextlib.suppress(DecodeError):
+                        records.append(decode(m.value() or b"")[1])
         return records
     finally:
         consumer.close()
 
 
-def summarize_run(settings: Settings, ns: argparse.Namespace, start: float, end: float) -> dict[str, Any]:
+def summarize_run(
+    settings: Settings, ns: argparse.Namespace, start: float, end: float
+) -> dict[str, Any]:
     """Counts from the topics and frames, and the efficiency against the generator's truth."""
     from idq_common.cli.cmd_produce import model_from_args
     from idq_common.data.synthetic import SyntheticSource
@@ -62,7 +67,7 @@ def summarize_run(settings: Settings, ns: argparse.Namespace, start: float, end:
     glitches = truth.target_times(s.target_channel, s.target_bounds)
     clean = truth.random_times(1.0, s.target_channel, s.dirty_bounds, s.dirty_window, s.seed + 7)
     stride = ts.stream.stride
-    expected = int(math.ceil((end - start) / stride))
+    expected = math.ceil((end - start) / stride)
     ok_any = [bool(np.any(v["OK"])) for v in _per_frame_ok(series, names, len(files))]
     return {
         "span": [start, end],
@@ -91,18 +96,24 @@ def print_summary(summary: dict[str, Any]) -> None:
     """A short, readable table on stdout."""
     s = summary
     print(f"\nspan            GPS [{s['span'][0]:.0f}, {s['span'][1]:.0f})")
-    print(f"frames          {s['frames']} of {s['strides_expected']} strides "
-          f"({s['frames_with_output']} with OK=1 somewhere; the rest precede the first "
-          "model and calibration, or are gaps)")
+    print(
+        f"frames          {s['frames']} of {s['strides_expected']} strides "
+        f"({s['frames_with_output']} with OK=1 somewhere; the rest precede the first "
+        "model and calibration, or are gaps)"
+    )
     print(f"models          {s['models']}")
     print(f"calibrations    {s['calibrations']}")
     print(f"evaluated       {s['evaluated_samples']} samples; dead letters {s['dead_letters']}")
     print(f"truth           {s['glitches_in_truth']} glitches")
-    print(f"\n{'classifier':<12}{'OK frac':>8}{'glitches':>10}{'eff@1e-3':>10}{'eff@1e-2':>10}"
-          f"{'eff@1e-1':>10}{'FA@1e-2':>10}")
+    print(
+        f"\n{'classifier':<12}{'OK frac':>8}{'glitches':>10}{'eff@1e-3':>10}{'eff@1e-2':>10}"
+        f"{'eff@1e-1':>10}{'FA@1e-2':>10}"
+    )
     for name, c in s["classifiers"].items():
         e, fa = c["efficiency"], c["false_alarm"]
-        print(f"{name:<12}{c['ok_fraction']:>8.2f}{c['n_glitch_ok']:>10d}{e['0.001']:>10.3f}"
-              f"{e['0.01']:>10.3f}{e['0.1']:>10.3f}{fa['0.01']:>10.4f}")
+        print(
+            f"{name:<12}{c['ok_fraction']:>8.2f}{c['n_glitch_ok']:>10d}{e['0.001']:>10.3f}"
+            f"{e['0.01']:>10.3f}{e['0.1']:>10.3f}{fa['0.01']:>10.4f}"
+        )
     if "wall_seconds" in s:
         print(f"\nwall time       {s['wall_seconds']} s")

@@ -75,19 +75,21 @@ class AnnouncementTracker:
             wait = 0.0
             if msg is None:
                 break
-            if msg.error():
-                if msg.error().code() != KafkaError._PARTITION_EOF:
-                    log.warning("%s: consumer error %s", self.topic, msg.error())
+            err = msg.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    log.warning("%s: consumer error %s", self.topic, err)
                 continue
-            payload = msg.value()
+            payload = msg.value() or b""
+            part, offset = msg.partition() or 0, msg.offset() or 0
             try:
                 kind, record = decode(payload)
                 if kind != self.kind:
                     raise DecodeError(f"expected {self.kind}, got {kind}")
             except DecodeError as exc:
-                log.error("%s[%d]@%d: %s", self.topic, msg.partition(), msg.offset(), exc)
+                log.error("%s[%d]@%d: %s", self.topic, part, offset, exc)
                 if self.deadletter is not None:
-                    self.deadletter(str(exc), self.topic, msg.partition(), msg.offset(), payload)
+                    self.deadletter(str(exc), self.topic, part, offset, payload)
                 continue
             self._absorb(record)
             n += 1

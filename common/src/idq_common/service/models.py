@@ -50,7 +50,9 @@ class ModelBook:
         Also follow calibration announcements (timeseries).
     """
 
-    def __init__(self, settings: Settings, runtime: ServiceRuntime, calibrations: bool = False) -> None:
+    def __init__(
+        self, settings: Settings, runtime: ServiceRuntime, calibrations: bool = False
+    ) -> None:
         self.settings = settings
         self.runtime = runtime
         self.flavors = {c.nickname: c.flavor for c in settings.classifiers}
@@ -59,15 +61,21 @@ class ModelBook:
         cfg = settings.kafka.consumer_config(group)
         self.store = ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
         self.models = AnnouncementTracker(
-            cfg, settings.kafka.topics.models, "model_announcement", "model_id",
+            cfg,
+            settings.kafka.topics.models,
+            "model_announcement",
+            "model_id",
             deadletter=runtime.deadletters.publish,
         )
         runtime.closers.append(self.models.close)
         self.calibrations: AnnouncementTracker | None = None
         if calibrations:
             self.calibrations = AnnouncementTracker(
-                cfg, settings.kafka.topics.calibrations, "calibration_announcement",
-                "calibration_id", deadletter=runtime.deadletters.publish,
+                cfg,
+                settings.kafka.topics.calibrations,
+                "calibration_announcement",
+                "calibration_id",
+                deadletter=runtime.deadletters.publish,
             )
             runtime.closers.append(self.calibrations.close)
         self._classifiers: dict[tuple[str, str], Classifier] = {}
@@ -90,8 +98,13 @@ class ModelBook:
             clf = make_classifier(name, self.flavors[name], self.params[name], model.spec)
             clf.model = model
             self._classifiers[key] = clf
-            log.info("%s: loaded model %s (%d samples, span [%.0f, %.0f))", name, model.id,
-                     model.n_samples, *model.span)
+            log.info(
+                "%s: loaded model %s (%d samples, span [%.0f, %.0f))",
+                name,
+                model.id,
+                model.n_samples,
+                *model.span,
+            )
             # keep only a few models per classifier in memory
             old = [k for k in self._classifiers if k[0] == name and k != key]
             for k in old[:-2]:
@@ -106,8 +119,9 @@ class ModelBook:
         try:
             clf = self._load_classifier(name, ann["uri"], ann["sha256"], ann["model_id"])
         except IDQError as exc:
-            log.error("%s: cannot load model %s, keeping the one in use: %s", name,
-                      ann["model_id"], exc)
+            log.error(
+                "%s: cannot load model %s, keeping the one in use: %s", name, ann["model_id"], exc
+            )
             return self._current.get(name)
         if self._current.get(name) is not clf:
             self.runtime.metrics.set_model(name, ann["model_id"], ann["created_gps"])
@@ -127,8 +141,13 @@ class ModelBook:
         if pair is not None and pair is not current:
             self._pairs[name] = pair
             self.runtime.metrics.set_calibration(name, ann["calibration_id"], ann["created_gps"])
-            log.info("%s: now using calibration %s of model %s%s", name, ann["calibration_id"],
-                     ann["model_id"], "" if pair.healthy else " (UNHEALTHY: OK will be 0)")
+            log.info(
+                "%s: now using calibration %s of model %s%s",
+                name,
+                ann["calibration_id"],
+                ann["model_id"],
+                "" if pair.healthy else " (UNHEALTHY: OK will be 0)",
+            )
         return pair
 
     def pair_for_ids(self, name: str, calibration_id: str | None) -> Pair | None:
@@ -137,16 +156,17 @@ class ModelBook:
         Returns None when ``calibration_id`` is None (the stride had no calibration)
         or was never announced.
         """
-        assert self.calibrations is not None
+        tracker = self.calibrations
+        assert tracker is not None
         if calibration_id is None:
             return None
         current = self._pairs.get(name)
         if current is not None and current.calibration_id == calibration_id:
             return current
-        ann = self.calibrations.by_id.get(calibration_id)
+        ann = tracker.by_id.get(calibration_id)
         if ann is None:
-            self.calibrations.wait_for(lambda: calibration_id in self.calibrations.by_id, 5.0)
-            ann = self.calibrations.by_id.get(calibration_id)
+            tracker.wait_for(lambda: calibration_id in tracker.by_id, 5.0)
+            ann = tracker.by_id.get(calibration_id)
         return None if ann is None else self._load_pair(name, ann, None)
 
     def _load_pair(self, name: str, ann: dict[str, Any], current: Pair | None) -> Pair | None:
@@ -155,14 +175,22 @@ class ModelBook:
             uri = model_ann["uri"] if model_ann else ann.get("model_uri", "")
             sha = model_ann["sha256"] if model_ann else ann.get("model_sha256", "")
             if not uri:
-                log.warning("%s: calibration %s names model %s, not announced yet", name,
-                            ann["calibration_id"], ann["model_id"])
+                log.warning(
+                    "%s: calibration %s names model %s, not announced yet",
+                    name,
+                    ann["calibration_id"],
+                    ann["model_id"],
+                )
                 return current
             clf = self._load_classifier(name, uri, sha, ann["model_id"])
             cmap = CalibrationMap.from_bytes(self.store.get(ann["uri"], ann["sha256"]))
         except IDQError as exc:
-            log.error("%s: cannot load calibration %s, keeping the one in use: %s", name,
-                      ann["calibration_id"], exc)
+            log.error(
+                "%s: cannot load calibration %s, keeping the one in use: %s",
+                name,
+                ann["calibration_id"],
+                exc,
+            )
             return current
         healthy, reason = cmap.health()
         if not healthy:

@@ -19,9 +19,9 @@ from typing import Any
 from confluent_kafka import Producer
 
 from idq_common.avro import encode
+from idq_common.gpstime import Clock, WallClock
 from idq_common.kafka.clients import DeliveryTracker, flush
 from idq_common.kafka.deadletter import DeadLetterPublisher
-from idq_common.gpstime import Clock, WallClock
 from idq_common.metrics import MetricsServer, StageMetrics
 
 log = logging.getLogger(__name__)
@@ -101,7 +101,9 @@ class ServiceRuntime:
         self.producer = Producer(self.producer_config)
         self._tracker = DeliveryTracker()
         self.deadletters = DeadLetterPublisher(
-            self.producer, self.deadletter_topic, self.stage,
+            self.producer,
+            self.deadletter_topic,
+            self.stage,
             on_publish=lambda reason: self.metrics.deadletter(reason.split(":")[0][:60]),
         )
         # the clock may be replaced after start (replay: a data-driven clock), so look it up late
@@ -117,14 +119,20 @@ class ServiceRuntime:
         """
         try:
             self.producer.produce(
-                topic, value=encode(kind, record), key=key.encode(), timestamp=timestamp_ms,
+                topic,
+                value=encode(kind, record),
+                key=key.encode(),
+                timestamp=timestamp_ms,
                 on_delivery=self._tracker,
             )
         except BufferError:
             # the local queue is full: serve delivery reports, then try once more
             self.producer.poll(1.0)
             self.producer.produce(
-                topic, value=encode(kind, record), key=key.encode(), timestamp=timestamp_ms,
+                topic,
+                value=encode(kind, record),
+                key=key.encode(),
+                timestamp=timestamp_ms,
                 on_delivery=self._tracker,
             )
         self.producer.poll(0)

@@ -27,7 +27,13 @@ from idq_common.config import Settings, StreamSettings
 from idq_common.data.kafka_source import KafkaFeatureSource
 from idq_common.exceptions import ConfigError
 from idq_common.gpstime import Clock, WallClock, gps_now, gps_to_kafka_ms
-from idq_common.segments import AllTime, DQSegDBSegments, SegmentSource, StaticSegments, TopicSegments
+from idq_common.segments import (
+    AllTime,
+    DQSegDBSegments,
+    SegmentSource,
+    StaticSegments,
+    TopicSegments,
+)
 from idq_common.service.checkpoint import Checkpoint
 from idq_common.service.runtime import ServiceRuntime
 from idq_common.stream import Gap, StreamBatch, StreamProcessor
@@ -50,8 +56,12 @@ def segment_source(settings: Settings, runtime: ServiceRuntime, start: float) ->
     if seg.source == "topic":
         cfg = settings.kafka.consumer_config(f"idq.{settings.general.ifo}.{runtime.stage}.segments")
         return TopicSegments(
-            Consumer(cfg), settings.kafka.topics.segments, flag=seg.flag, start=start,
-            wait=settings.timeseries.stream.timeout, dead_letter=runtime.deadletters.publish,
+            Consumer(cfg),
+            settings.kafka.topics.segments,
+            flag=seg.flag,
+            start=start,
+            wait=settings.timeseries.stream.timeout,
+            dead_letter=runtime.deadletters.publish,
         )
     raise ConfigError("segments.source", f"unknown source {seg.source!r}")
 
@@ -86,7 +96,9 @@ class StreamingStage(ABC):
             metrics_port=ns.metrics_port if ns.metrics_port is not None else settings.metrics.port,
         )
         self.group = f"idq.{self.ifo}.{self.stage}"
-        self.checkpoint = Checkpoint(settings.kafka.consumer_config(self.group), self.topics.features)
+        self.checkpoint = Checkpoint(
+            settings.kafka.consumer_config(self.group), self.topics.features
+        )
         self.runtime.closers.append(self.checkpoint.close)
         start = self._start_time(ns.gps_start)
         self.source = KafkaFeatureSource(
@@ -107,18 +119,29 @@ class StreamingStage(ABC):
         # when it falls further behind real time than the configured bound)
         replay = ns.gps_start is not None
         self.cadence = CadenceManager(
-            start, self.stream.stride, self.stream.delay, clock,
+            start,
+            self.stream.stride,
+            self.stream.delay,
+            clock,
             max_timestamp=ns.gps_end,
             enforce_integer_strides=self.stream.enforce_integer_strides,
             max_lag_strides=None if replay else self.stream.max_lag_strides,
             max_lag_seconds=None if replay else self.stream.max_lag_seconds,
         )
         self.processor = StreamProcessor(
-            self.cadence, self.source, segment_source(settings, self.runtime, start), pad=self.pad,
+            self.cadence,
+            self.source,
+            segment_source(settings, self.runtime, start),
+            pad=self.pad,
         )
-        log.info("%s: starting at GPS %.0f, stride %g s, delay %g s, %s mode", self.stage,
-                 self.cadence.timestamp, self.stream.stride, self.stream.delay,
-                 "replay" if ns.gps_start is not None else "live")
+        log.info(
+            "%s: starting at GPS %.0f, stride %g s, delay %g s, %s mode",
+            self.stage,
+            self.cadence.timestamp,
+            self.stream.stride,
+            self.stream.delay,
+            "replay" if ns.gps_start is not None else "live",
+        )
 
     def _start_time(self, gps_start: float | None) -> float:
         resumed = self.checkpoint.load()
@@ -157,8 +180,12 @@ class StreamingStage(ABC):
                 rt.metrics.stride_done(start, end, time.monotonic() - t0, n=len(batch.strides))
                 rt.metrics.lag(self.topics.features, self.checkpoint.lag())
             rt.metrics.set_ready(self.ready())
-        log.info("%s: loop ended at GPS %.3f (%s)", self.stage, self.cadence.timestamp,
-                 "stop requested" if rt.stop else "reached --gps-end")
+        log.info(
+            "%s: loop ended at GPS %.3f (%s)",
+            self.stage,
+            self.cadence.timestamp,
+            "stop requested" if rt.stop else "reached --gps-end",
+        )
         self.finish()
         return 0
 
@@ -170,7 +197,7 @@ class StreamingStage(ABC):
         """Readiness: the stage can produce useful output (override to require a model)."""
         return True
 
-    def finish(self) -> None:
+    def finish(self) -> None:  # noqa: B027  (a hook: most stages have nothing to add)
         """Called once after the loop ends (before close)."""
 
     def close(self) -> None:

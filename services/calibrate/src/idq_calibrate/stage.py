@@ -29,6 +29,7 @@ from idq_common.calibration import CalibrationMap
 from idq_common.config import Settings
 from idq_common.exceptions import DecodeError, InvalidMessageError
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
+from idq_common.service.checkpoint import Checkpoint
 from idq_common.service.runtime import ServiceRuntime
 from idq_common.store import ArtifactStore
 
@@ -54,8 +55,13 @@ class MiniBatch:
     def size(self) -> int:
         return int(sum(len(r) for r in self.ranks))
 
-    def add(self, ranks: np.ndarray, labels: np.ndarray, span: tuple[float, float],
-            origin: tuple[int, int]) -> None:
+    def add(
+        self,
+        ranks: np.ndarray,
+        labels: np.ndarray,
+        span: tuple[float, float],
+        origin: tuple[int, int],
+    ) -> None:
         self.ranks.append(ranks)
         self.labels.append(labels)
         self.spans.append(span)
@@ -84,8 +90,6 @@ class CalibrateStage:
         self.max_samples = cfg.max_samples
         self.grid_points = cfg.grid_points
         self.poll_seconds = float(cfg.stream.stride)
-        self.idle_timeout = float(cfg.stream.timeout)
-        self.last_message = time.monotonic()
         self.runtime = ServiceRuntime(
             stage="calibrate",
             ifo=self.ifo,
@@ -109,6 +113,11 @@ class CalibrateStage:
         self.consumer = Consumer(settings.kafka.consumer_config(group))
         self.consumer.subscribe([self.topics.quivers], on_assign=self._on_assign)
         self.runtime.closers.append(self._close_consumer)
+        # evaluate's progress (its committed checkpoint) tells a bounded run when to end
+        self._evaluate_progress = Checkpoint(
+            settings.kafka.consumer_config(f"idq.{self.ifo}.evaluate"), self.topics.features
+        )
+        self.runtime.closers.append(self._evaluate_progress.close)
 
     # -- lifecycle ----------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -128,8 +137,12 @@ class CalibrateStage:
     # -- loop -----------------------------------------------------------------------
     def run(self) -> int:
         """Consume, mini-batch, fit and announce until stopped (or past --gps-end)."""
-        log.info("calibrate: min_new_samples=%d max_samples=%d, looking for work every %.0f s",
-                 self.min_new, self.max_samples, self.poll_seconds)
+        log.info(
+            "calibrate: min_new_samples=%d max_samples=%d, looking for work every %.0f s",
+            self.min_new,
+            self.max_samples,
+            self.poll_seconds,
+        )
         next_check = time.monotonic()
         while not self.runtime.stop:
             self.runtime.metrics.heartbeat()
@@ -144,37 +157,46 @@ class CalibrateStage:
             if self._finished(msgs):
                 log.info("calibrate: consumed every quiver up to --gps-end %.0f", self.gps_end)
                 break
-        log.info("calibrate: consumed %d samples in this run (%d duplicate quivers skipped)",
-                 self.consumed, self.duplicates)
+        log.info(
+            "calibrate: consumed %d samples in this run (%d duplicate quivers skipped)",
+            self.consumed,
+            self.duplicates,
+        )
         return 0
 
     def _finished(self, msgs: list[Message]) -> bool:
-        """A bounded run ends at the end of every partition once quivers reached --gps-end,
-        or once nothing has arrived for three latency timeouts (the last strides upstream
-        may have had no samples)."""
+        """A bounded run ends once evaluate has committed --gps-end (it will produce no
+        more quivers) and every quivers partition has been consumed to its end."""
         if self.gps_end is None or msgs:
-            if msgs:
-                self.last_message = time.monotonic()
             return False
-        idle = time.monotonic() - self.last_message
-        if self.last_end < self.gps_end and idle < 3 * self.idle_timeout:
-            return False
+        if self.last_end < self.gps_end:
+            upstream = self._evaluate_progress.load()
+            if upstream is None or upstream < self.gps_end:
+                return False
         # at the end of every partition?
-        for tp in self.consumer.assignment():
+        assigned = self.consumer.assignment()
+        if not assigned:
+            return False
+        committed = {tp.partition: tp.offset for tp in self.consumer.committed(assigned, timeout=5)}
+        for tp in self.consumer.position(assigned):
             _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-            if self.position.get(tp.partition, 0) < high:
+            pos = max(
+                tp.offset, self.position.get(tp.partition, -1), committed.get(tp.partition, -1)
+            )
+            if pos < high:
                 return False
         return True
 
     def _absorb(self, msg: Message) -> None:
-        if msg.error():
-            if msg.error().code() != KafkaError._PARTITION_EOF:
-                log.warning("consumer error: %s", msg.error())
+        err = msg.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                log.warning("consumer error: %s", err)
             return
-        part, offset = msg.partition(), msg.offset()
+        part, offset = msg.partition() or 0, msg.offset() or 0
         self.position[part] = offset + 1
         try:
-            kind, record = decode(msg.value())
+            kind, record = decode(msg.value() or b"")
             if kind != "quiver":
                 raise InvalidMessageError(f"expected a quiver, got {kind}")
             quiver = record_to_quiver(record)
@@ -188,8 +210,11 @@ class CalibrateStage:
         if quiver.start in seen:
             # evaluate redid a stride after a restart (at-least-once): first one wins
             self.duplicates += 1
-            log.info("%s: quiver of stride %.0f already consumed: skipped as a duplicate",
-                     name, quiver.start)
+            log.info(
+                "%s: quiver of stride %.0f already consumed: skipped as a duplicate",
+                name,
+                quiver.start,
+            )
             return
         seen.add(quiver.start)
         if len(seen) > 2 * DEDUP_WINDOW:
@@ -199,8 +224,13 @@ class CalibrateStage:
         if batch is None or batch.model_id != model_id:
             if batch is not None:
                 # ranks of another model cannot calibrate this one: settle them as dropped
-                log.info("%s: model %s -> %s; dropping %d samples of the old model",
-                         name, batch.model_id, model_id, batch.size)
+                log.info(
+                    "%s: model %s -> %s; dropping %d samples of the old model",
+                    name,
+                    batch.model_id,
+                    model_id,
+                    batch.size,
+                )
                 self._settle(batch)
             batch = self.batches[name] = MiniBatch(model_id)
         assert quiver.ranks is not None
@@ -222,7 +252,9 @@ class CalibrateStage:
         offsets = []
         for part, pos in self.position.items():
             pending = self.unsettled.get(part)
-            offsets.append(TopicPartition(self.topics.quivers, part, min(pending) if pending else pos))
+            offsets.append(
+                TopicPartition(self.topics.quivers, part, min(pending) if pending else pos)
+            )
         if offsets:
             self.consumer.commit(offsets=offsets, asynchronous=False)
 
@@ -245,33 +277,64 @@ class CalibrateStage:
         start = min(s for s, _ in batch.spans)
         end = max(e for _, e in batch.spans)
         ref = self.store.put(
-            "calibration", cmap.to_json().encode(),
-            {"classifier": name, "model_id": batch.model_id, "n_glitch": len(glitch),
-             "n_clean": len(clean), "start": start, "end": end},
+            "calibration",
+            cmap.to_json().encode(),
+            {
+                "classifier": name,
+                "model_id": batch.model_id,
+                "n_glitch": len(glitch),
+                "n_clean": len(clean),
+                "start": start,
+                "end": end,
+            },
         )
         created = gps_now()
         record = {
-            "ifo": self.ifo, "classifier": name, "calibration_id": ref.id,
+            "ifo": self.ifo,
+            "classifier": name,
+            "calibration_id": ref.id,
             "model_id": batch.model_id,
             "model_uri": model.get("uri", "") if model else "",
             "model_sha256": model.get("sha256", "") if model else "",
-            "uri": ref.uri, "sha256": ref.sha256, "created_gps": created,
-            "start": start, "end": end, "n_glitch": len(glitch), "n_clean": len(clean),
+            "uri": ref.uri,
+            "sha256": ref.sha256,
+            "created_gps": created,
+            "start": start,
+            "end": end,
+            "n_glitch": len(glitch),
+            "n_clean": len(clean),
             "healthy": bool(healthy),
-            "metrics": {"bandwidth_glitch": cmap.bandwidth_glitch,
-                        "bandwidth_clean": cmap.bandwidth_clean},
+            "metrics": {
+                "bandwidth_glitch": cmap.bandwidth_glitch,
+                "bandwidth_clean": cmap.bandwidth_clean,
+            },
         }
-        self.runtime.produce(self.topics.calibrations, "calibration_announcement", record,
-                             key=name, timestamp_ms=gps_to_kafka_ms(end))
+        self.runtime.produce(
+            self.topics.calibrations,
+            "calibration_announcement",
+            record,
+            key=name,
+            timestamp_ms=gps_to_kafka_ms(end),
+        )
         self.runtime.flush()
         self._settle(batch)
         batch.new = 0
         self.runtime.metrics.set_calibration(name, ref.id, created)
         self.runtime.metrics.calibration_published(name)
         self.runtime.metrics.accumulated(name, 0)
-        log.info("%s: calibration %s for model %s from %d glitch + %d clean samples [%.0f, %.0f) "
-                 "in %.2f s%s", name, ref.id, batch.model_id, len(glitch), len(clean), start, end,
-                 time.monotonic() - t0, "" if healthy else f" (UNHEALTHY: {reason})")
+        log.info(
+            "%s: calibration %s for model %s from %d glitch + %d clean samples [%.0f, %.0f) "
+            "in %.2f s%s",
+            name,
+            ref.id,
+            batch.model_id,
+            len(glitch),
+            len(clean),
+            start,
+            end,
+            time.monotonic() - t0,
+            "" if healthy else f" (UNHEALTHY: {reason})",
+        )
 
     def _model_announcement(self, name: str, model_id: str) -> dict | None:
         tracker = getattr(self, "_models", None)
@@ -280,7 +343,9 @@ class CalibrateStage:
 
             tracker = self._models = AnnouncementTracker(
                 self.settings.kafka.consumer_config(f"idq.{self.ifo}.calibrate.models"),
-                self.topics.models, "model_announcement", "model_id",
+                self.topics.models,
+                "model_announcement",
+                "model_id",
                 deadletter=self.runtime.deadletters.publish,
             )
             self.runtime.closers.append(tracker.close)

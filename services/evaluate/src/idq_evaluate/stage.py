@@ -53,8 +53,12 @@ class EvaluateStage(StreamingStage):
             return
         if not any(models.values()):
             self.unevaluated_strides += len(batch.strides)
-            log.info("evaluate: no model yet; %d strides [%.0f, %.0f) not evaluated",
-                     len(batch.strides), batch.strides[0][0], batch.strides[-1][1])
+            log.info(
+                "evaluate: no model yet; %d strides [%.0f, %.0f) not evaluated",
+                len(batch.strides),
+                batch.strides[0][0],
+                batch.strides[-1][1],
+            )
             return
         s = self.samples
         data = batch.umbrella
@@ -67,9 +71,17 @@ class EvaluateStage(StreamingStage):
                     continue
                 spec = clf.feature_spec
                 quiver = build_quiver(
-                    data, s.target_channel, s.target_bounds, s.random_rate, s.dirty_bounds,
-                    s.dirty_window, s.seed, FeatureSpec(spec.channels, spec.window, spec.columns),
-                    segs=valid, max_samples=self.max_samples, rng_seed=s.seed + int(start),
+                    data,
+                    s.target_channel,
+                    s.target_bounds,
+                    s.random_rate,
+                    s.dirty_bounds,
+                    s.dirty_window,
+                    s.seed,
+                    FeatureSpec(spec.channels, spec.window, spec.columns),
+                    segs=valid,
+                    max_samples=self.max_samples,
+                    rng_seed=s.seed + int(start),
                 )
                 quiver.start, quiver.end = start, end
                 if len(quiver) == 0:
@@ -77,16 +89,31 @@ class EvaluateStage(StreamingStage):
                 clf.evaluate(quiver)
                 seq = int(start // self.stream.stride)
                 record = quiver_to_record(quiver, self.ifo, seq)
-                self.runtime.produce(self.topics.quivers, "quiver", record,
-                                     key=f"{name}:{start:.0f}", timestamp_ms=self.kafka_ms(start))
+                self.runtime.produce(
+                    self.topics.quivers,
+                    "quiver",
+                    record,
+                    key=f"{name}:{start:.0f}",
+                    timestamp_ms=self.kafka_ms(start),
+                )
                 n_glitch = quiver.n_glitch
                 self.produced += len(quiver)
                 self.runtime.metrics.samples(name, "glitch", n_glitch)
                 self.runtime.metrics.samples(name, "clean", len(quiver) - n_glitch)
-                log.info("evaluate: stride [%.0f, %.0f) %s: %d glitch + %d clean samples "
-                         "ranked with model %s", start, end, name, n_glitch,
-                         len(quiver) - n_glitch, clf.model.id)
+                log.info(
+                    "evaluate: stride [%.0f, %.0f) %s: %d glitch + %d clean samples "
+                    "ranked with model %s",
+                    start,
+                    end,
+                    name,
+                    n_glitch,
+                    len(quiver) - n_glitch,
+                    clf.model.id,
+                )
 
     def finish(self) -> None:
-        log.info("evaluate: produced %d evaluated samples in this run (%d strides had no model)",
-                 self.produced, self.unevaluated_strides)
+        log.info(
+            "evaluate: produced %d evaluated samples in this run (%d strides had no model)",
+            self.produced,
+            self.unevaluated_strides,
+        )

@@ -58,8 +58,13 @@ class TimeseriesStage(StreamingStage):
             # skipped spans lie outside the polled strides: write their frames as OK = 0
             for start in np.arange(gap.start, gap.end, self.stream.stride):
                 if not any(s <= start < e for s, e in batch.strides):
-                    self._emit(float(start), float(min(start + self.stream.stride, gap.end)),
-                               None, segmentlist(), pairs)
+                    self._emit(
+                        float(start),
+                        float(min(start + self.stream.stride, gap.end)),
+                        None,
+                        segmentlist(),
+                        pairs,
+                    )
         if not batch.strides:
             return
         triggers = batch.umbrella.triggers()
@@ -67,8 +72,9 @@ class TimeseriesStage(StreamingStage):
             valid = batch.segs & segmentlist([segment(start, end)])
             self._emit(start, end, triggers, valid, pairs)
 
-    def _emit(self, start: float, end: float, triggers, valid: segmentlist,
-              pairs: dict[str, Pair | None]) -> None:
+    def _emit(
+        self, start: float, end: float, triggers, valid: segmentlist, pairs: dict[str, Pair | None]
+    ) -> None:
         fname = frame_name(self.settings.general.observatory, self.description, start, end - start)
         path = self.output_dir / fname
         if path.exists():
@@ -95,9 +101,13 @@ class TimeseriesStage(StreamingStage):
                 rank[inside] = pair.classifier.rank(features[key][inside])
                 products = compute_products(rank, inside, pair.calibration)
             for product in PRODUCTS:
-                series[channel_name(self.ifo, product, name, self.fmin, self.fmax)] = products[product]
-            ids = {"model_id": pair.model_id if pair else None,
-                   "calibration_id": pair.calibration_id if pair else None}
+                series[channel_name(self.ifo, product, name, self.fmin, self.fmax)] = products[
+                    product
+                ]
+            ids = {
+                "model_id": pair.model_id if pair else None,
+                "calibration_id": pair.calibration_id if pair else None,
+            }
             provenance[name] = ids
             records.append((name, products, ids))
             ok_fraction = float(products["OK"].mean())
@@ -110,13 +120,23 @@ class TimeseriesStage(StreamingStage):
         uri = path.resolve().as_uri()
         for name, products, ids in records:
             record = timeseries_to_record(
-                ifo=self.ifo, classifier=name, start=start, end=end,
-                sample_rate=float(self.rate), columns={k.lower(): v for k, v in products.items()},
+                ifo=self.ifo,
+                classifier=name,
+                start=start,
+                end=end,
+                sample_rate=float(self.rate),
+                columns={k.lower(): v for k, v in products.items()},
                 model_id=ids["model_id"],
-                calibration_id=ids["calibration_id"], frame_uri=uri,
+                calibration_id=ids["calibration_id"],
+                frame_uri=uri,
             )
-            self.runtime.produce(self.topics.timeseries, "timeseries_stride", record,
-                                 key=f"{name}:{start:.0f}", timestamp_ms=self.kafka_ms(start))
+            self.runtime.produce(
+                self.topics.timeseries,
+                "timeseries_stride",
+                record,
+                key=f"{name}:{start:.0f}",
+                timestamp_ms=self.kafka_ms(start),
+            )
         oks = ", ".join(f"{n}={float(p['OK'].mean()):.2f}" for n, p, _ in records)
         log.info("timeseries: stride [%.0f, %.0f) -> %s (OK %s)", start, end, fname, oks)
 
@@ -127,5 +147,6 @@ class TimeseriesStage(StreamingStage):
             log.warning("timeseries: %s exists but is unreadable (%s): rewriting it", path, exc)
             return {n: self.book.pair(n) for n in self.names}
         log.info("timeseries: redoing %s with the ids it recorded", path.name)
-        return {n: self.book.pair_for_ids(n, prov.get(n, {}).get("calibration_id"))
-                for n in self.names}
+        return {
+            n: self.book.pair_for_ids(n, prov.get(n, {}).get("calibration_id")) for n in self.names
+        }

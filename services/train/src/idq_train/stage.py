@@ -58,8 +58,11 @@ class TrainStage(StreamingStage):
     def _resume_models(self) -> None:
         """Continue from the models already announced (incremental ones keep learning)."""
         tracker = AnnouncementTracker(
-            self.settings.kafka.consumer_config(f"{self.group}.resume"), self.topics.models,
-            "model_announcement", "model_id", deadletter=self.runtime.deadletters.publish,
+            self.settings.kafka.consumer_config(f"{self.group}.resume"),
+            self.topics.models,
+            "model_announcement",
+            "model_id",
+            deadletter=self.runtime.deadletters.publish,
         )
         try:
             tracker.refresh(timeout=2.0)
@@ -71,8 +74,9 @@ class TrainStage(StreamingStage):
                 clf = make_classifier(c.nickname, c.flavor, c.params, model.spec)
                 clf.model = model
                 self.classifiers[c.nickname] = clf
-                self.spec = self.spec or FeatureSpec(model.spec.channels, model.spec.window,
-                                                     model.spec.columns)
+                self.spec = self.spec or FeatureSpec(
+                    model.spec.channels, model.spec.window, model.spec.columns
+                )
                 self.runtime.metrics.set_model(c.nickname, model.id, ann["created_gps"])
                 log.info("train: resuming %s from model %s", c.nickname, model.id)
         finally:
@@ -85,8 +89,12 @@ class TrainStage(StreamingStage):
                 sorted(c for c in batch.umbrella.channels if c != self.samples.target_channel)
             )
             self.spec = FeatureSpec(tuple(channels), f.window, tuple(f.columns))
-            log.info("train: %d feature channels, window %g s, columns %s",
-                     len(channels), f.window, ",".join(f.columns))
+            log.info(
+                "train: %d feature channels, window %g s, columns %s",
+                len(channels),
+                f.window,
+                ",".join(f.columns),
+            )
         return self.spec
 
     def ready(self) -> bool:
@@ -97,26 +105,45 @@ class TrainStage(StreamingStage):
         if not batch.strides:
             return
         if batch.livetime == 0:
-            log.info("train: strides [%.0f, %.0f) have no livetime", batch.strides[0][0],
-                     batch.strides[-1][1])
+            log.info(
+                "train: strides [%.0f, %.0f) have no livetime",
+                batch.strides[0][0],
+                batch.strides[-1][1],
+            )
             return
         spec = self._feature_spec(batch)
         s = self.samples
         quiver = build_quiver(
-            batch.umbrella, s.target_channel, s.target_bounds, s.random_rate, s.dirty_bounds,
-            s.dirty_window, s.seed, spec, segs=batch.segs,
+            batch.umbrella,
+            s.target_channel,
+            s.target_bounds,
+            s.random_rate,
+            s.dirty_bounds,
+            s.dirty_window,
+            s.seed,
+            spec,
+            segs=batch.segs,
         )
         quiver.start, quiver.end = batch.strides[0][0], batch.strides[-1][1]
         self.fresh.append(quiver)
         self.n_new += len(quiver)
-        self.accumulated = quiver if self.accumulated is None else Quiver.concat(
-            [self.accumulated, quiver])
+        self.accumulated = (
+            quiver if self.accumulated is None else Quiver.concat([self.accumulated, quiver])
+        )
         self._prune()
         for c in self.settings.classifiers:
             self.runtime.metrics.accumulated(c.nickname, self.n_new)
-        log.info("train: strides [%.0f, %.0f): +%d glitch +%d clean; %d new of %d needed, "
-                 "%d accumulated", quiver.start, quiver.end, quiver.n_glitch, quiver.n_clean,
-                 self.n_new, self.min_new, len(self.accumulated))
+        log.info(
+            "train: strides [%.0f, %.0f): +%d glitch +%d clean; %d new of %d needed, "
+            "%d accumulated",
+            quiver.start,
+            quiver.end,
+            quiver.n_glitch,
+            quiver.n_clean,
+            self.n_new,
+            self.min_new,
+            len(self.accumulated),
+        )
         if self.n_new >= self.min_new:
             self._train_all()
             self.runtime.flush()
@@ -130,7 +157,7 @@ class TrainStage(StreamingStage):
         if keep.sum() > self.max_samples:
             # the newest max_samples samples
             order = np.argsort(q.times, kind="stable")
-            newest = order[-self.max_samples:]
+            newest = order[-self.max_samples :]
             mask = np.zeros(len(q), dtype=bool)
             mask[newest] = True
             keep &= mask
@@ -144,11 +171,16 @@ class TrainStage(StreamingStage):
             clf = self.classifiers.get(c.nickname)
             if clf is None:
                 clf = self.classifiers[c.nickname] = make_classifier(
-                    c.nickname, c.flavor, c.params, self.spec)
+                    c.nickname, c.flavor, c.params, self.spec
+                )
             data = fresh if getattr(clf, "incremental", False) else self.accumulated
             if data.n_glitch == 0 or data.n_clean == 0:
-                log.warning("train: %s: %d glitch / %d clean samples, not training", c.nickname,
-                            data.n_glitch, data.n_clean)
+                log.warning(
+                    "train: %s: %d glitch / %d clean samples, not training",
+                    c.nickname,
+                    data.n_glitch,
+                    data.n_clean,
+                )
                 continue
             t0 = time.monotonic()
             model = clf.train(data)
@@ -157,26 +189,56 @@ class TrainStage(StreamingStage):
         self.n_new = 0
 
     def _publish(self, name: str, flavor: str, model: Model, data: Quiver, seconds: float) -> None:
-        ref = self.store.put("model", model.to_bytes(),
-                             {"classifier": name, "flavor": flavor, "model_id": model.id,
-                              "n_samples": model.n_samples, "start": model.span[0],
-                              "end": model.span[1]})
+        ref = self.store.put(
+            "model",
+            model.to_bytes(),
+            {
+                "classifier": name,
+                "flavor": flavor,
+                "model_id": model.id,
+                "n_samples": model.n_samples,
+                "start": model.span[0],
+                "end": model.span[1],
+            },
+        )
         created = gps_now()
         record = {
-            "ifo": self.ifo, "classifier": name, "flavor": flavor, "model_id": model.id,
-            "uri": ref.uri, "sha256": ref.sha256, "created_gps": created,
-            "start": float(model.span[0]), "end": float(model.span[1]),
+            "ifo": self.ifo,
+            "classifier": name,
+            "flavor": flavor,
+            "model_id": model.id,
+            "uri": ref.uri,
+            "sha256": ref.sha256,
+            "created_gps": created,
+            "start": float(model.span[0]),
+            "end": float(model.span[1]),
             "n_samples": int(model.n_samples),
-            "metrics": {"train_seconds": seconds, "n_glitch": float(data.n_glitch),
-                        "n_clean": float(data.n_clean)},
+            "metrics": {
+                "train_seconds": seconds,
+                "n_glitch": float(data.n_glitch),
+                "n_clean": float(data.n_clean),
+            },
         }
-        self.runtime.produce(self.topics.models, "model_announcement", record, key=name,
-                             timestamp_ms=self.kafka_ms(float(model.span[1])))
+        self.runtime.produce(
+            self.topics.models,
+            "model_announcement",
+            record,
+            key=name,
+            timestamp_ms=self.kafka_ms(float(model.span[1])),
+        )
         self.models_published += 1
         self.runtime.metrics.set_model(name, model.id, created)
         self.runtime.metrics.model_published(name)
-        log.info("train: %s model %s from %d glitch + %d clean samples [%.0f, %.0f) in %.2f s",
-                 name, model.id, data.n_glitch, data.n_clean, data.start, data.end, seconds)
+        log.info(
+            "train: %s model %s from %d glitch + %d clean samples [%.0f, %.0f) in %.2f s",
+            name,
+            model.id,
+            data.n_glitch,
+            data.n_clean,
+            data.start,
+            data.end,
+            seconds,
+        )
 
     def finish(self) -> None:
         log.info("train: published %d models in this run", self.models_published)

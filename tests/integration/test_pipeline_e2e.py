@@ -1,0 +1,395 @@
+"""The whole pipeline, end to end: four services as OS processes, real broker, real S3.
+
+One replayed span of synthetic data runs through train, evaluate, calibrate and
+timeseries (each its own process, artifacts in a real SeaweedFS S3 store), while:
+
+- a poison message lands on the features topic (it must reach the dead-letter topic
+  and every stage must carry on);
+- each service is stopped with SIGTERM and restarted mid-run (nothing may be missed,
+  nothing written twice with different content);
+- a real Prometheus scrapes the services (every dashboard and rule expression must
+  parse, and the contract metrics must carry data).
+
+Then the frames are read back with gwpy and checked against the generator's truth.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tomli_w
+from confluent_kafka import Consumer, Producer, TopicPartition
+from igwn_segments import segment, segmentlist
+
+from idq_common.avro import decode
+from idq_common.avro.convert import record_to_timeseries
+from idq_common.config import load_settings
+from idq_common.data.synthetic import SyntheticSource
+from idq_common.data.triggers import in_segments
+from idq_common.frames import channel_name, frame_name, read_frame, read_provenance
+from idq_common.gpstime import gps_now, gps_to_kafka_ms
+from idq_common.kafka.broker import free_port
+from idq_common.kafka.topics import create_topics, topic_specs
+from idq_common.pipeline.local import STAGES, LocalPipeline
+from idq_common.report import efficiency_summary, frame_files, load_series
+from idq_common.testing.prometheus import check_expressions, extract_expressions
+
+pytestmark = [pytest.mark.kafka, pytest.mark.s3, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+DURATION = 1024.0
+SPEED = 16.0
+HOLE = (384.0, 448.0)  # seconds after start with no analysis segment
+MODEL_ARGS = [
+    "--witnesses",
+    "8",
+    "--noise-channels",
+    "24",
+    "--glitch-rate",
+    "0.5",
+    "--background-rate",
+    "0.5",
+    "--seed",
+    "3",
+]
+
+
+def _config(tmp: Path, bootstrap: str, s3: Any, start: float, end: float) -> Path:
+    """A test configuration: unique topics, the S3 store, a segment hole."""
+    import tomllib
+
+    doc = tomllib.loads((REPO / "etc" / "idq-demo.toml").read_text())
+    tag = f"e2e{os.getpid()}"
+    doc["general"]["tag"] = tag
+    doc["kafka"]["bootstrap_servers"] = bootstrap
+    doc["kafka"]["partitions"] = 2
+    doc["kafka"]["topics"] = {
+        k: f"{tag}.{k}"
+        for k in (
+            "features",
+            "segments",
+            "quivers",
+            "models",
+            "calibrations",
+            "timeseries",
+            "deadletter",
+        )
+    }
+    doc["store"] = {"url": f"s3://{s3.bucket}/artifacts", "endpoint_url": s3.endpoint_url}
+    doc["timeseries"]["output_dir"] = str(tmp / "frames")
+    doc["segments"] = {
+        "source": "static",
+        "segments": [[start - 64, start + HOLE[0]], [start + HOLE[1], end + 64]],
+    }
+    doc["train"]["min_new_samples"] = 300
+    doc["calibrate"]["min_new_samples"] = 250
+    for stage in ("train", "evaluate", "timeseries"):
+        doc[stage]["stream"]["timeout"] = 5
+    path = tmp / "idq.toml"
+    path.write_text(tomli_w.dumps(doc))
+    return path
+
+
+def _read_topic(settings: Any, topic: str) -> list[tuple[bytes | None, dict[str, Any], int, int]]:
+    """(key, record, partition, offset) of every message of ``topic``."""
+    consumer = Consumer(
+        {**settings.kafka.consumer_config("e2e.reader"), "enable.auto.commit": False}
+    )
+    out = []
+    try:
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        for p in parts:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(topic, p, low)])
+            while True:
+                msgs = consumer.consume(1000, timeout=5)
+                for m in msgs:
+                    if not m.error():
+                        out.append((m.key(), decode(m.value())[1], m.partition(), m.offset()))
+                if not msgs or msgs[-1].offset() >= high - 1:
+                    break
+    finally:
+        consumer.close()
+    return out
+
+
+@pytest.fixture(scope="module")
+def run(
+    kafka_bootstrap: str,
+    s3_server: Any,
+    tmp_path_factory: pytest.TempPathFactory,
+    prometheus_factory: Any,
+) -> dict[str, Any]:
+    tmp = tmp_path_factory.mktemp("e2e")
+    start = float((int(gps_now()) - int(DURATION) - 900) // 64 * 64)
+    end = start + DURATION
+    config = _config(tmp, kafka_bootstrap, s3_server, start, end)
+    env = dict(s3_server.env())
+    settings = load_settings(config, env={**os.environ, **env})
+    k = settings.kafka
+    create_topics(
+        k.admin_config(),
+        topic_specs(settings.general.ifo, k.topics.as_dict(), k.partitions, 1, k.retention_ms),
+    )
+    ports = {stage: free_port() for stage in STAGES}
+    pipeline = LocalPipeline(
+        config, tmp, start, end, env=env, speed=SPEED, producer_args=MODEL_ARGS
+    )
+    for stage in STAGES:
+        pipeline.processes[stage] = pipeline.service(stage, ["--metrics-port", str(ports[stage])])
+        pipeline.processes[stage].start()
+    prom = prometheus_factory([f"127.0.0.1:{p}" for p in ports.values()])
+    pipeline.processes["produce"] = pipeline.producer()
+    pipeline.processes["produce"].start()
+    frames_dir = tmp / "frames"
+
+    def progress() -> int:
+        return len(list(frames_dir.glob("*.gwf"))) if frames_dir.exists() else 0
+
+    def wait_progress(n: int, timeout: float = 240.0) -> None:
+        deadline = time.monotonic() + timeout
+        while progress() < n:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timeseries made only {progress()} frames, waited for {n}")
+            for name, p in pipeline.processes.items():
+                assert p.proc is None or p.proc.poll() in (None, 0), f"{name} died:\n{p.tail()}"
+            time.sleep(0.2)
+
+    try:
+        # a poison message in the middle of the data
+        wait_progress(100)
+        poison = Producer(k.producer_config())
+        poison.produce(
+            k.topics.features,
+            b"this is not avro",
+            key=b"poison",
+            timestamp=gps_to_kafka_ms(start + 200),
+        )
+        poison.flush(10)
+        restarts = {}
+        report = None
+        for stage, at in zip(
+            ("train", "evaluate", "calibrate", "timeseries"), (250, 450, 600, 750), strict=True
+        ):
+            wait_progress(at)
+            if stage == "timeseries":
+                # while every service runs (series of exited targets go stale)
+                prom.wait_for_scrapes(2)
+                exprs = extract_expressions(
+                    sorted((REPO / "deploy" / "prometheus" / "rules").glob("*.yml")),
+                    sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json")),
+                )
+                report = check_expressions(prom, exprs)
+            # a restarted service keeps its argv, hence its metrics port
+            restarts[stage] = pipeline.restart(stage)
+        pipeline.wait(["produce", *STAGES], timeout=600)
+    finally:
+        statuses = pipeline.stop()
+    return {
+        "settings": settings,
+        "start": start,
+        "end": end,
+        "frames_dir": frames_dir,
+        "restarts": restarts,
+        "final": statuses,
+        "report": report,
+        "pipeline": pipeline,
+        "tmp": tmp,
+    }
+
+
+def test_every_service_stopped_cleanly_and_finished(run: dict[str, Any]) -> None:
+    assert run["restarts"] == {s: 0 for s in STAGES}, "SIGTERM must stop each service with 0"
+    for name, p in run["pipeline"].processes.items():
+        assert p.proc is not None and p.proc.returncode == 0, f"{name}:\n{p.tail()}"
+
+
+def test_one_frame_per_stride_none_missing(run: dict[str, Any]) -> None:
+    s = run["settings"]
+    stride = s.timeseries.stream.stride
+    expected = {
+        frame_name("H", s.timeseries.description, t, stride)
+        for t in np.arange(run["start"], run["end"], stride)
+    }
+    got = {p.name for p in run["frames_dir"].glob("*.gwf")}
+    assert got == expected
+
+
+def test_redone_strides_have_identical_content(run: dict[str, Any]) -> None:
+    """Every timeseries message of a key has the same content, and equals the frame."""
+    s = run["settings"]
+    by_key: dict[bytes | None, list[dict[str, Any]]] = collections.defaultdict(list)
+    for key, record, _, _ in _read_topic(s, s.kafka.topics.timeseries):
+        by_key[key].append(record)
+    assert len(by_key) == len(s.classifiers) * int(run["end"] - run["start"])
+    redone = 0
+    for records in by_key.values():
+        first = record_to_timeseries(records[0])
+        for other in records[1:]:
+            redone += 1
+            again = record_to_timeseries(other)
+            assert other["model_id"] == records[0]["model_id"]
+            assert other["calibration_id"] == records[0]["calibration_id"]
+            for col in first:
+                np.testing.assert_array_equal(again[col], first[col])
+    assert redone > 0, "the timeseries restart should have redone at least one stride"
+    # the frame holds what the last message of its stride says
+    key, records = next((k, v) for k, v in by_key.items() if len(v) > 1)
+    rec = records[-1]
+    path = Path(rec["frame_uri"].removeprefix("file://"))
+    data = read_frame(path)
+    fap = data[
+        channel_name(s.general.ifo, "FAP", rec["classifier"], s.timeseries.fmin, s.timeseries.fmax)
+    ]
+    np.testing.assert_array_equal(fap, record_to_timeseries(rec)["fap"])
+
+
+def test_ok_is_zero_exactly_where_it_should_be(run: dict[str, Any]) -> None:
+    s = run["settings"]
+    ts = s.timeseries
+    segs = segmentlist(
+        [
+            segment(run["start"] - 64, run["start"] + HOLE[0]),
+            segment(run["start"] + HOLE[1], run["end"] + 64),
+        ]
+    )
+    calibrations = {
+        r["calibration_id"]: r for _, r, _, _ in _read_topic(s, s.kafka.topics.calibrations)
+    }
+    n_ok_frames = 0
+    for path in frame_files(run["frames_dir"], "H", ts.description):
+        prov = read_provenance(path)
+        data = read_frame(path)
+        t0 = float(path.name.split("-")[2])
+        times = t0 + np.arange(ts.sample_rate) / ts.sample_rate
+        for c in s.classifiers:
+            ok = data[channel_name(s.general.ifo, "OK", c.nickname, ts.fmin, ts.fmax)]
+            cal = prov[c.nickname]["calibration_id"]
+            if cal is None or not calibrations[cal]["healthy"]:
+                assert not ok.any(), f"{path.name}: OK=1 without a healthy calibration"
+            else:
+                np.testing.assert_array_equal(ok > 0.5, in_segments(times, segs), path.name)
+                n_ok_frames += 1
+                assert calibrations[cal]["model_id"] == prov[c.nickname]["model_id"]
+    assert n_ok_frames > 0.3 * len(s.classifiers) * DURATION
+
+
+def test_frames_name_the_announced_model_and_calibration(run: dict[str, Any]) -> None:
+    s = run["settings"]
+    models = {r["model_id"]: r for _, r, _, _ in _read_topic(s, s.kafka.topics.models)}
+    cals = {r["calibration_id"]: r for _, r, _, _ in _read_topic(s, s.kafka.topics.calibrations)}
+    used = set()
+    for path in frame_files(run["frames_dir"], "H", s.timeseries.description):
+        for name, ids in read_provenance(path).items():
+            if ids["calibration_id"] is not None:
+                assert ids["calibration_id"] in cals
+                assert cals[ids["calibration_id"]]["classifier"] == name
+                assert ids["model_id"] in models
+                used.add(ids["calibration_id"])
+    assert used
+
+
+def test_pglitch_high_at_glitches_and_efficiency_floor(run: dict[str, Any]) -> None:
+    import argparse
+
+    from idq_common.cli.cmd_produce import add_model_arguments, model_from_args
+
+    s = run["settings"]
+    ts = s.timeseries
+    parser = argparse.ArgumentParser()
+    add_model_arguments(parser)
+    model = model_from_args(parser.parse_args(MODEL_ARGS), s.general.ifo, s.samples.target_channel)
+    truth = SyntheticSource(model, run["start"], run["end"])
+    glitches = truth.target_times(s.samples.target_channel, s.samples.target_bounds)
+    clean = truth.random_times(
+        1.0, s.samples.target_channel, s.samples.dirty_bounds, s.samples.dirty_window, 99
+    )
+    names = [c.nickname for c in s.classifiers]
+    files = frame_files(run["frames_dir"], "H", ts.description)
+    series = load_series(files, s.general.ifo, names, ts.fmin, ts.fmax, ts.sample_rate)
+    summary = efficiency_summary(series, glitches, clean)
+    print("\nend-to-end efficiency:", {n: summary[n]["efficiency"] for n in names})
+    best = max(summary[n]["efficiency"]["0.01"] for n in names)
+    assert best >= 0.4, summary
+    for n in names:
+        assert summary[n]["n_glitch_ok"] >= 50, summary[n]
+        # realised false alarms at FAP <= 1e-2 stay near 1e-2 (3 binomial sigma + slack)
+        n_clean = summary[n]["n_clean_ok"]
+        assert summary[n]["false_alarm"]["0.01"] <= 0.01 + 3 * np.sqrt(0.01 / n_clean) + 0.01
+    forest = series["forest"]
+    idx = np.clip(np.searchsorted(forest.times, glitches), 0, forest.times.size - 1)
+    cidx = np.clip(np.searchsorted(forest.times, clean), 0, forest.times.size - 1)
+    ok_g = forest.products["OK"][idx] > 0.5
+    ok_c = forest.products["OK"][cidx] > 0.5
+    pg = forest.products["PGLITCH"]
+    assert np.median(pg[idx][ok_g]) > 5 * np.median(pg[cidx][ok_c])
+
+
+def test_calibrate_consumed_every_evaluated_sample(run: dict[str, Any]) -> None:
+    s = run["settings"]
+    quivers = _read_topic(s, s.kafka.topics.quivers)
+    unique = {(r["classifier"], r["start"]): r["n"] for _, r, _, _ in quivers}
+    assert sum(unique.values()) > 0
+    # calibrate's committed offsets reach the end of every partition: all consumed
+    consumer = Consumer(s.kafka.consumer_config(f"idq.{s.general.ifo}.calibrate"))
+    try:
+        topic = s.kafka.topics.quivers
+        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+        for tp in committed:
+            _, high = consumer.get_watermark_offsets(tp, timeout=10)
+            assert tp.offset == high, f"partition {tp.partition}: {tp.offset} of {high}"
+    finally:
+        consumer.close()
+    # and the counts logged by every calibrate run add up to evaluate's unique samples
+    logs = (run["tmp"] / "logs" / "calibrate.log").read_text()
+    consumed = sum(
+        int(line.split("consumed ")[1].split()[0])
+        for line in logs.splitlines()
+        if "samples in this run" in line
+    )
+    produced = sum(
+        int(line.split("produced ")[1].split()[0])
+        for line in (run["tmp"] / "logs" / "evaluate.log").read_text().splitlines()
+        if "evaluated samples in this run" in line
+    )
+    assert consumed >= sum(unique.values())
+    assert produced >= sum(unique.values())
+
+
+def test_poison_message_dead_lettered_and_stages_carried_on(run: dict[str, Any]) -> None:
+    s = run["settings"]
+    letters = [r for _, r, _, _ in _read_topic(s, s.kafka.topics.deadletter)]
+    from_features = [r for r in letters if r["topic"] == s.kafka.topics.features]
+    assert from_features, letters
+    assert {r["stage"] for r in from_features} >= {"timeseries", "evaluate"}
+    assert all(r["payload"] == b"this is not avro" for r in from_features)
+    assert all("marker" in r["reason"].lower() for r in from_features)
+
+
+def test_prometheus_scraped_every_dashboard_and_rule_expression(run: dict[str, Any]) -> None:
+    report = run["report"]
+    assert report is not None
+    assert not report.parse_errors, report.summary()
+    # metrics that only appear on events this run does not have (gaps, lag growth ...) may
+    # be empty; everything the loop always exports must have data
+    missing = {sel for sels in report.no_data.values() for sel in sels}
+    always = {
+        "idq_strides_processed_total",
+        "idq_latency_seconds",
+        "idq_ready",
+        "idq_loop_heartbeat_timestamp_seconds",
+        "idq_frames_written_total",
+        "idq_model_info",
+        "idq_calibration_info",
+        "idq_deadletter_messages_total",
+    }
+    assert not {m for m in missing if m.split("{")[0] in always}, report.summary()
