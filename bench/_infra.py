@@ -8,6 +8,7 @@ run reuses the models and calibrations of the 1,000-channel replay).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import subprocess
@@ -43,9 +44,12 @@ def machine() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cores": os.cpu_count() or 0, "cpu": cpu,
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": sys.version.split()[0]}
+    return {
+        "cores": os.cpu_count() or 0,
+        "cpu": cpu,
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": sys.version.split()[0],
+    }
 
 
 def bin_path(name: str) -> str:
@@ -74,14 +78,28 @@ class RunConfig:
     @property
     def model_args(self) -> list[str]:
         """``idq produce`` synthetic-model arguments: ~16 rows/s/channel."""
-        return ["--witnesses", str(WITNESSES), "--noise-channels",
-                str(self.channels - WITNESSES), "--background-rate", str(ROW_RATE),
-                "--glitch-rate", "0.3", "--seed", "1"]
+        return [
+            "--witnesses",
+            str(WITNESSES),
+            "--noise-channels",
+            str(self.channels - WITNESSES),
+            "--background-rate",
+            str(ROW_RATE),
+            "--glitch-rate",
+            "0.3",
+            "--seed",
+            "1",
+        ]
 
 
-def write_config(workdir: Path, name: str, bootstrap: str, channels: int,
-                 share: RunConfig | None = None, overrides: dict[str, str] | None = None
-                 ) -> RunConfig:
+def write_config(
+    workdir: Path,
+    name: str,
+    bootstrap: str,
+    channels: int,
+    share: RunConfig | None = None,
+    overrides: dict[str, str] | None = None,
+) -> RunConfig:
     """The demo configuration with this run's topics, store, frames and broker.
 
     ``share``: take the models and calibrations topics and the store of that run
@@ -96,13 +114,15 @@ def write_config(workdir: Path, name: str, bootstrap: str, channels: int,
         topics["models"] = share.topics["models"]
         topics["calibrations"] = share.topics["calibrations"]
         store = share.workdir / "store"
-    text = re.sub(r'(?m)^output_dir = .*$', f'output_dir = "{run_dir / "frames"}"', text)
+    text = re.sub(r"(?m)^output_dir = .*$", f'output_dir = "{run_dir / "frames"}"', text)
     text = re.sub(r'(?m)^url = "file://.*$', f'url = "file://{store}"', text)
-    text = re.sub(r'(?m)^bootstrap_servers = .*$', f'bootstrap_servers = "{bootstrap}"', text)
+    text = re.sub(r"(?m)^bootstrap_servers = .*$", f'bootstrap_servers = "{bootstrap}"', text)
     for key, value in (overrides or {}).items():
         # "section.key" -> replace the first `key = ...` after `[section]`
         section, k = key.rsplit(".", 1)
-        pat = re.compile(rf'(?ms)(^\[{re.escape(section)}\]\n(?:(?!^\[).)*?^){re.escape(k)} = [^\n]*')
+        pat = re.compile(
+            rf"(?ms)(^\[{re.escape(section)}\]\n(?:(?!^\[).)*?^){re.escape(k)} = [^\n]*"
+        )
         text, n = pat.subn(rf"\g<1>{k} = {value}", text, count=1)
         if n != 1:
             raise KeyError(f"{key} not found in {BASE_CONFIG}")
@@ -119,8 +139,12 @@ def create_run_topics(cfg: RunConfig) -> None:
 
     s = load_settings(cfg.path, env={})
     k = s.kafka
-    create_topics(k.admin_config(), topic_specs(s.general.ifo, k.topics.as_dict(), k.partitions,
-                                                k.replication_factor, k.retention_ms))
+    create_topics(
+        k.admin_config(),
+        topic_specs(
+            s.general.ifo, k.topics.as_dict(), k.partitions, k.replication_factor, k.retention_ms
+        ),
+    )
 
 
 def reset_group(cfg: RunConfig, group: str) -> None:
@@ -132,17 +156,28 @@ def reset_group(cfg: RunConfig, group: str) -> None:
     s = load_settings(cfg.path, env={})
     admin = AdminClient(s.kafka.admin_config())
     for fut in admin.delete_consumer_groups([group], request_timeout=15).values():
-        try:
+        # the group may not exist yet: then there is nothing to reset
+        with contextlib.suppress(Exception):
             fut.result()
-        except Exception:  # the group may not exist: nothing to reset
-            pass
 
 
 def produce(cfg: RunConfig, start: float, end: float, speed: float = 0.0) -> float:
     """Publish ``[start, end)`` of the run's synthetic model; returns wall seconds."""
-    argv = [bin_path("idq"), "produce", "--config", str(cfg.path), "--gps-start", repr(start),
-            "--gps-end", repr(end), "--speed", repr(speed), "--batch-seconds",
-            repr(batch_seconds(cfg.channels)), *cfg.model_args]
+    argv = [
+        bin_path("idq"),
+        "produce",
+        "--config",
+        str(cfg.path),
+        "--gps-start",
+        repr(start),
+        "--gps-end",
+        repr(end),
+        "--speed",
+        repr(speed),
+        "--batch-seconds",
+        repr(batch_seconds(cfg.channels)),
+        *cfg.model_args,
+    ]
     t0 = time.monotonic()
     log = cfg.workdir / "produce.log"
     with open(log, "ab") as out:
@@ -165,19 +200,29 @@ class Sampled:
     def memory(self) -> dict[str, Any]:
         """Peak and final RSS and the growth after warm-up.
 
-        Warm-up is the first 20 % of the run (imports, first model and calibration
+        Warm-up is the first 20 % of the run (at least 5 s) (imports, first model and calibration
         loaded); growth is (final - RSS at the end of warm-up) / RSS at warm-up.
         """
         if not self.rss:
-            return {"service": self.name, "peak_rss_mib": 0.0, "final_rss_mib": 0.0,
-                    "growth_pct": 0.0, "samples": 0}
+            return {
+                "service": self.name,
+                "peak_rss_mib": 0.0,
+                "final_rss_mib": 0.0,
+                "growth_pct": 0.0,
+                "samples": 0,
+            }
         t_end = self.rss[-1][0]
-        warm = next((m for t, m in self.rss if t >= 0.2 * t_end), self.rss[0][1])
+        warm = next((m for t, m in self.rss if t >= max(0.2 * t_end, 5.0)), self.rss[-1][1])
         final = self.rss[-1][1]
-        return {"service": self.name, "peak_rss_mib": round(max(m for _, m in self.rss), 1),
-                "final_rss_mib": round(final, 1), "warm_rss_mib": round(warm, 1),
-                "growth_pct": round(100.0 * (final - warm) / warm, 1) if warm else 0.0,
-                "samples": len(self.rss), "wall_s": round(self.wall_s, 2)}
+        return {
+            "service": self.name,
+            "peak_rss_mib": round(max(m for _, m in self.rss), 1),
+            "final_rss_mib": round(final, 1),
+            "warm_rss_mib": round(warm, 1),
+            "growth_pct": round(100.0 * (final - warm) / warm, 1) if warm else 0.0,
+            "samples": len(self.rss),
+            "wall_s": round(self.wall_s, 2),
+        }
 
 
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -185,12 +230,17 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
     log.parent.mkdir(parents=True, exist_ok=True)
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     with open(log, "ab") as out:
-        return subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=full_env,
-                                start_new_session=True)
+        return subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+        )
 
 
-def run_sampled(procs: dict[str, subprocess.Popen[bytes]], timeout: float,
-                interval: float = 0.5, logs: dict[str, Path] | None = None) -> dict[str, Sampled]:
+def run_sampled(
+    procs: dict[str, subprocess.Popen[bytes]],
+    timeout: float,
+    interval: float = 0.5,
+    logs: dict[str, Path] | None = None,
+) -> dict[str, Sampled]:
     """Wait for processes, sampling each one's RSS every ``interval`` seconds."""
     t0 = time.monotonic()
     handles = {n: psutil.Process(p.pid) for n, p in procs.items()}
@@ -206,10 +256,10 @@ def run_sampled(procs: dict[str, subprocess.Popen[bytes]], timeout: float,
                 out[n].wall_s, out[n].returncode = now, p.returncode
                 done.add(n)
                 continue
-            try:
-                out[n].rss.append((now, handles[n].memory_info().rss / 2**20))
-            except psutil.Error:
-                pass
+            with contextlib.suppress(psutil.Error):
+                mib = handles[n].memory_info().rss / 2**20
+                if mib > 1:  # an exiting (zombie) process reports 0
+                    out[n].rss.append((now, mib))
         if now > timeout:
             for n, p in procs.items():
                 if n not in done:
@@ -235,3 +285,27 @@ def tail(path: Path | None, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
+
+
+_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
+
+
+def log_span_seconds(path: Path | None) -> float | None:
+    """Seconds between the first and the last timestamped line of a service log.
+
+    The first line is written once imports are done and the metrics server is up, the
+    last at shutdown: this is the loop's time without interpreter start-up.
+    """
+    from datetime import datetime
+
+    if path is None or not path.exists():
+        return None
+    stamps = []
+    for line in path.read_text(errors="replace").splitlines():
+        m = _STAMP.match(line)
+        if m:
+            stamps.append(
+                datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
+                + int(m.group(2)) / 1000
+            )
+    return stamps[-1] - stamps[0] if len(stamps) >= 2 else None

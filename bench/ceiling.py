@@ -40,8 +40,10 @@ def measure(cfg: RunConfig, repeats: int = 1) -> dict[str, Any]:
         topic = cfg.topics["features"]
         meta = consumer.list_topics(topic, timeout=10)
         parts = sorted(meta.topics[topic].partitions)
-        highs = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                 for p in parts}
+        highs = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in parts
+        }
         consumer.assign([TopicPartition(topic, p, 0) for p in parts])
         remaining = {p for p in parts if highs[p] > 0}
         rows = msgs = nbytes = 0
@@ -53,8 +55,8 @@ def measure(cfg: RunConfig, repeats: int = 1) -> dict[str, Any]:
             for m in batch:
                 if m.error():
                     continue
-                value = m.value()
-                rec = fastavro.schemaless_reader(io.BytesIO(value[HEADER:]), schema, None)
+                value: bytes = m.value() or b""
+                rec: Any = fastavro.schemaless_reader(io.BytesIO(value[HEADER:]), schema, None)
                 ch = np.frombuffer(rec["channel"], dtype="<i4")
                 np.frombuffer(rec["time"], dtype="<f8")
                 np.frombuffer(rec["snr"], dtype="<f8")
@@ -62,14 +64,21 @@ def measure(cfg: RunConfig, repeats: int = 1) -> dict[str, Any]:
                 rows += ch.size
                 msgs += 1
                 nbytes += len(value)
-                if m.offset() + 1 >= highs[m.partition()]:
-                    remaining.discard(m.partition())
+                part, offset = m.partition() or 0, m.offset() or 0
+                if offset + 1 >= highs[part]:
+                    remaining.discard(part)
         wall = time.monotonic() - t0
         consumer.close()
-        result = {"rows_per_s": round(rows / wall, 1) if wall else 0.0, "rows": rows,
-                  "messages": msgs, "mib": round(nbytes / 2**20, 1), "wall_s": round(wall, 2),
-                  "mib_per_s": round(nbytes / 2**20 / wall, 1) if wall else 0.0,
-                  "channels": cfg.channels, "topic": topic}
+        result = {
+            "rows_per_s": round(rows / wall, 1) if wall else 0.0,
+            "rows": rows,
+            "messages": msgs,
+            "mib": round(nbytes / 2**20, 1),
+            "wall_s": round(wall, 2),
+            "mib_per_s": round(nbytes / 2**20 / wall, 1) if wall else 0.0,
+            "channels": cfg.channels,
+            "topic": topic,
+        }
         if not best or result["rows_per_s"] > best["rows_per_s"]:
             best = result
     return best

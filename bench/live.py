@@ -40,10 +40,16 @@ def measure(cfg: RunConfig, duration: float, warmup_s: float = 10.0) -> dict[str
     from idq_common.gpstime import WallClock, gps_now, gps_to_kafka_ms
 
     s = load_settings(cfg.path, env={})
-    model = SyntheticModel(seed=1, ifo=s.general.ifo, target_channel=s.samples.target_channel,
-                           n_witness=WITNESSES, n_noise=cfg.channels - WITNESSES,
-                           glitch_rate=0.3, witness_background_rate=16.0,
-                           noise_background_rate=16.0)
+    model = SyntheticModel(
+        seed=1,
+        ifo=s.general.ifo,
+        target_channel=s.samples.target_channel,
+        n_witness=WITNESSES,
+        n_noise=cfg.channels - WITNESSES,
+        glitch_rate=0.3,
+        witness_background_rate=16.0,
+        noise_background_rate=16.0,
+    )
     n_classifiers = len(s.classifiers)
     delay = s.timeseries.stream.delay
     feat: dict[int, float] = {}
@@ -74,11 +80,19 @@ def measure(cfg: RunConfig, duration: float, warmup_s: float = 10.0) -> dict[str
 
     t_now = math.floor(gps_now())
     first = t_now - 8.0  # a little history for the first stride's windows
-    last = t_now + duration + 3.0
-    publisher = FeaturePublisher(Producer(s.kafka.producer_config()), cfg.topics["features"],
-                                 s.general.ifo, "synthetic", batch_seconds=1.0,
-                                 partitioner="round_robin", partitions=s.kafka.partitions,
-                                 clock=WallClock())
+    # publish until told to stop (after the stage has exited): a stage stopping
+    # mid-stride must not wait for data that will never come
+    last = t_now + duration + warmup_s + 600.0
+    publisher = FeaturePublisher(
+        Producer(s.kafka.producer_config()),
+        cfg.topics["features"],
+        s.general.ifo,
+        "synthetic",
+        batch_seconds=1.0,
+        partitioner="round_robin",
+        partitions=s.kafka.partitions,
+        clock=WallClock(),
+    )
 
     def publish() -> None:
         for bs, be in publisher.batch_spans(first, last):
@@ -88,8 +102,10 @@ def measure(cfg: RunConfig, duration: float, warmup_s: float = 10.0) -> dict[str
             publisher.publish_batch(model.generate(bs, be), bs, be)
         publisher.flush()
 
-    threads = [threading.Thread(target=consume, daemon=True),
-               threading.Thread(target=publish, daemon=True)]
+    threads = [
+        threading.Thread(target=consume, daemon=True),
+        threading.Thread(target=publish, daemon=True),
+    ]
     for t in threads:
         t.start()
     logp = cfg.workdir / "logs" / "timeseries-live.log"
@@ -108,8 +124,9 @@ def measure(cfg: RunConfig, duration: float, warmup_s: float = 10.0) -> dict[str
         t.join(timeout=10)
     consumer.close()
     if sampled["timeseries"].returncode not in (0, -15):
-        raise RuntimeError(f"live timeseries exited {sampled['timeseries'].returncode}:\n"
-                           f"{tail(logp)}")
+        raise RuntimeError(
+            f"live timeseries exited {sampled['timeseries'].returncode}:\n{tail(logp)}"
+        )
 
     lat = []
     cutoff = gps_to_kafka_ms(live_start + warmup_s)
@@ -120,15 +137,20 @@ def measure(cfg: RunConfig, duration: float, warmup_s: float = 10.0) -> dict[str
     arr = np.array(lat)
     q = (lambda p: round(float(np.percentile(arr, p)), 4)) if arr.size else (lambda p: 0.0)
     return {
-        "channels": cfg.channels, "stride_s": s.timeseries.stream.stride,
-        "duration_s": duration, "strides_measured": int(arr.size),
-        "latency_p50_s": q(50), "latency_p99_s": q(99),
+        "channels": cfg.channels,
+        "stride_s": s.timeseries.stream.stride,
+        "duration_s": duration,
+        "strides_measured": int(arr.size),
+        "latency_p50_s": q(50),
+        "latency_p99_s": q(99),
         "latency_max_s": round(float(arr.max()), 4) if arr.size else 0.0,
         "configured_delay_s": delay,
         "added_latency_p50_s": round(q(50) - delay, 4) if arr.size else 0.0,
         "added_latency_p99_s": round(q(99) - delay, 4) if arr.size else 0.0,
         "memory": sampled["timeseries"].memory(),
-        "definition": ("recv(last timeseries_stride message of stride s) - recv(feature batch "
-                       "[s, s+1)), both stamped by one consumer in the bench process; includes "
-                       "the configured stage delay; first %g s dropped" % warmup_s),
+        "definition": (
+            "recv(last timeseries_stride message of stride s) - recv(feature batch "
+            "[s, s+1)), both stamped by one consumer in the bench process; includes "
+            f"the configured stage delay; first {warmup_s:g} s dropped"
+        ),
     }

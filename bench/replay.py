@@ -27,6 +27,7 @@ from bench._infra import (
     RunConfig,
     Sampled,
     create_run_topics,
+    log_span_seconds,
     produce,
     run_sampled,
     spawn,
@@ -44,20 +45,40 @@ MARGIN = 16.0
 OVERRIDES = {"evaluate.stream.timeout": "3"}
 
 
-def prepare(workdir: Path, bootstrap: str, channels: int, start: float, span: float,
-            name: str | None = None) -> tuple[RunConfig, dict[str, Any]]:
+def prepare(
+    workdir: Path,
+    bootstrap: str,
+    channels: int,
+    start: float,
+    span: float,
+    overrides: dict[str, str] | None = None,
+) -> tuple[RunConfig, dict[str, Any]]:
     """Config + topics + produced data; returns the producer figures."""
-    cfg = write_config(workdir, name or f"replay{channels}", bootstrap, channels,
-                       overrides={"evaluate.stream.timeout": OVERRIDES["evaluate.stream.timeout"]})
+    cfg = write_config(
+        workdir,
+        f"replay{channels}",
+        bootstrap,
+        channels,
+        overrides={**OVERRIDES, **(overrides or {})},
+    )
     create_run_topics(cfg)
     wall = produce(cfg, start - MARGIN, start + span + MARGIN)
-    return cfg, {"produce_wall_s": round(wall, 2),
-                 "produce_x_realtime": round((span + 2 * MARGIN) / wall, 1),
-                 "max_batch_bytes": MAX_BATCH_BYTES}
+    return cfg, {
+        "produce_wall_s": round(wall, 2),
+        "produce_x_realtime": round((span + 2 * MARGIN) / wall, 1),
+        "max_batch_bytes": MAX_BATCH_BYTES,
+    }
 
 
-def run_stage(cfg: RunConfig, stage: str, start: float, end: float, timeout: float,
-              env: dict[str, str] | None = None, tag: str = "") -> Sampled:
+def run_stage(
+    cfg: RunConfig,
+    stage: str,
+    start: float,
+    end: float,
+    timeout: float,
+    env: dict[str, str] | None = None,
+    tag: str = "",
+) -> Sampled:
     logp = cfg.workdir / "logs" / f"{stage}{tag}.log"
     proc = spawn(stage_argv(stage, cfg, start, end), logp, env)
     res = run_sampled({stage: proc}, timeout, logs={stage: logp})[stage]
@@ -66,26 +87,50 @@ def run_stage(cfg: RunConfig, stage: str, start: float, end: float, timeout: flo
     return res
 
 
-def measure(workdir: Path, bootstrap: str, channels: int, start: float, span: float,
-            timeout: float) -> dict[str, Any]:
+def measure(
+    workdir: Path,
+    bootstrap: str,
+    channels: int,
+    start: float,
+    span: float,
+    timeout: float,
+    overrides: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Replay figures of every stage at ``channels`` channels over ``span`` seconds."""
-    cfg, prod = prepare(workdir, bootstrap, channels, start, span)
+    cfg, prod = prepare(workdir, bootstrap, channels, start, span, overrides)
     ceil = ceiling.measure(cfg)
     produced_span = span + 2 * MARGIN
     rows_in_span = ceil["rows"] * span / produced_span
-    out: dict[str, Any] = {"channels": channels, "span_s": span, "config": cfg, "ceiling": ceil,
-                           "producer": prod, "stages": [], "processes": {}}
+    out: dict[str, Any] = {
+        "channels": channels,
+        "span_s": span,
+        "config": cfg,
+        "ceiling": ceil,
+        "producer": prod,
+        "stages": [],
+        "processes": {},
+    }
     for stage in STAGES:
         res = run_stage(cfg, stage, start, start + span, timeout)
         out["processes"][stage] = res
         rows_s = rows_in_span / res.wall_s
-        out["stages"].append({
-            "stage": stage, "channels": channels, "span_s": span,
-            "wall_s": round(res.wall_s, 2),
-            "x_realtime": round(span / res.wall_s, 2),
-            "rows_per_s": round(rows_s, 1),
-            "ratio_to_ceiling": round(rows_s / ceil["rows_per_s"], 4) if ceil["rows_per_s"] else 0,
-            "input": "quivers" if stage == "calibrate" else "features",
-        })
+        loop = log_span_seconds(res.log)
+        out["stages"].append(
+            {
+                "stage": stage,
+                "channels": channels,
+                "span_s": span,
+                "wall_s": round(res.wall_s, 2),
+                # without interpreter start-up (imports ~2-3 s): first to last log line
+                "loop_s": round(loop, 2) if loop else None,
+                "x_realtime_loop": round(span / loop, 2) if loop else None,
+                "x_realtime": round(span / res.wall_s, 2),
+                "rows_per_s": round(rows_s, 1),
+                "ratio_to_ceiling": round(rows_s / ceil["rows_per_s"], 4)
+                if ceil["rows_per_s"]
+                else 0,
+                "input": "quivers" if stage == "calibrate" else "features",
+            }
+        )
         log.info("replay %d ch %s: %.1fx real time", channels, stage, span / res.wall_s)
     return out

@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -19,16 +20,29 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bench import replay
 from bench._infra import REPO, machine
 
 log = logging.getLogger("bench")
 RESULTS = REPO / "bench" / "results" / "latest.json"
 
 #: channels -> replayed seconds
-FULL = {"replay": {100: 1800.0, 1000: 600.0, 3000: 200.0}, "live_s": 300.0,
-        "science_span": 4000.0, "invariance_span": 256.0}
-QUICK = {"replay": {1000: 48.0}, "live_s": 20.0, "science_span": 800.0,
-         "invariance_span": 32.0}
+FULL: dict[str, Any] = {
+    "replay": {100: 1800.0, 1000: 600.0, 3000: 240.0},
+    "live_s": 300.0,
+    "science_span": 4000.0,
+    "invariance_span": 256.0,
+    # models and calibrations must appear within the shortest replay (~0.6 samples/s)
+    "overrides": {"train.min_new_samples": "100", "calibrate.min_new_samples": "100"},
+}
+QUICK: dict[str, Any] = {
+    "replay": {1000: 64.0},
+    "live_s": 15.0,
+    "science_span": 800.0,
+    "invariance_span": 32.0,
+    # a minute of data holds ~40 samples: train and calibrate must fire on fewer
+    "overrides": {"train.min_new_samples": "20", "calibrate.min_new_samples": "20"},
+}
 TARGET_CHANNELS = 1000
 
 
@@ -40,14 +54,21 @@ def main(args: Sequence[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
     p.add_argument("--workdir", type=Path, default=None, help="broker data and logs")
     ns = p.parse_args(args)
+    # SIGTERM unwinds like Ctrl-C, so the broker and service processes are stopped
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # the in-process science run would log every stride of the library at INFO
+    logging.getLogger("idq_common").setLevel(logging.WARNING)
     plan = QUICK if ns.quick else FULL
     workdir = ns.workdir or Path(tempfile.mkdtemp(prefix="idq-bench-"))
     shutil.rmtree(workdir / "kafka", ignore_errors=True)
     workdir.mkdir(parents=True, exist_ok=True)
     t_begin = time.monotonic()
-    result = run_suite(plan, workdir.resolve(), quick=ns.quick)
+    profile_dir = None if ns.quick else ns.out.resolve().parent
+    result = run_suite(plan, workdir.resolve(), quick=ns.quick, profile_dir=profile_dir)
     result["wall_s"] = round(time.monotonic() - t_begin, 1)
+    overrides: dict[str, str] = dict(plan.get("overrides", {}))
+    result["config_overrides"] = {**overrides, **replay.OVERRIDES}
     ns.out.parent.mkdir(parents=True, exist_ok=True)
     ns.out.write_text(json.dumps(result, indent=2, default=str) + "\n")
     print_table(result)
@@ -55,14 +76,19 @@ def main(args: Sequence[str] | None = None) -> int:
     return 0
 
 
-def run_suite(plan: dict[str, Any], workdir: Path, quick: bool) -> dict[str, Any]:
-    from bench import live, replay, scale_out, science
+def run_suite(
+    plan: dict[str, Any], workdir: Path, quick: bool, profile_dir: Path | None = None
+) -> dict[str, Any]:
+    from bench import live, scale_out, science
     from bench._infra import write_config
     from idq_common.gpstime import gps_now
     from idq_common.kafka.broker import LocalBroker
 
-    result: dict[str, Any] = {"suite": "quick" if quick else "full", "machine": machine(),
-                              "started_unix": round(time.time(), 1)}
+    result: dict[str, Any] = {
+        "suite": "quick" if quick else "full",
+        "machine": machine(),
+        "started_unix": round(time.time(), 1),
+    }
     broker = LocalBroker(workdir / "kafka")
     status = broker.start()
     bootstrap = str(status.bootstrap)
@@ -72,7 +98,15 @@ def run_suite(plan: dict[str, Any], workdir: Path, quick: bool) -> dict[str, Any
         replays: dict[int, dict[str, Any]] = {}
         result["replay"], ceilings = [], {}
         for ch, span in spans.items():
-            r = replay.measure(workdir, bootstrap, ch, start, span, timeout=max(600, 10 * span))
+            r = replay.measure(
+                workdir,
+                bootstrap,
+                ch,
+                start,
+                span,
+                timeout=max(300, 10 * span),
+                overrides=plan.get("overrides"),
+            )
             replays[ch] = r
             result["replay"].extend(r["stages"])
             ceilings[str(ch)] = r["ceiling"]
@@ -86,8 +120,26 @@ def run_suite(plan: dict[str, Any], workdir: Path, quick: bool) -> dict[str, Any
         cfg = ref["config"]
         rows_in_span = ref["ceiling"]["rows"] * ref["span_s"] / (ref["span_s"] + 2 * replay.MARGIN)
         ts_wall = ref["processes"]["timeseries"].wall_s
-        result["scale_out"] = scale_out.measure(cfg, start, ref["span_s"], rows_in_span, ts_wall,
-                                                timeout=max(600, 10 * ref["span_s"]))
+        result["scale_out"] = scale_out.measure(
+            cfg, start, ref["span_s"], rows_in_span, ts_wall, timeout=max(300, 10 * ref["span_s"])
+        )
+        if profile_dir is not None:
+            from bench.profile import MODULES, profile_stage
+
+            result["profiles"] = {}
+            for x in ref["stages"]:
+                if x["stage"] in MODULES and x["x_realtime"] < 100:
+                    path = profile_stage(
+                        cfg,
+                        x["stage"],
+                        start,
+                        start + ref["span_s"],
+                        profile_dir,
+                        timeout=max(300, 10 * ref["span_s"]),
+                    )
+                    result["profiles"][x["stage"]] = str(
+                        path.relative_to(REPO) if path.is_relative_to(REPO) else path
+                    )
         live_cfg = write_config(workdir, "live", bootstrap, TARGET_CHANNELS, share=cfg)
         from bench._infra import create_run_topics
 
@@ -109,28 +161,52 @@ def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
 
     at = [x for x in r["replay"] if x["channels"] == TARGET_CHANNELS]
     for x in at:
-        add(f"replay x_realtime {x['stage']} @1000ch", x["x_realtime"], ">= 100",
-            x["x_realtime"] >= 100)
+        add(
+            f"replay x_realtime {x['stage']} @1000ch",
+            x["x_realtime"],
+            ">= 100",
+            x["x_realtime"] >= 100,
+        )
     ingest = [x for x in at if x["input"] == "features"]
     if ingest:
         best = max(x["ratio_to_ceiling"] for x in ingest)
         add("ingest / ceiling (best feature stage @1000ch)", best, ">= 0.5", best >= 0.5)
     add("live p99 latency (s)", r["live"]["latency_p99_s"], "<= 1", r["live"]["latency_p99_s"] <= 1)
-    add("live p99 added latency beyond delay (s)", r["live"]["added_latency_p99_s"], "<= 1",
-        r["live"]["added_latency_p99_s"] <= 1)
+    add(
+        "live p99 added latency beyond delay (s)",
+        r["live"]["added_latency_p99_s"],
+        "<= 1",
+        r["live"]["added_latency_p99_s"] <= 1,
+    )
     for m in r["memory"]:
-        add(f"RSS {m['service']} peak MiB / growth %", [m["peak_rss_mib"], m["growth_pct"]],
-            "<= 1024 / <= 10", m["peak_rss_mib"] <= 1024 and m["growth_pct"] <= 10)
+        add(
+            f"RSS {m['service']} peak MiB / growth %",
+            [m["peak_rss_mib"], m["growth_pct"]],
+            "<= 1024 / <= 10",
+            m["peak_rss_mib"] <= 1024 and m["growth_pct"] <= 10,
+        )
     so = r["scale_out"]
     add("2 replicas / 1 replica", so["speedup"], ">= 1.7", so["speedup"] >= 1.7)
     sc = r["science"]
-    add("stride invariance max |diff|", sc["stride_invariance_max_abs_diff"], "<= 1e-12",
-        sc["stride_invariance_max_abs_diff"] <= 1e-12)
-    add(f"best classifier ({sc['best_classifier']}) / optimal @FAP 1e-2",
-        sc["best_ratio_to_optimal_at_0.01"], ">= 0.9", sc["best_ratio_to_optimal_at_0.01"] >= 0.9)
+    add(
+        "stride invariance max |diff|",
+        sc["stride_invariance_max_abs_diff"],
+        "<= 1e-12",
+        sc["stride_invariance_max_abs_diff"] <= 1e-12,
+    )
+    add(
+        f"best classifier ({sc['best_classifier']}) / optimal @FAP 1e-2",
+        sc["best_ratio_to_optimal_at_0.01"],
+        ">= 0.9",
+        sc["best_ratio_to_optimal_at_0.01"] >= 0.9,
+    )
     hv = sc["hveto"]
-    add("OVL eff vs hveto eff @ hveto deadtime", [hv.get("ovl_efficiency"), hv.get("efficiency")],
-        "ovl >= hveto", hv.get("ovl_efficiency", 0) >= hv.get("efficiency", 1))
+    add(
+        "OVL eff vs hveto eff @ hveto deadtime",
+        [hv.get("ovl_efficiency"), hv.get("efficiency")],
+        "ovl >= hveto",
+        hv.get("ovl_efficiency", 0) >= hv.get("efficiency", 1),
+    )
     return out
 
 
@@ -140,12 +216,16 @@ def print_table(r: dict[str, Any]) -> None:
     print(f"ceiling: {r['ceiling']['rows_per_s']:,.0f} rows/s")
     print(f"{'stage':12s}{'channels':>9s}{'x_realtime':>12s}{'rows/s':>12s}{'/ceiling':>10s}")
     for x in r["replay"]:
-        print(f"{x['stage']:12s}{x['channels']:>9d}{x['x_realtime']:>12.1f}"
-              f"{x['rows_per_s']:>12,.0f}{x['ratio_to_ceiling']:>10.3f}")
+        print(
+            f"{x['stage']:12s}{x['channels']:>9d}{x['x_realtime']:>12.1f}"
+            f"{x['rows_per_s']:>12,.0f}{x['ratio_to_ceiling']:>10.3f}"
+        )
     print(f"{'target':58s}{'value':>24s}  {'goal':16s}met")
     for t in r["targets"]:
-        print(f"{t['target']:58s}{json.dumps(t['value']):>24s}  {t['goal']:16s}"
-              f"{'yes' if t['met'] else 'NO'}")
+        print(
+            f"{t['target']:58s}{json.dumps(t['value']):>24s}  {t['goal']:16s}"
+            f"{'yes' if t['met'] else 'NO'}"
+        )
     sys.stdout.flush()
 
 

@@ -23,16 +23,25 @@ def _frames(d: Path) -> int:
     return sum(1 for _ in d.glob("*.gwf")) if d.exists() else 0
 
 
-def measure(cfg: RunConfig, start: float, span: float, rows_in_span: float,
-            one_replica_wall_s: float, timeout: float) -> dict[str, Any]:
+def measure(
+    cfg: RunConfig,
+    start: float,
+    span: float,
+    rows_in_span: float,
+    one_replica_wall_s: float,
+    timeout: float,
+) -> dict[str, Any]:
     reset_group(cfg, "idq.H1.timeseries")
     procs, logs, dirs = {}, {}, {}
     for i in (1, 2):
         name = f"timeseries-r{i}"
         dirs[name] = cfg.workdir / f"frames-r{i}"
         logs[name] = cfg.workdir / "logs" / f"{name}.log"
-        procs[name] = spawn(stage_argv("timeseries", cfg, start, start + span), logs[name],
-                            env={"IDQ_TIMESERIES__OUTPUT_DIR": str(dirs[name])})
+        procs[name] = spawn(
+            stage_argv("timeseries", cfg, start, start + span),
+            logs[name],
+            env={"IDQ_TIMESERIES__OUTPUT_DIR": str(dirs[name])},
+        )
     res = run_sampled(procs, timeout, logs=logs)
     for name, r in res.items():
         if r.returncode != 0:
@@ -49,7 +58,9 @@ def measure(cfg: RunConfig, start: float, span: float, rows_in_span: float,
         "strides_in_span": int(span),
         "frames_written_per_replica": {n: _frames(d) for n, d in dirs.items()},
         "work_shared": False,
-        "note": ("the timeseries stage reads every partition in each replica, so two replicas "
-                 "duplicate every stride instead of splitting them; throughput counts each "
-                 "stride once"),
+        "note": (
+            "the timeseries stage reads every partition in each replica, so two replicas "
+            "duplicate every stride instead of splitting them; throughput counts each "
+            "stride once"
+        ),
     }

@@ -39,9 +39,16 @@ def _quiver(model: Any, span: tuple[float, float], samples: Any, spec: Any, seed
     from idq_common.data.synthetic import SyntheticSource
     from idq_common.quiver import build_quiver
 
-    return build_quiver(SyntheticSource(model, *span), model.target_channel,
-                        samples.target_bounds, 5.0, samples.dirty_bounds, samples.dirty_window,
-                        seed, spec)
+    return build_quiver(
+        SyntheticSource(model, *span),
+        model.target_channel,
+        samples.target_bounds,
+        5.0,
+        samples.dirty_bounds,
+        samples.dirty_window,
+        seed,
+        spec,
+    )
 
 
 def measure(span: float = 4000.0, invariance_span: float = 256.0) -> dict[str, Any]:
@@ -53,19 +60,25 @@ def measure(span: float = 4000.0, invariance_span: float = 256.0) -> dict[str, A
 
     settings = load_settings(BASE_CONFIG, env={})
     model = _model()
-    spec = FeatureSpec(model.aux_channels, settings.features.window,
-                       tuple(settings.features.columns))
+    spec = FeatureSpec(
+        model.aux_channels, settings.features.window, tuple(settings.features.columns)
+    )
     smp = settings.samples
     train = _quiver(model, (T0, T0 + span), smp, spec, 1)
     calib = _quiver(model, (T0 + span, T0 + 2 * span), smp, spec, 2)
     test = _quiver(model, (T0 + 2 * span, T0 + 3 * span), smp, spec, 3)
     y = test.labels
     snr_lo = smp.target_bounds.get("snr", (10.0, math.inf))
-    llr = model.optimal_log_likelihood_ratio(test.features, spec,
-                                             target_snr_bounds=tuple(snr_lo))
+    llr = model.optimal_log_likelihood_ratio(test.features, spec, target_snr_bounds=tuple(snr_lo))
     optimal = efficiency_at_fap(llr[y == 1], llr[y == 0], FAPS)
-    out: dict[str, Any] = {"classifiers": {}, "samples": {
-        "train": len(train), "test_glitch": int((y == 1).sum()), "test_clean": int((y == 0).sum())}}
+    out: dict[str, Any] = {
+        "classifiers": {},
+        "samples": {
+            "train": len(train),
+            "test_glitch": int((y == 1).sum()),
+            "test_clean": int((y == 0).sum()),
+        },
+    }
     trained, coverage = {}, {}
     for c in settings.classifiers:
         clf = make_classifier(c.nickname, c.flavor, c.params, spec)
@@ -82,8 +95,9 @@ def measure(span: float = 4000.0, invariance_span: float = 256.0) -> dict[str, A
         out["classifiers"][c.nickname] = {
             "flavor": c.flavor,
             "eff_at_fap": {str(f): round(float(e), 4) for f, e in zip(FAPS, eff, strict=True)},
-            "optimal_eff_at_fap": {str(f): round(float(e), 4)
-                                   for f, e in zip(FAPS, optimal, strict=True)},
+            "optimal_eff_at_fap": {
+                str(f): round(float(e), 4) for f, e in zip(FAPS, optimal, strict=True)
+            },
             "ratio_to_optimal_at_0.01": round(float(eff[1] / optimal[1]), 4) if optimal[1] else 0,
             "calibration_coverage": cov,
         }
@@ -93,14 +107,16 @@ def measure(span: float = 4000.0, invariance_span: float = 256.0) -> dict[str, A
     out["calibration_coverage"] = coverage[best]
     out["calibration_coverage_of"] = best
     out["stride_invariance_max_abs_diff"], out["stride_invariance"] = _invariance(
-        model, trained, settings, invariance_span)
+        model, trained, settings, invariance_span
+    )
     out["hveto"] = _hveto(model, trained.get("ovl"), test, smp, span, settings)
     return out
 
 
 # -- stride invariance -------------------------------------------------------------
-def _products_over(model: Any, trained: dict[str, Any], settings: Any, start: float, end: float,
-                   stride: float) -> dict[str, np.ndarray]:
+def _products_over(
+    model: Any, trained: dict[str, Any], settings: Any, start: float, end: float, stride: float
+) -> dict[str, np.ndarray]:
     from igwn_segments import segment, segmentlist
 
     from idq_common.cadence import CadenceManager
@@ -115,8 +131,9 @@ def _products_over(model: Any, trained: dict[str, Any], settings: Any, start: fl
     delay = float(settings.timeseries.stream.delay)
     rate = settings.timeseries.sample_rate
     clock = ManualClock(start)
-    cadence = CadenceManager(start, stride, delay, clock, max_timestamp=end,
-                             enforce_integer_strides=False)
+    cadence = CadenceManager(
+        start, stride, delay, clock, max_timestamp=end, enforce_integer_strides=False
+    )
     proc = StreamProcessor(cadence, FunctionSource(model.generate), AllTime(), pad=pad)
     series: dict[str, list[np.ndarray]] = {}
     while not cadence.finished:
@@ -137,11 +154,14 @@ def _products_over(model: Any, trained: dict[str, Any], settings: Any, start: fl
     return {k: np.concatenate(v) for k, v in series.items()}
 
 
-def _invariance(model: Any, trained: dict[str, Any], settings: Any, span: float
-                ) -> tuple[float, dict[str, Any]]:
+def _invariance(
+    model: Any, trained: dict[str, Any], settings: Any, span: float
+) -> tuple[float, dict[str, Any]]:
     start = T0 + 10_000.0
-    runs = {str(st): _products_over(model, trained, settings, start, start + span, st)
-            for st in (1.0, 16.0, span)}
+    runs = {
+        str(st): _products_over(model, trained, settings, start, start + span, st)
+        for st in (1.0, 16.0, span)
+    }
     ref = runs[str(span)]
     worst = 0.0
     detail: dict[str, Any] = {"span_s": span, "strides_s": [1, 16, span]}
@@ -160,8 +180,7 @@ def _invariance(model: Any, trained: dict[str, Any], settings: Any, span: float
 
 
 # -- hveto ---------------------------------------------------------------------------
-def _hveto(model: Any, ovl: Any, test: Any, smp: Any, span: float, settings: Any
-           ) -> dict[str, Any]:
+def _hveto(model: Any, ovl: Any, test: Any, smp: Any, span: float, settings: Any) -> dict[str, Any]:
     try:
         from astropy.table import Table
         from hveto import core
@@ -196,14 +215,21 @@ def _hveto(model: Any, ovl: Any, test: Any, smp: Any, span: float, settings: Any
     for _ in range(20):
         if len(primary) == 0:
             break
-        w, _sigs = core.find_max_significance(primary, aux, model.target_channel, snrs, windows,
-                                              livetime)
+        w, _sigs = core.find_max_significance(
+            primary, aux, model.target_channel, snrs, windows, livetime
+        )
         if w.significance is None or w.significance < 5.0:
             break
         a = aux[w.name]
         segs = w.get_segments(a["time"][a["snr"] >= w.snr]).coalesce()
-        winners.append({"channel": w.name, "snr": w.snr, "window": w.window,
-                        "significance": round(float(w.significance), 2)})
+        winners.append(
+            {
+                "channel": w.name,
+                "snr": w.snr,
+                "window": w.window,
+                "significance": round(float(w.significance), 2),
+            }
+        )
         livetime -= abs(segmentlist(segment(s[0], s[1]) for s in segs).coalesce())
         primary = core.veto(primary, segs)[0]  # (kept, vetoed)
         aux = {n: core.veto(t, segs)[0] if len(t) else t for n, t in aux.items()}
@@ -214,20 +240,27 @@ def _hveto(model: Any, ovl: Any, test: Any, smp: Any, span: float, settings: Any
         a = taux[w["channel"]]
         for t in a["time"][a["snr"] >= w["snr"]]:
             vetoes.append(segment(float(t) - w["window"] / 2, float(t) + w["window"] / 2))
-    vetoes = (vetoes.coalesce() & segmentlist([segment(te0, te1)]))
+    vetoes = vetoes.coalesce() & segmentlist([segment(te0, te1)])
     deadtime = abs(vetoes) / span
     glitch_t = np.asarray(tprim["time"])
     vetoed = sum(1 for t in glitch_t if t in vetoes)
     eff = vetoed / len(glitch_t) if len(glitch_t) else 0.0
-    out: dict[str, Any] = {"deadtime": round(float(deadtime), 5), "efficiency": round(eff, 4),
-                           "rounds": winners, "test_glitches": len(glitch_t),
-                           "method": ("hveto.core.find_max_significance rounds on the training "
-                                      "span (threshold 5), segments applied to the held-out span")}
+    out: dict[str, Any] = {
+        "deadtime": round(float(deadtime), 5),
+        "efficiency": round(eff, 4),
+        "rounds": winners,
+        "test_glitches": len(glitch_t),
+        "method": (
+            "hveto.core.find_max_significance rounds on the training "
+            "span (threshold 5), segments applied to the held-out span"
+        ),
+    }
     if ovl is not None and deadtime > 0:
         r = ovl.rank(test.features)
         y = test.labels
-        out["ovl_efficiency"] = round(float(efficiency_at_fap(r[y == 1], r[y == 0],
-                                                              [deadtime])[0]), 4)
+        out["ovl_efficiency"] = round(
+            float(efficiency_at_fap(r[y == 1], r[y == 0], [deadtime])[0]), 4
+        )
     else:
         out["ovl_efficiency"] = 0.0
     return out

@@ -11,7 +11,6 @@ import math
 from pathlib import Path
 
 import pytest
-
 from bench.run import main
 
 pytestmark = [pytest.mark.slow, pytest.mark.kafka, pytest.mark.timeout(300)]

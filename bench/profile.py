@@ -1,0 +1,51 @@
+"""Profiles of the stages that miss the replay target (pyinstrument, text reports).
+
+Each stage is re-run in replay mode over the same topic under ``python -m
+pyinstrument`` (committed progress reset first, so it redoes the whole span) and the
+text report is written to ``bench/results/profile_<stage>_<channels>ch.txt``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from bench._infra import RunConfig, reset_group, run_sampled, spawn, tail
+
+MODULES = {
+    "train": "idq_train.cli",
+    "evaluate": "idq_evaluate.cli",
+    "timeseries": "idq_timeseries.cli",
+}
+
+
+def profile_stage(
+    cfg: RunConfig, stage: str, start: float, end: float, out_dir: Path, timeout: float
+) -> Path:
+    """Run ``stage`` under pyinstrument; returns the report's path."""
+    reset_group(cfg, f"idq.H1.{stage}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = out_dir / f"profile_{stage}_{cfg.channels}ch.txt"
+    argv = [
+        sys.executable,
+        "-m",
+        "pyinstrument",
+        "-r",
+        "text",
+        "--show-all",
+        "-o",
+        str(report),
+        "-m",
+        MODULES[stage],
+        "--config",
+        str(cfg.path),
+        "--gps-start",
+        repr(start),
+        "--gps-end",
+        repr(end),
+    ]
+    logp = cfg.workdir / "logs" / f"{stage}-profile.log"
+    res = run_sampled({stage: spawn(argv, logp)}, timeout, logs={stage: logp})[stage]
+    if res.returncode != 0:
+        raise RuntimeError(f"profiling {stage} failed ({res.returncode}):\n{tail(logp)}")
+    return report
