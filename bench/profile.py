@@ -32,7 +32,6 @@ def profile_stage(
         "pyinstrument",
         "-r",
         "text",
-        "--show-all",
         "-o",
         str(report),
         "-m",
