@@ -18,6 +18,7 @@ from __future__ import annotations
 import collections
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,14 +39,20 @@ from idq_common.kafka.broker import free_port
 from idq_common.kafka.topics import create_topics, topic_specs
 from idq_common.pipeline.local import STAGES, LocalPipeline
 from idq_common.report import efficiency_summary, frame_files, load_series
-from idq_common.testing.prometheus import check_expressions, extract_expressions
+from idq_common.testing.prometheus import (
+    PrometheusServer,
+    architecture_metric_names,
+    check_expressions,
+    extract_expressions,
+)
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3, pytest.mark.slow]
 
 REPO = Path(__file__).resolve().parents[2]
-DURATION = 1024.0
-SPEED = 16.0
-HOLE = (384.0, 448.0)  # seconds after start with no analysis segment
+DURATION = 2048.0
+SPEED = 24.0
+HOLE = (1280.0, 1344.0)
+REDO = 32.0  # seconds at the end processed a second time  # seconds after start with no analysis segment
 MODEL_ARGS = [
     "--witnesses",
     "8",
@@ -87,8 +94,10 @@ def _config(tmp: Path, bootstrap: str, s3: Any, start: float, end: float) -> Pat
         "source": "static",
         "segments": [[start - 64, start + HOLE[0]], [start + HOLE[1], end + 64]],
     }
-    doc["train"]["min_new_samples"] = 300
-    doc["calibrate"]["min_new_samples"] = 250
+    # clean samples are cheap: many of them give the calibration its FAP resolution
+    doc["samples"]["random_rate"] = 2.0
+    doc["train"]["min_new_samples"] = 800
+    doc["calibrate"]["min_new_samples"] = 300
     for stage in ("train", "evaluate", "timeseries"):
         doc[stage]["stream"]["timeout"] = 5
     path = tmp / "idq.toml"
@@ -123,11 +132,8 @@ def _read_topic(settings: Any, topic: str) -> list[tuple[bytes | None, dict[str,
 
 @pytest.fixture(scope="module")
 def run(
-    kafka_bootstrap: str,
-    s3_server: Any,
-    tmp_path_factory: pytest.TempPathFactory,
-    prometheus_factory: Any,
-) -> dict[str, Any]:
+    kafka_bootstrap: str, s3_server: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("e2e")
     start = float((int(gps_now()) - int(DURATION) - 900) // 64 * 64)
     end = start + DURATION
@@ -146,7 +152,8 @@ def run(
     for stage in STAGES:
         pipeline.processes[stage] = pipeline.service(stage, ["--metrics-port", str(ports[stage])])
         pipeline.processes[stage].start()
-    prom = prometheus_factory([f"127.0.0.1:{p}" for p in ports.values()])
+    prom = PrometheusServer([f"127.0.0.1:{p}" for p in ports.values()], tmp / "prometheus")
+    prom.start()
     pipeline.processes["produce"] = pipeline.producer()
     pipeline.processes["produce"].start()
     frames_dir = tmp / "frames"
@@ -165,19 +172,20 @@ def run(
 
     try:
         # a poison message in the middle of the data
-        wait_progress(100)
+        wait_progress(150)
         poison = Producer(k.producer_config())
         poison.produce(
             k.topics.features,
             b"this is not avro",
             key=b"poison",
-            timestamp=gps_to_kafka_ms(start + 200),
+            timestamp=gps_to_kafka_ms(start + 300),
         )
         poison.flush(10)
         restarts = {}
         report = None
+        present: dict[str, bool] = {}
         for stage, at in zip(
-            ("train", "evaluate", "calibrate", "timeseries"), (250, 450, 600, 750), strict=True
+            ("train", "evaluate", "calibrate", "timeseries"), (500, 900, 1200, 1500), strict=True
         ):
             wait_progress(at)
             if stage == "timeseries":
@@ -188,12 +196,25 @@ def run(
                     sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json")),
                 )
                 report = check_expressions(prom, exprs)
+                names = architecture_metric_names(REPO / "docs" / "ARCHITECTURE.md")
+                present = {
+                    name: bool(prom.query(f'{{__name__=~"{name}(_bucket|_count|_sum)?"}}'))
+                    for name in sorted(names)
+                }
             # a restarted service keeps its argv, hence its metrics port
             restarts[stage] = pipeline.restart(stage)
         pipeline.wait(["produce", *STAGES], timeout=600)
+        # reprocess a calibrated stretch: every stride done twice must come out the same
+        again = pipeline.service(
+            "timeseries", ["--from-start", "--metrics-port", str(ports["timeseries"])]
+        )
+        again.argv[again.argv.index("--gps-start") + 1] = repr(end - REDO)
+        again.start()
+        assert again.proc is not None and again.proc.wait(120) == 0, again.tail()
     finally:
         statuses = pipeline.stop()
-    return {
+        prom.stop()
+    yield {
         "settings": settings,
         "start": start,
         "end": end,
@@ -201,6 +222,7 @@ def run(
         "restarts": restarts,
         "final": statuses,
         "report": report,
+        "present": present,
         "pipeline": pipeline,
         "tmp": tmp,
     }
@@ -240,7 +262,7 @@ def test_redone_strides_have_identical_content(run: dict[str, Any]) -> None:
             assert other["calibration_id"] == records[0]["calibration_id"]
             for col in first:
                 np.testing.assert_array_equal(again[col], first[col])
-    assert redone > 0, "the timeseries restart should have redone at least one stride"
+    assert redone >= len(s.classifiers) * REDO, "the reprocessed strides must be there"
     # the frame holds what the last message of its stride says
     key, records = next((k, v) for k, v in by_key.items() if len(v) > 1)
     rec = records[-1]
@@ -279,7 +301,7 @@ def test_ok_is_zero_exactly_where_it_should_be(run: dict[str, Any]) -> None:
                 np.testing.assert_array_equal(ok > 0.5, in_segments(times, segs), path.name)
                 n_ok_frames += 1
                 assert calibrations[cal]["model_id"] == prov[c.nickname]["model_id"]
-    assert n_ok_frames > 0.3 * len(s.classifiers) * DURATION
+    assert n_ok_frames > 0.25 * len(s.classifiers) * DURATION
 
 
 def test_frames_name_the_announced_model_and_calibration(run: dict[str, Any]) -> None:
@@ -338,31 +360,16 @@ def test_calibrate_consumed_every_evaluated_sample(run: dict[str, Any]) -> None:
     quivers = _read_topic(s, s.kafka.topics.quivers)
     unique = {(r["classifier"], r["start"]): r["n"] for _, r, _, _ in quivers}
     assert sum(unique.values()) > 0
-    # calibrate's committed offsets reach the end of every partition: all consumed
-    consumer = Consumer(s.kafka.consumer_config(f"idq.{s.general.ifo}.calibrate"))
-    try:
-        topic = s.kafka.topics.quivers
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        committed = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
-        for tp in committed:
-            _, high = consumer.get_watermark_offsets(tp, timeout=10)
-            assert tp.offset == high, f"partition {tp.partition}: {tp.offset} of {high}"
-    finally:
-        consumer.close()
-    # and the counts logged by every calibrate run add up to evaluate's unique samples
-    logs = (run["tmp"] / "logs" / "calibrate.log").read_text()
-    consumed = sum(
-        int(line.split("consumed ")[1].split()[0])
-        for line in logs.splitlines()
-        if "samples in this run" in line
-    )
-    produced = sum(
-        int(line.split("produced ")[1].split()[0])
-        for line in (run["tmp"] / "logs" / "evaluate.log").read_text().splitlines()
-        if "evaluated samples in this run" in line
-    )
-    assert consumed >= sum(unique.values())
-    assert produced >= sum(unique.values())
+    # every stride's quiver was consumed by some calibrate run (restarts re-read what no
+    # calibration had used yet; duplicates from evaluate's redone strides are skipped)
+    consumed: dict[tuple[str, float], int] = {}
+    for line in (run["tmp"] / "logs" / "calibrate.log").read_text().splitlines():
+        if "calibrate: consumed " in line and " stride [" in line:
+            name = line.split("calibrate: consumed ")[1].split()[0]
+            t0 = float(line.split(" stride [")[1].split(",")[0])
+            consumed[(name, t0)] = int(line.split("): ")[1].split()[0])
+    assert consumed == unique
+    assert sum(consumed.values()) == sum(unique.values())
 
 
 def test_poison_message_dead_lettered_and_stages_carried_on(run: dict[str, Any]) -> None:
@@ -379,17 +386,7 @@ def test_prometheus_scraped_every_dashboard_and_rule_expression(run: dict[str, A
     report = run["report"]
     assert report is not None
     assert not report.parse_errors, report.summary()
-    # metrics that only appear on events this run does not have (gaps, lag growth ...) may
-    # be empty; everything the loop always exports must have data
-    missing = {sel for sels in report.no_data.values() for sel in sels}
-    always = {
-        "idq_strides_processed_total",
-        "idq_latency_seconds",
-        "idq_ready",
-        "idq_loop_heartbeat_timestamp_seconds",
-        "idq_frames_written_total",
-        "idq_model_info",
-        "idq_calibration_info",
-        "idq_deadletter_messages_total",
-    }
-    assert not {m for m in missing if m.split("{")[0] in always}, report.summary()
+    # every metric of the contract is exported by some stage during the run, but those
+    # that only appear on events this run does not have (skipped spans)
+    missing = {name for name, ok in run["present"].items() if not ok}
+    assert missing <= {"idq_gaps_total", "idq_gap_seconds_total"}, missing

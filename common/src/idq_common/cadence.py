@@ -253,6 +253,11 @@ class DataClock:
         self.poll_interval = poll_interval
         self._monotonic = monotonic
         self.timeouts = 0
+        self._woken = False
+
+    def wake(self) -> None:
+        """End the current or next :meth:`sleep` early (a stop was requested)."""
+        self._woken = True
 
     def now(self) -> float:
         wm = self.source.watermark()
@@ -264,6 +269,9 @@ class DataClock:
         target = self.now() + seconds
         last_progress = self._monotonic()
         while self.now() < target:
+            if self._woken:
+                self._woken = False
+                return
             if self.source.advance(self.poll_interval):
                 last_progress = self._monotonic()
             elif self._monotonic() - last_progress >= self.idle_timeout:

@@ -14,7 +14,7 @@ growing numbers rather than frozen ones.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -224,6 +224,20 @@ class StageMetrics:
         self._ready_gauge.labels(self.stage, self.ifo).set(1 if ready else 0)
 
     # -- samples and artifacts ----------------------------------------------------------
+    def declare_classifiers(self, classifiers: Iterable[str]) -> None:
+        """Export the per-classifier counters at 0 from the start.
+
+        A counter that first appears at 1 (after a restart, say) is invisible to
+        ``increase()``; declared at 0 it is not.
+        """
+        for name in classifiers:
+            for label in ("glitch", "clean"):
+                self._samples.labels(self.stage, self.ifo, name, label)
+            if self.stage == "train":
+                self._models_published.labels(self.stage, self.ifo, name)
+            if self.stage == "calibrate":
+                self._calibrations_published.labels(self.stage, self.ifo, name)
+
     def samples(self, classifier: str, label: str, n: int) -> None:
         """``n`` samples of ``label`` (``glitch``/``clean``) produced or consumed."""
         self._samples.labels(self.stage, self.ifo, classifier, label).inc(n)

@@ -50,6 +50,11 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
         "--gps-end", type=float, default=None, help="stop after this GPS time (a bounded run)"
     )
     parser.add_argument(
+        "--from-start",
+        action="store_true",
+        help="reprocess from --gps-start even if the committed progress is further on",
+    )
+    parser.add_argument(
         "--metrics-port", type=int, default=None, help="override [metrics] port (0: a free port)"
     )
     parser.add_argument(

@@ -82,6 +82,8 @@ class ModelBook:
         self._cmaps: dict[str, CalibrationMap] = {}
         self._current: dict[str, Classifier] = {}
         self._pairs: dict[str, Pair] = {}
+        #: newest calibration passed over (unhealthy while a healthy one is in use)
+        self._skipped: dict[str, str] = {}
 
     def refresh(self, timeout: float = 0.0) -> None:
         """Absorb new announcements and load what changed."""
@@ -135,9 +137,22 @@ class ModelBook:
         if ann is None or name not in self.flavors:
             return self._pairs.get(name)
         current = self._pairs.get(name)
-        if current is not None and current.calibration_id == ann["calibration_id"]:
+        if current is not None and ann["calibration_id"] in (
+            current.calibration_id,
+            self._skipped.get(name),
+        ):
             return current
         pair = self._load_pair(name, ann, current)
+        if pair is not None and not pair.healthy and current is not None and current.healthy:
+            # keep producing with the last healthy pair rather than switching OK off
+            log.warning(
+                "%s: keeping calibration %s: the newer %s is unhealthy",
+                name,
+                current.calibration_id,
+                ann["calibration_id"],
+            )
+            self._skipped[name] = ann["calibration_id"]
+            return current
         if pair is not None and pair is not current:
             self._pairs[name] = pair
             self.runtime.metrics.set_calibration(name, ann["calibration_id"], ann["created_gps"])

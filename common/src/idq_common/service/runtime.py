@@ -106,6 +106,8 @@ class ServiceRuntime:
             self.stage,
             on_publish=lambda reason: self.metrics.deadletter(reason.split(":")[0][:60]),
         )
+        if threading.current_thread() is threading.main_thread():
+            self.stop.install()
         # the clock may be replaced after start (replay: a data-driven clock), so look it up late
         self.stop.on_set(lambda: getattr(self.clock, "wake", lambda: None)())
 

@@ -95,12 +95,13 @@ class StreamingStage(ABC):
             metrics_host=settings.metrics.host,
             metrics_port=ns.metrics_port if ns.metrics_port is not None else settings.metrics.port,
         )
+        self.runtime.metrics.declare_classifiers(c.nickname for c in settings.classifiers)
         self.group = f"idq.{self.ifo}.{self.stage}"
         self.checkpoint = Checkpoint(
             settings.kafka.consumer_config(self.group), self.topics.features
         )
         self.runtime.closers.append(self.checkpoint.close)
-        start = self._start_time(ns.gps_start)
+        start = self._start_time(ns.gps_start, getattr(ns, "from_start", False))
         self.source = KafkaFeatureSource(
             Consumer(settings.kafka.consumer_config(f"{self.group}.reader")),
             self.topics.features,
@@ -143,7 +144,10 @@ class StreamingStage(ABC):
             "replay" if ns.gps_start is not None else "live",
         )
 
-    def _start_time(self, gps_start: float | None) -> float:
+    def _start_time(self, gps_start: float | None, from_start: bool = False) -> float:
+        if from_start and gps_start is not None:
+            log.info("%s: reprocessing from GPS %.3f (--from-start)", self.stage, gps_start)
+            return gps_start
         resumed = self.checkpoint.load()
         if resumed is not None and (gps_start is None or resumed >= gps_start):
             log.info("%s: resuming from the committed checkpoint at GPS %.3f", self.stage, resumed)

@@ -35,6 +35,9 @@ from idq_common.store import ArtifactStore
 
 log = logging.getLogger("idq.calibrate")
 
+#: samples of each class a calibration map needs to be healthy (CalibrationMap.fit default)
+MIN_PER_CLASS = 50
+
 #: stride starts remembered per classifier to recognise redone strides
 DEDUP_WINDOW = 20000
 
@@ -89,6 +92,8 @@ class CalibrateStage:
         self.min_new = cfg.min_new_samples
         self.max_samples = cfg.max_samples
         self.grid_points = cfg.grid_points
+        #: the calibration map's health minimum per class
+        self.min_per_class = MIN_PER_CLASS
         self.poll_seconds = float(cfg.stream.stride)
         self.runtime = ServiceRuntime(
             stage="calibrate",
@@ -98,6 +103,7 @@ class CalibrateStage:
             metrics_host=settings.metrics.host,
             metrics_port=ns.metrics_port if ns.metrics_port is not None else settings.metrics.port,
         )
+        self.runtime.metrics.declare_classifiers(c.nickname for c in settings.classifiers)
         self.store = ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
         self.known = {c.nickname for c in settings.classifiers}
         self.batches: dict[str, MiniBatch] = {}
@@ -239,6 +245,15 @@ class CalibrateStage:
         n_glitch = int(quiver.labels.sum())
         self.consumed += len(quiver.labels)
         self.last_end = max(self.last_end, quiver.end)
+        log.info(
+            "calibrate: consumed %s stride [%.0f, %.0f): %d samples, %d glitch (model %s)",
+            name,
+            quiver.start,
+            quiver.end,
+            len(quiver.labels),
+            n_glitch,
+            model_id,
+        )
         self.runtime.metrics.samples(name, "glitch", n_glitch)
         self.runtime.metrics.samples(name, "clean", len(quiver.labels) - n_glitch)
         self.runtime.metrics.accumulated(name, batch.new)
@@ -263,6 +278,19 @@ class CalibrateStage:
         for name, batch in self.batches.items():
             if batch.new < self.min_new:
                 continue
+            n_glitch = int(sum(lab.sum() for lab in batch.labels))
+            n_clean = batch.size - n_glitch
+            if min(n_glitch, n_clean) < self.min_per_class:
+                # a map from fewer samples would only be published as unhealthy (OK = 0)
+                log.info(
+                    "%s: %d new samples, but %d glitch / %d clean < %d per class: waiting",
+                    name,
+                    batch.new,
+                    n_glitch,
+                    n_clean,
+                    self.min_per_class,
+                )
+                continue
             batch.prune(self.max_samples)
             self._fit(name, batch)
 
@@ -272,7 +300,9 @@ class CalibrateStage:
         labels = np.concatenate(batch.labels)
         glitch, clean = ranks[labels == 1], ranks[labels == 0]
         model = self._model_announcement(name, batch.model_id)
-        cmap = CalibrationMap.fit(glitch, clean, grid_points=self.grid_points)
+        cmap = CalibrationMap.fit(
+            glitch, clean, grid_points=self.grid_points, min_samples=self.min_per_class
+        )
         healthy, reason = cmap.health()
         start = min(s for s, _ in batch.spans)
         end = max(e for _, e in batch.spans)
