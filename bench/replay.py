@@ -18,6 +18,7 @@ ceiling measured on the same topic in the same run.
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,31 @@ def prepare(
         "produce_x_realtime": round((span + 2 * MARGIN) / wall, 1),
         "max_batch_bytes": MAX_BATCH_BYTES,
     }
+
+
+_OK = re.compile(r"\(OK ([^)]*)\)")
+
+
+def work_done(stage: str, path: Path | None) -> dict[str, Any]:
+    """What the stage really did, from its log: a fast replay that ranked nothing is
+    not a throughput figure (``valid`` False). Timeseries: mean OK fraction over
+    strides and classifiers (OK = 0 everywhere means no healthy calibration, so no
+    features were computed and nothing was ranked); evaluate: quivers ranked; train:
+    models published; calibrate: healthy calibrations."""
+    text = path.read_text(errors="replace") if path is not None and path.exists() else ""
+    if stage == "timeseries":
+        oks = [float(v.split("=")[1]) for m in _OK.finditer(text) for v in m.group(1).split(", ")]
+        frac = sum(oks) / len(oks) if oks else 0.0
+        return {"ok_fraction": round(frac, 3), "valid": frac > 0.5}
+    if stage == "evaluate":
+        n = text.count("ranked with model")
+        return {"quivers_ranked": n, "valid": n > 0}
+    if stage == "train":
+        n = len(re.findall(r"train: \S+ model \S+ from", text))
+        return {"models_published": n, "valid": n > 0}
+    lines = [ln for ln in text.splitlines() if ": calibration calibration/" in ln]
+    healthy = sum(1 for ln in lines if "UNHEALTHY" not in ln)
+    return {"calibrations": len(lines), "healthy_calibrations": healthy, "valid": len(lines) > 0}
 
 
 def run_stage(
@@ -130,6 +156,7 @@ def measure(
                 if ceil["rows_per_s"]
                 else 0,
                 "input": "quivers" if stage == "calibrate" else "features",
+                **work_done(stage, res.log),
             }
         )
         log.info("replay %d ch %s: %.1fx real time", channels, stage, span / res.wall_s)
