@@ -52,9 +52,18 @@ def main(args: Sequence[str] | None = None) -> int:
     g = p.add_mutually_exclusive_group()
     g.add_argument("--quick", action="store_true", help="reduced suite (< 2 min)")
     g.add_argument("--full", action="store_true", help="the full suite (default)")
-    p.add_argument("--out", type=Path, default=RESULTS, help="where to write the JSON")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write the JSON (default: bench/results/latest.json for the "
+        "full suite, bench/results/quick.json for --quick, so a quick run "
+        "never overwrites the committed full results)",
+    )
     p.add_argument("--workdir", type=Path, default=None, help="broker data and logs")
     ns = p.parse_args(args)
+    if ns.out is None:
+        ns.out = RESULTS.with_name("quick.json") if ns.quick else RESULTS
     # SIGTERM unwinds like Ctrl-C, so the broker and service processes are stopped
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
