@@ -44,7 +44,10 @@ class Checkpoint:
         self._partitions = self._list_partitions()
 
     def _list_partitions(self) -> list[int]:
-        md = self._consumer.list_topics(self._topic, timeout=self._timeout)
+        try:
+            md = self._consumer.list_topics(self._topic, timeout=self._timeout)
+        except KafkaException as exc:
+            raise BrokerError(f"cannot reach Kafka for topic {self._topic!r}: {exc}") from exc
         topic = md.topics.get(self._topic)
         if topic is None or topic.error is not None:
             raise BrokerError(f"topic {self._topic!r} is not available: {topic and topic.error}")

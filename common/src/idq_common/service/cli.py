@@ -13,6 +13,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from confluent_kafka import KafkaException
+
 from idq_common.config import Settings, load_settings_or_exit
 from idq_common.exceptions import IDQError
 
@@ -94,12 +96,12 @@ def run_service(
         return 2
     try:
         loop = factory(settings, ns)
-    except IDQError as exc:
-        log.error("%s: cannot start: %s", stage, exc)
+    except (IDQError, KafkaException) as exc:
+        log.error("%s: cannot start: %s", stage, exc, exc_info=ns.verbose > 1)
         return 1
     try:
         return loop.run()
-    except IDQError as exc:
+    except (IDQError, KafkaException) as exc:
         log.error("%s: stopped on error: %s", stage, exc, exc_info=ns.verbose > 1)
         return 1
     finally:

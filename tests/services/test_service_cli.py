@@ -1,0 +1,103 @@
+"""Every service's command line: help, bad configuration, bad arguments.
+
+These run the real console scripts as subprocesses (what an operator types) and the
+``main(args)`` functions in-process (what tests and wrappers call).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from idq_calibrate.cli import main as calibrate_main
+from idq_evaluate.cli import main as evaluate_main
+from idq_timeseries.cli import main as timeseries_main
+from idq_train.cli import main as train_main
+
+STAGES = ("train", "evaluate", "calibrate", "timeseries")
+MAINS = {
+    "train": train_main,
+    "evaluate": evaluate_main,
+    "calibrate": calibrate_main,
+    "timeseries": timeseries_main,
+}
+BIN = Path(sys.executable).parent
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_help_names_every_option(stage: str) -> None:
+    out = subprocess.run(
+        [str(BIN / f"idq-{stage}"), "--help"], capture_output=True, text=True, check=True
+    ).stdout
+    for option in (
+        "--config",
+        "--gps-start",
+        "--gps-end",
+        "--from-start",
+        "--metrics-port",
+        "--verbose",
+        "--quiet",
+    ):
+        assert option in out, (stage, option)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_bad_config_exits_2_with_one_line(stage: str, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(
+        (Path(__file__).parents[2] / "etc" / "idq.toml")
+        .read_text()
+        .replace("stride = 4", "stride = -4")
+    )
+    proc = subprocess.run(
+        [str(BIN / f"idq-{stage}"), "--config", str(bad)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "evaluate.stream.stride" in lines[0] and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_missing_config_file_exits_2(stage: str, tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as exc:
+        MAINS[stage](["--config", str(tmp_path / "nowhere.toml")])
+    assert exc.value.code == 2
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_gps_end_before_start_is_refused(stage: str, capsys: pytest.CaptureFixture[str]) -> None:
+    config = str(Path(__file__).parents[2] / "etc" / "idq-demo.toml")
+    status = MAINS[stage](["--config", config, "--gps-start", "100", "--gps-end", "50"])
+    assert status == 2
+    assert "--gps-end must be after --gps-start" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_unreachable_broker_is_a_clear_error(stage: str, tmp_path: Path) -> None:
+    """No broker at the configured address: exit 1 with a message, not a hang or traceback."""
+    config = Path(__file__).parents[2] / "etc" / "idq-demo.toml"
+    env = {"IDQ_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "PATH": str(BIN)}
+    proc = subprocess.run(
+        [
+            str(BIN / f"idq-{stage}"),
+            "--config",
+            str(config),
+            "--metrics-port",
+            "0",
+            "--gps-start",
+            "1400000000",
+            "--gps-end",
+            "1400000016",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "cannot start" in proc.stderr and "Traceback" not in proc.stderr
