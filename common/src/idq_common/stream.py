@@ -148,6 +148,9 @@ class StreamProcessor:
     retain : int
         Previous buffers (polls) kept in the umbrella when a new one starts; the
         ``pad`` of history needed for correctness is always kept regardless.
+    max_strides : int, optional
+        Cap on the strides of one poll; a stage catching up then works in bounded
+        batches instead of one batch as long as the backlog.
     """
 
     def __init__(
@@ -157,6 +160,7 @@ class StreamProcessor:
         segment_source: SegmentSource,
         pad: float,
         retain: int = 0,
+        max_strides: int | None = None,
     ) -> None:
         if pad < 0:
             raise ConfigError("pad", f"must be >= 0, got {pad}")
@@ -173,6 +177,8 @@ class StreamProcessor:
         self.segment_source = segment_source
         self.pad = float(pad)
         self.retain = retain
+        #: at most this many strides per poll (bounds a catching-up batch's memory)
+        self.max_strides = max_strides
         self._chunks: deque[InMemoryData] = deque()
         self._fetched_to: float | None = None
         self._buffers: deque[Span] = deque()  # strides span of each poll
@@ -343,6 +349,8 @@ class StreamProcessor:
                         abs(ok),
                         stride[1] - stride[0],
                     )
+                    if self.max_strides is not None and len(strides) >= self.max_strides:
+                        break  # the cadence resumes at the next stride on the next poll
                 break
             except MaxIterError as exc:
                 span = self.cadence.skip_ahead()

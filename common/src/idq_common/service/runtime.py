@@ -19,6 +19,7 @@ from typing import Any
 from confluent_kafka import Producer
 
 from idq_common.avro import encode
+from idq_common.config import Settings
 from idq_common.gpstime import Clock, WallClock
 from idq_common.kafka.clients import DeliveryTracker, flush
 from idq_common.kafka.deadletter import DeadLetterPublisher
@@ -111,6 +112,23 @@ class ServiceRuntime:
         # the clock may be replaced after start (replay: a data-driven clock), so look it up late
         self.stop.on_set(lambda: getattr(self.clock, "wake", lambda: None)())
 
+    @classmethod
+    def for_stage(cls, stage: str, settings: Settings, metrics_port: int | None) -> ServiceRuntime:
+        """The runtime of ``stage`` as the configuration describes it.
+
+        ``metrics_port`` (from ``--metrics-port``) overrides ``[metrics] port``.
+        """
+        runtime = cls(
+            stage=stage,
+            ifo=settings.general.ifo,
+            producer_config=settings.kafka.producer_config(),
+            deadletter_topic=settings.kafka.topics.deadletter,
+            metrics_host=settings.metrics.host,
+            metrics_port=settings.metrics.port if metrics_port is None else metrics_port,
+        )
+        runtime.metrics.declare_classifiers(c.nickname for c in settings.classifiers)
+        return runtime
+
     # -- producing ------------------------------------------------------------------
     def produce(
         self, topic: str, kind: str, record: dict[str, Any], key: str, timestamp_ms: int
@@ -119,24 +137,20 @@ class ServiceRuntime:
 
         ``timestamp_ms`` is the Unix milliseconds of the data the message carries.
         """
-        try:
-            self.producer.produce(
-                topic,
-                value=encode(kind, record),
-                key=key.encode(),
-                timestamp=timestamp_ms,
-                on_delivery=self._tracker,
-            )
-        except BufferError:
-            # the local queue is full: serve delivery reports, then try once more
-            self.producer.poll(1.0)
-            self.producer.produce(
-                topic,
-                value=encode(kind, record),
-                key=key.encode(),
-                timestamp=timestamp_ms,
-                on_delivery=self._tracker,
-            )
+        value = encode(kind, record)
+        while True:
+            try:
+                self.producer.produce(
+                    topic,
+                    value=value,
+                    key=key.encode(),
+                    timestamp=timestamp_ms,
+                    on_delivery=self._tracker,
+                )
+                break
+            except BufferError:
+                # the local queue is full: let deliveries drain, then try again
+                self.producer.poll(0.5)
         self.producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> None:

@@ -20,13 +20,19 @@ import time
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+import numpy as np
 from confluent_kafka import Consumer
+from igwn_segments import segmentlist
 
 from idq_common.cadence import CadenceManager, DataClock
 from idq_common.config import Settings, StreamSettings
+from idq_common.data.base import ClassifierData, InMemoryData
 from idq_common.data.kafka_source import KafkaFeatureSource
+from idq_common.data.triggers import TriggerSet
 from idq_common.exceptions import ConfigError
+from idq_common.features import FeatureSpec
 from idq_common.gpstime import Clock, WallClock, gps_now, gps_to_kafka_ms
+from idq_common.quiver import Quiver, build_quiver
 from idq_common.segments import (
     AllTime,
     DQSegDBSegments,
@@ -39,6 +45,9 @@ from idq_common.service.runtime import ServiceRuntime
 from idq_common.stream import Gap, StreamBatch, StreamProcessor
 
 log = logging.getLogger(__name__)
+
+#: data seconds handled per poll at most (a stage catching up works in bounded batches)
+MAX_POLL_SECONDS = 64.0
 
 
 def segment_source(settings: Settings, runtime: ServiceRuntime, start: float) -> SegmentSource:
@@ -86,16 +95,12 @@ class StreamingStage(ABC):
         self.ifo = settings.general.ifo
         self.topics = settings.kafka.topics
         self.stream: StreamSettings = getattr(settings, self.stage).stream
-        self.pad = float(settings.features.window)
-        self.runtime = ServiceRuntime(
-            stage=self.stage,
-            ifo=self.ifo,
-            producer_config=settings.kafka.producer_config(),
-            deadletter_topic=self.topics.deadletter,
-            metrics_host=settings.metrics.host,
-            metrics_port=ns.metrics_port if ns.metrics_port is not None else settings.metrics.port,
-        )
-        self.runtime.metrics.declare_classifiers(c.nickname for c in settings.classifiers)
+        # data around each stride: the feature window, and the dirty window (a random time
+        # near a stride edge must see the target triggers that would exclude it)
+        self.pad = max(float(settings.features.window), float(settings.samples.dirty_window))
+        self.runtime = ServiceRuntime.for_stage(self.stage, settings, ns.metrics_port)
+        self._sorted_for: StreamBatch | None = None
+        self._sorted: tuple[TriggerSet, np.ndarray, np.ndarray] | None = None
         self.group = f"idq.{self.ifo}.{self.stage}"
         self.checkpoint = Checkpoint(
             settings.kafka.consumer_config(self.group), self.topics.features
@@ -134,6 +139,7 @@ class StreamingStage(ABC):
             self.source,
             segment_source(settings, self.runtime, start),
             pad=self.pad,
+            max_strides=max(1, round(MAX_POLL_SECONDS / self.stream.stride)),
         )
         log.info(
             "%s: starting at GPS %.0f, stride %g s, delay %g s, %s mode",
@@ -213,6 +219,49 @@ class StreamingStage(ABC):
         """Turn one batch of strides into outputs (produced, not yet flushed)."""
 
     # -- helpers for subclasses ------------------------------------------------------
+    def stride_data(self, batch: StreamBatch, start: float, end: float) -> InMemoryData:
+        """The batch's data around one stride: ``[start - pad, end + pad)``.
+
+        Work per stride then grows with the stride, not with the batch (a stage
+        catching up polls many strides at once). Every window of the stride lies inside,
+        so features and samples are the same as from the whole umbrella.
+        """
+        if self._sorted_for is not batch:
+            triggers = batch.umbrella.triggers()
+            order = np.argsort(triggers.time, kind="stable")
+            self._sorted = (triggers, order, triggers.time[order])
+            self._sorted_for = batch
+        assert self._sorted is not None
+        triggers, order, times = self._sorted
+        lo, hi = np.searchsorted(times, [start - self.pad, end + self.pad], side="left")
+        return InMemoryData(
+            triggers.take(order[lo:hi]), start - self.pad, end + self.pad, segs=batch.umbrella.segs
+        )
+
+    def samples_of(
+        self,
+        data: ClassifierData,
+        spec: FeatureSpec,
+        segs: segmentlist,
+        max_samples: int | None = None,
+        rng_seed: int | None = None,
+    ) -> Quiver:
+        """Glitch and clean samples of ``data`` inside ``segs``, as ``[samples]`` defines them."""
+        s = self.settings.samples
+        return build_quiver(
+            data,
+            s.target_channel,
+            s.target_bounds,
+            s.random_rate,
+            s.dirty_bounds,
+            s.dirty_window,
+            s.seed,
+            spec,
+            segs=segs,
+            max_samples=max_samples,
+            rng_seed=rng_seed,
+        )
+
     @staticmethod
     def kafka_ms(gps: float) -> int:
         """Kafka timestamp of data at ``gps``."""

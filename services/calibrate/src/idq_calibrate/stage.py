@@ -95,15 +95,7 @@ class CalibrateStage:
         #: the calibration map's health minimum per class
         self.min_per_class = MIN_PER_CLASS
         self.poll_seconds = float(cfg.stream.stride)
-        self.runtime = ServiceRuntime(
-            stage="calibrate",
-            ifo=self.ifo,
-            producer_config=settings.kafka.producer_config(),
-            deadletter_topic=self.topics.deadletter,
-            metrics_host=settings.metrics.host,
-            metrics_port=ns.metrics_port if ns.metrics_port is not None else settings.metrics.port,
-        )
-        self.runtime.metrics.declare_classifiers(c.nickname for c in settings.classifiers)
+        self.runtime = ServiceRuntime.for_stage("calibrate", settings, ns.metrics_port)
         self.store = ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
         self.known = {c.nickname for c in settings.classifiers}
         self.batches: dict[str, MiniBatch] = {}
@@ -185,9 +177,10 @@ class CalibrateStage:
             return False
         committed = {tp.partition: tp.offset for tp in self.consumer.committed(assigned, timeout=5)}
         for tp in self.consumer.position(assigned):
-            _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            low, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+            # a partition nothing was read from has no position (negative): its start counts
             pos = max(
-                tp.offset, self.position.get(tp.partition, -1), committed.get(tp.partition, -1)
+                low, tp.offset, self.position.get(tp.partition, -1), committed.get(tp.partition, -1)
             )
             if pos < high:
                 return False

@@ -15,12 +15,13 @@ from __future__ import annotations
 import argparse
 import logging
 
+import numpy as np
 from igwn_segments import segment, segmentlist
 
 from idq_common.avro.convert import quiver_to_record
 from idq_common.config import Settings
 from idq_common.features import FeatureSpec
-from idq_common.quiver import build_quiver
+from idq_common.quiver import Quiver
 from idq_common.service.models import ModelBook
 from idq_common.service.streaming import StreamingStage
 from idq_common.stream import StreamBatch
@@ -36,7 +37,6 @@ class EvaluateStage(StreamingStage):
     def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
         super().__init__(settings, ns)
         self.max_samples = settings.evaluate.max_samples
-        self.samples = settings.samples
         self.names = [c.nickname for c in settings.classifiers]
         self.book = ModelBook(settings, self.runtime)
         self.book.refresh(timeout=2.0)
@@ -60,29 +60,28 @@ class EvaluateStage(StreamingStage):
                 batch.strides[-1][1],
             )
             return
-        s = self.samples
-        data = batch.umbrella
         for start, end in batch.strides:
             valid = batch.segs & segmentlist([segment(start, end)])
             if abs(valid) == 0:
                 continue
+            data = self.stride_data(batch, start, end)
+            # classifiers with the same feature layout share one set of samples
+            samples: dict[tuple, Quiver] = {}
             for name, clf in models.items():
                 if clf is None:
                     continue
                 spec = clf.feature_spec
-                quiver = build_quiver(
-                    data,
-                    s.target_channel,
-                    s.target_bounds,
-                    s.random_rate,
-                    s.dirty_bounds,
-                    s.dirty_window,
-                    s.seed,
-                    FeatureSpec(spec.channels, spec.window, spec.columns),
-                    segs=valid,
-                    max_samples=self.max_samples,
-                    rng_seed=s.seed + int(start),
-                )
+                key = (spec.channels, spec.window, spec.columns)
+                if key not in samples:
+                    samples[key] = self.samples_of(
+                        data,
+                        FeatureSpec(spec.channels, spec.window, spec.columns),
+                        valid,
+                        max_samples=self.max_samples,
+                        rng_seed=self.settings.samples.seed + int(start),
+                    )
+                # a copy per classifier: evaluate() writes ranks and ids into it
+                quiver = samples[key].select(np.ones(len(samples[key]), dtype=bool))
                 quiver.start, quiver.end = start, end
                 if len(quiver) == 0:
                     continue

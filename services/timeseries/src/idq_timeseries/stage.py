@@ -67,10 +67,9 @@ class TimeseriesStage(StreamingStage):
                     )
         if not batch.strides:
             return
-        triggers = batch.umbrella.triggers()
         for start, end in batch.strides:
             valid = batch.segs & segmentlist([segment(start, end)])
-            self._emit(start, end, triggers, valid, pairs)
+            self._emit(start, end, self.stride_data(batch, start, end).triggers(), valid, pairs)
 
     def _emit(
         self, start: float, end: float, triggers, valid: segmentlist, pairs: dict[str, Pair | None]

@@ -23,7 +23,7 @@ from idq_common.classifiers.factory import make_classifier
 from idq_common.config import Settings
 from idq_common.features import FeatureSpec
 from idq_common.gpstime import gps_now
-from idq_common.quiver import Quiver, build_quiver
+from idq_common.quiver import Quiver
 from idq_common.service.announcements import AnnouncementTracker
 from idq_common.service.streaming import StreamingStage
 from idq_common.store import ArtifactStore
@@ -112,18 +112,7 @@ class TrainStage(StreamingStage):
             )
             return
         spec = self._feature_spec(batch)
-        s = self.samples
-        quiver = build_quiver(
-            batch.umbrella,
-            s.target_channel,
-            s.target_bounds,
-            s.random_rate,
-            s.dirty_bounds,
-            s.dirty_window,
-            s.seed,
-            spec,
-            segs=batch.segs,
-        )
+        quiver = self.samples_of(batch.umbrella, spec, batch.segs)
         quiver.start, quiver.end = batch.strides[0][0], batch.strides[-1][1]
         self.fresh.append(quiver)
         self.n_new += len(quiver)
