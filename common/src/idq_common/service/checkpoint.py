@@ -6,12 +6,21 @@ progress: the group's committed offsets, one per partition of the features topic
 each at the first message at or after ``next_gps - pad`` (so consumer-lag tools
 read something meaningful) with the exact GPS time in the offset *metadata*.
 Committing happens only after the stride's outputs are durably produced (at-least-once).
+
+Shared work (``shared=True``, evaluate and timeseries): replicas of a stage join the
+stage's consumer group on the features topic and Kafka assigns each its partitions.
+Stride ``k`` belongs to partition ``k % P``; a replica processes the strides of the
+partitions it holds (it still reads every feature it needs, by time) and commits its
+progress on those partitions only. With one replica it holds every partition and does
+every stride. The subscription is only for the assignment: the partitions are paused,
+no message is read through it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, TopicPartition
@@ -33,15 +42,66 @@ class Checkpoint:
         The features topic whose offsets carry the checkpoint.
     timeout : float
         Seconds allowed for broker round trips.
+    shared : bool
+        Join the consumer group and share the strides by partition (see the module).
     """
 
-    def __init__(self, consumer_config: dict[str, Any], topic: str, timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        consumer_config: dict[str, Any],
+        topic: str,
+        timeout: float = 10.0,
+        shared: bool = False,
+    ) -> None:
         cfg = dict(consumer_config)
         cfg.setdefault("enable.auto.commit", False)
         self._consumer = Consumer(cfg)
         self._topic = topic
         self._timeout = timeout
         self._partitions = self._list_partitions()
+        self.shared = shared
+        #: partitions whose strides this process does (all of them unless shared)
+        self.owned: set[int] = set() if shared else set(self._partitions)
+        self._reassigned = False
+        if shared:
+            self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+            deadline = time.monotonic() + 3 * self._timeout
+            while not self._reassigned and time.monotonic() < deadline:
+                self.serve(0.5)
+            if not self._reassigned:
+                raise BrokerError(f"no partition assignment from the group on {topic!r}")
+
+    # -- shared work --------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        consumer.pause(partitions)  # membership only: the data is read by time elsewhere
+        self.owned = {tp.partition for tp in partitions}
+        self._reassigned = True
+        log.info(
+            "%s: this replica now does the strides of partitions %s of %d",
+            self._topic,
+            sorted(self.owned),
+            len(self._partitions),
+        )
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.owned -= {tp.partition for tp in partitions}
+        self._reassigned = True
+
+    def serve(self, timeout: float = 0.0) -> None:
+        """Keep the group membership alive and handle rebalances (call every loop turn)."""
+        if self.shared:
+            msg = self._consumer.poll(timeout)
+            if msg is not None and msg.error() is None:  # paused: should not happen
+                log.debug("ignoring a message read through the membership consumer")
+
+    def reassigned(self) -> bool:
+        """True once after each change of the owned partitions."""
+        changed, self._reassigned = self._reassigned, False
+        return changed
+
+    def owns(self, stride_index: int) -> bool:
+        """Whether stride number ``stride_index`` (start // stride) is this replica's."""
+        return stride_index % len(self._partitions) in self.owned
 
     def _list_partitions(self) -> list[int]:
         try:
@@ -54,8 +114,10 @@ class Checkpoint:
         return sorted(topic.partitions)
 
     def load(self) -> float | None:
-        """Return the committed next-stride GPS time, or None if never committed."""
-        tps = [TopicPartition(self._topic, p) for p in self._partitions]
+        """The committed next-stride GPS time of the owned partitions (the earliest), or None."""
+        tps = [TopicPartition(self._topic, p) for p in sorted(self.owned)]
+        if not tps:
+            return None
         try:
             committed = self._consumer.committed(tps, timeout=self._timeout)
         except KafkaException as exc:
@@ -72,7 +134,9 @@ class Checkpoint:
     def save(self, next_gps: float, pad: float = 0.0) -> None:
         """Commit ``next_gps`` synchronously (raises BrokerError if the commit fails)."""
         ms = gps_to_kafka_ms(next_gps - pad)
-        query = [TopicPartition(self._topic, p, ms) for p in self._partitions]
+        query = [TopicPartition(self._topic, p, ms) for p in sorted(self.owned)]
+        if not query:
+            return
         try:
             found = self._consumer.offsets_for_times(query, timeout=self._timeout)
         except KafkaException as exc:
@@ -94,7 +158,7 @@ class Checkpoint:
 
     def lag(self) -> int:
         """Messages between the committed offsets and the high watermarks, summed."""
-        tps = [TopicPartition(self._topic, p) for p in self._partitions]
+        tps = [TopicPartition(self._topic, p) for p in sorted(self.owned)]
         total = 0
         for tp in self._consumer.committed(tps, timeout=self._timeout):
             _, high = self._consumer.get_watermark_offsets(

@@ -89,6 +89,8 @@ class StreamingStage(ABC):
     stage: ClassVar[str]
     #: commit progress after every batch (train commits only when a model is out)
     commit_every_batch: ClassVar[bool] = True
+    #: replicas share the strides through the consumer group (pure functions of a stride)
+    shared: ClassVar[bool] = False
 
     def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
         self.settings = settings
@@ -103,7 +105,7 @@ class StreamingStage(ABC):
         self._sorted: tuple[TriggerSet, np.ndarray, np.ndarray] | None = None
         self.group = f"idq.{self.ifo}.{self.stage}"
         self.checkpoint = Checkpoint(
-            settings.kafka.consumer_config(self.group), self.topics.features
+            settings.kafka.consumer_config(self.group), self.topics.features, shared=self.shared
         )
         self.runtime.closers.append(self.checkpoint.close)
         start = self._start_time(ns.gps_start, getattr(ns, "from_start", False))
@@ -121,14 +123,29 @@ class StreamingStage(ABC):
         else:
             clock = WallClock()
         self.runtime.clock = clock
+        self.ns = ns
+        self._build(start)
+        self.checkpoint.reassigned()  # the first assignment is what we started from
+        log.info(
+            "%s: starting at GPS %.0f, stride %g s, delay %g s, %s mode",
+            self.stage,
+            self.cadence.timestamp,
+            self.stream.stride,
+            self.stream.delay,
+            "replay" if ns.gps_start is not None else "live",
+        )
+
+    def _build(self, start: float) -> None:
+        """Cadence manager and stream processor starting at ``start``."""
         # a replay reprocesses a span on purpose: it never skips ahead (live mode does,
         # when it falls further behind real time than the configured bound)
+        ns = self.ns
         replay = ns.gps_start is not None
         self.cadence = CadenceManager(
             start,
             self.stream.stride,
             self.stream.delay,
-            clock,
+            self.runtime.clock,
             max_timestamp=ns.gps_end,
             enforce_integer_strides=self.stream.enforce_integer_strides,
             max_lag_strides=None if replay else self.stream.max_lag_strides,
@@ -137,17 +154,9 @@ class StreamingStage(ABC):
         self.processor = StreamProcessor(
             self.cadence,
             self.source,
-            segment_source(settings, self.runtime, start),
+            segment_source(self.settings, self.runtime, start),
             pad=self.pad,
             max_strides=max(1, round(MAX_POLL_SECONDS / self.stream.stride)),
-        )
-        log.info(
-            "%s: starting at GPS %.0f, stride %g s, delay %g s, %s mode",
-            self.stage,
-            self.cadence.timestamp,
-            self.stream.stride,
-            self.stream.delay,
-            "replay" if ns.gps_start is not None else "live",
         )
 
     def _start_time(self, gps_start: float | None, from_start: bool = False) -> float:
@@ -171,6 +180,9 @@ class StreamingStage(ABC):
         rt.metrics.set_ready(self.ready())
         while not rt.stop and not self.cadence.finished:
             rt.metrics.heartbeat()
+            self.checkpoint.serve()
+            if self.checkpoint.reassigned():
+                self._resync()
             if not self.cadence.due():
                 self.cadence.wait()
                 continue
@@ -198,6 +210,22 @@ class StreamingStage(ABC):
         )
         self.finish()
         return 0
+
+    def _resync(self) -> None:
+        """After a rebalance: go back to the earliest progress of the partitions we now hold."""
+        resumed = self.checkpoint.load()
+        if resumed is not None and resumed < self.cadence.timestamp:
+            log.info(
+                "%s: rebalanced; going back to GPS %.3f for the partitions taken over",
+                self.stage,
+                resumed,
+            )
+            self.source.seek(resumed - self.pad)
+            self._build(resumed)
+
+    def owns(self, start: float) -> bool:
+        """Whether the stride starting at ``start`` is this replica's to do."""
+        return self.checkpoint.owns(round(start / self.stream.stride))
 
     def commit(self) -> None:
         """Record that everything before the cadence timestamp is done."""

@@ -33,6 +33,7 @@ class EvaluateStage(StreamingStage):
     """The evaluate service: features in, evaluated quivers out."""
 
     stage = "evaluate"
+    shared = True
 
     def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
         super().__init__(settings, ns)
@@ -61,6 +62,8 @@ class EvaluateStage(StreamingStage):
             )
             return
         for start, end in batch.strides:
+            if not self.owns(start):
+                continue  # another replica's stride
             valid = batch.segs & segmentlist([segment(start, end)])
             if abs(valid) == 0:
                 continue

@@ -35,6 +35,7 @@ class TimeseriesStage(StreamingStage):
     """The timeseries service: features in, frames and timeseries messages out."""
 
     stage = "timeseries"
+    shared = True
 
     def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
         super().__init__(settings, ns)
@@ -57,7 +58,7 @@ class TimeseriesStage(StreamingStage):
         for gap in batch.gaps:
             # skipped spans lie outside the polled strides: write their frames as OK = 0
             for start in np.arange(gap.start, gap.end, self.stream.stride):
-                if not any(s <= start < e for s, e in batch.strides):
+                if self.owns(start) and not any(s <= start < e for s, e in batch.strides):
                     self._emit(
                         float(start),
                         float(min(start + self.stream.stride, gap.end)),
@@ -68,6 +69,8 @@ class TimeseriesStage(StreamingStage):
         if not batch.strides:
             return
         for start, end in batch.strides:
+            if not self.owns(start):
+                continue  # another replica's stride
             valid = batch.segs & segmentlist([segment(start, end)])
             self._emit(start, end, self.stride_data(batch, start, end).triggers(), valid, pairs)
 
