@@ -112,3 +112,25 @@ def test_speed_1000_channels_faster_than_real_time():
     took = time.perf_counter() - tic
     assert m.shape == (2048, 3000)
     assert took < 4.0, f"{times.size / took:.0f} grid samples/s"
+
+
+@pytest.mark.parametrize("chunk_cells", [1, 7, 64, 1 << 17])
+def test_any_chunking_of_sample_times_matches_naive(monkeypatch, chunk_cells):
+    # Unsorted triggers with ties, a spec that skips a channel of the set and names one
+    # the set lacks, unsorted sample times with duplicates: every chunk size agrees.
+    import idq_common.features as features
+
+    rng = np.random.default_rng(7)
+    n = 400
+    trig = TriggerSet(
+        ("A", "B", "C"),
+        rng.integers(0, 3, n),
+        rng.integers(0, 200, n) / 8.0,
+        rng.integers(6, 9, n).astype(float),
+        rng.integers(1, 4, n).astype(float),
+    )
+    times = np.concatenate([rng.integers(-8, 210, 60) / 8.0, rng.uniform(-1, 26, 30)])
+    times = np.concatenate([times, times[:10]])
+    spec = FeatureSpec(("C", "Z", "A"), 0.375, ("frequency", "dt", "snr"))
+    monkeypatch.setattr(features, "_CHUNK_CELLS", chunk_cells)
+    np.testing.assert_array_equal(feature_matrix(trig, times, spec), naive(trig, times, spec))

@@ -78,3 +78,44 @@ def test_in_segments_edges():
     segs = segmentlist([segment(1.0, 2.0)])
     assert in_segments(np.array([0.5, 1.0, 1.5, 2.0]), segs).tolist() == [False, True, True, False]
     assert in_segments(np.array([1.0]), segmentlist()).tolist() == [False]
+
+
+def _tied_set(seed: int, n: int, sort_by_time: bool) -> TriggerSet:
+    # Coarse values: many rows of one channel share a time, and often snr too.
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, 12, n) / 4.0
+    if sort_by_time:
+        t = np.sort(t)
+    ch = rng.integers(0, 4, n)
+    s = rng.integers(0, 3, n).astype(float)
+    f = rng.integers(0, 3, n).astype(float)
+    return TriggerSet(("A", "B", "C", "D", "E"), ch, t, s, f)  # E never fires
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_grouped_equals_four_key_lexsort(seed):
+    s = _tied_set(seed, 300, sort_by_time=bool(seed % 2))
+    order = np.lexsort((s.frequency, s.snr, s.time, s.channel))
+    bounds, t, snr, f = s.grouped
+    np.testing.assert_array_equal(t, s.time[order])
+    np.testing.assert_array_equal(snr, s.snr[order])
+    np.testing.assert_array_equal(f, s.frequency[order])
+    assert bounds.tolist() == np.searchsorted(s.channel[order], np.arange(6)).tolist()
+    ch, tt, _, _ = s.time_sorted
+    assert np.all(np.diff(tt) >= 0) and sorted(ch.tolist()) == sorted(s.channel.tolist())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_single_channel_path_equals_grouped_path(seed):
+    a = _tied_set(seed, 200, sort_by_time=bool(seed % 2))
+    b = a.take(np.arange(len(a)))  # same rows, fresh caches
+    first = {name: a.for_channel(name) for name in ("C", "E", "missing")}  # one-channel path
+    assert "grouped" not in a.__dict__
+    _ = b.grouped
+    for name, got in first.items():
+        for x, y in zip(got, b.for_channel(name), strict=True):
+            np.testing.assert_array_equal(x, y)
+    # once grouped, the set answers from the grouping; still the same arrays
+    _ = a.grouped
+    for x, y in zip(first["C"], a.for_channel("C"), strict=True):
+        np.testing.assert_array_equal(x, y)

@@ -13,10 +13,12 @@ Columns per channel, channel-major (``chan0.snr, chan0.frequency, chan0.dt, chan
 - ``frequency``: the trigger's frequency; **0** when missing;
 - ``dt``: ``t_trig - t``; **+window** when missing (the window edge: "as far as can be").
 
-Algorithm: per channel, two ``searchsorted`` calls find each window's index range in the
-channel's sorted times; only non-empty ranges are resolved (most windows are empty at
-production rates), by an O(1) range-argmax query on a sparse table built once per
-channel. No Python loop runs over samples.
+Algorithm (every channel at once, no Python loop over channels or samples): sample
+times are sorted and taken in chunks; a chunk's triggers (a slice of the time-sorted
+rows) are grouped by channel in (time, snr, frequency) order; each trigger's position
+among the sorted window edges is one ``searchsorted``, and a histogram over (position,
+channel) with a cumulative sum gives every window's row range ``[lo, hi)``. The loudest
+row of each non-empty range comes from an O(1) range-argmax query on a sparse table.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from fractions import Fraction
 
 import numpy as np
 
-from idq_common.data.triggers import TriggerSet
+from idq_common.data.triggers import TriggerSet, group_rows
 
 __all__ = ["FEATURE_COLUMNS", "FeatureSpec", "feature_matrix", "grid_times"]
 
@@ -97,41 +99,46 @@ def grid_times(start: float, end: float, rate: float) -> np.ndarray:
     return start + np.arange(n, dtype=np.float64) / rate
 
 
-def _sparse_argmax(values: np.ndarray, max_len: int) -> list[np.ndarray]:
-    """Sparse table: level j holds, per i, the index of the max of values[i : i + 2**j].
+#: Sample-times x channels cells resolved at once: small enough that the temporaries
+#: (a few int64 arrays of this many cells) stay in cache.
+_CHUNK_CELLS = 1 << 17
 
-    Ties keep the lower index (the earliest trigger). Levels stop at the longest range
-    that will be queried, ``max_len``.
+
+def _sparse_table(values: np.ndarray, max_len: int) -> np.ndarray:
+    """Sparse table: row j holds, per i, the index of the max of values[i : i + 2**j].
+
+    Ties keep the lower index (the earliest trigger). Rows stop at the longest range
+    that will be queried, ``max_len``; row j is valid for ``i <= values.size - 2**j``
+    (the rest is padding, never read by a query of length ``>= 2**j``).
     """
-    levels = [np.arange(values.size, dtype=np.int64)]
-    j = 1
-    while (1 << j) <= min(values.size, max_len):
-        prev = levels[-1]
+    n = values.size
+    levels = 1
+    while (1 << levels) <= min(n, max_len):
+        levels += 1
+    table = np.empty((levels, n), dtype=np.int64)
+    table[0] = np.arange(n, dtype=np.int64)
+    for j in range(1, levels):
         half = 1 << (j - 1)
-        a = prev[: values.size - (1 << j) + 1]
-        b = prev[half : half + a.size]
-        levels.append(np.where(values[b] > values[a], b, a))
-        j += 1
-    return levels
+        m = n - (1 << j) + 1
+        a = table[j - 1, :m]
+        b = table[j - 1, half : half + m]
+        table[j, :m] = np.where(values[b] > values[a], b, a)
+        table[j, m:] = 0
+    return table
 
 
 def _range_argmax(
-    values: np.ndarray, table: list[np.ndarray], lo: np.ndarray, hi: np.ndarray
+    values: np.ndarray, table: np.ndarray, lo: np.ndarray, length: np.ndarray
 ) -> np.ndarray:
-    """Index of the max of ``values[lo:hi]`` (non-empty ranges), earliest on ties."""
-    length = hi - lo
-    level = np.floor(np.log2(length)).astype(np.int64)
-    # floor(log2) in float can be off by one at exact powers of two; fix both ways.
-    level = np.where((1 << (level + 1)) <= length, level + 1, level)
-    level = np.where((1 << level) > length, level - 1, level)
-    out = np.empty(lo.size, dtype=np.int64)
-    for j in np.unique(level):
-        sel = level == j
-        a = table[j][lo[sel]]
-        b = table[j][hi[sel] - (1 << j)]
-        va, vb = values[a], values[b]
-        out[sel] = np.where(vb > va, b, np.where(vb == va, np.minimum(a, b), a))
-    return out
+    """Index of the max of ``values[lo:lo + length]`` (``length >= 1``), earliest on ties."""
+    # frexp is exact on integers: exponent - 1 == floor(log2(length)).
+    level = np.frexp(length.astype(np.float64))[1].astype(np.int64) - 1
+    flat = table.reshape(-1)
+    ia = level * values.size + lo
+    a = flat.take(ia)
+    b = flat.take(ia + (length - (np.int64(1) << level)))
+    va, vb = values.take(a), values.take(b)
+    return np.where((vb > va) | ((vb == va) & (b < a)), b, a)
 
 
 def feature_matrix(
@@ -152,38 +159,90 @@ def feature_matrix(
     -------
     numpy.ndarray
         float64 matrix, columns ``spec.names``; see the module docstring for defaults.
+
+    Notes
+    -----
+    Sample times are taken in sorted chunks of about ``_CHUNK_CELLS / len(channels)``;
+    each chunk sees only the triggers that can fall in its windows (a slice of the
+    time-sorted rows), grouped by spec channel, so the work per chunk is bounded and
+    a result never depends on the chunking (each window lies inside its chunk's slice).
     """
     times = np.asarray(times, dtype=np.float64)
-    n, ncol, w = times.size, len(spec.columns), spec.window
+    n, nch, w = times.size, len(spec.channels), spec.window
     out = np.empty((n, spec.width), dtype=np.float64)
-    defaults = {"snr": 0.0, "frequency": 0.0, "dt": w}
-    for k, col in enumerate(spec.columns):
-        out[:, k::ncol] = defaults[col]
-    if n == 0:
+    if n == 0 or nch == 0:
         return out
     order = np.argsort(times, kind="stable")
     st = times[order]
+    in_order = bool(np.all(order[1:] > order[:-1]))
+    sorted_out = out if in_order else np.empty_like(out)
+    # Spec column of every channel of the set (nch: not in the spec).
+    index = {name: i for i, name in enumerate(spec.channels)}
+    col_of = np.array([index.get(name, nch) for name in triggers.channels] + [nch], dtype=np.int64)
+    chan, t, s, f = triggers.time_sorted
     lo_t, hi_t = st - w, st + w
-    for c, name in enumerate(spec.channels):
-        t, s, f = triggers.for_channel(name)
-        if t.size == 0:
-            continue
-        lo = np.searchsorted(t, lo_t, side="left")
-        hi = np.searchsorted(t, hi_t, side="right")
-        hit = np.nonzero(hi > lo)[0]
-        if hit.size == 0:
-            continue
-        lo_h, hi_h = lo[hit], hi[hit]
-        max_len = int((hi_h - lo_h).max())
-        # Common sparse case: at most one trigger per window needs no table.
-        best = lo_h if max_len == 1 else _range_argmax(s, _sparse_argmax(s, max_len), lo_h, hi_h)
-        rows = order[hit]
-        base = c * ncol
-        for k, col in enumerate(spec.columns):
-            if col == "snr":
-                out[rows, base + k] = s[best]
-            elif col == "frequency":
-                out[rows, base + k] = f[best]
-            else:
-                out[rows, base + k] = t[best] - st[hit]
+    step = max(1, _CHUNK_CELLS // nch)
+    for a in range(0, n, step):
+        b = min(a + step, n)
+        # Rows with lo_t[a] <= time <= hi_t[b - 1]: every trigger of these windows.
+        r0 = int(np.searchsorted(t, lo_t[a], side="left"))
+        r1 = int(np.searchsorted(t, hi_t[b - 1], side="right"))
+        col = col_of[chan[r0:r1]]
+        want = col < nch
+        grouped = group_rows(col[want], t[r0:r1][want], s[r0:r1][want], f[r0:r1][want], nch)
+        _fill(grouped, st[a:b], w, spec.columns, sorted_out[a:b])
+    if not in_order:
+        out[order] = sorted_out
     return out
+
+
+def _fill(
+    grouped: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    st: np.ndarray,
+    w: float,
+    columns: tuple[str, ...],
+    out: np.ndarray,
+) -> None:
+    """Rows of ``out`` for the sorted sample times ``st``, every channel at once.
+
+    Window ``[t - w, t + w]`` of spec channel c covers grouped rows ``[lo, hi)``: lo
+    counts c's triggers with ``time < t - w``, hi those with ``time <= t + w``, exactly
+    what ``searchsorted`` on the channel's times gives. A trigger's position along the
+    sorted windows is one ``searchsorted``; a histogram over (position, channel) and a
+    cumulative sum give lo and hi of every (sample, channel) cell.
+    """
+    bounds, t, s, f = grouped
+    n, nch, ncol, rows = st.size, bounds.size - 1, len(columns), t.size
+    cells = out.reshape(n, nch, ncol)  # a view: out is a C-contiguous block of rows
+    defaults = {"snr": 0.0, "frequency": 0.0, "dt": w}
+    if rows == 0:
+        for k, name in enumerate(columns):
+            cells[:, :, k] = defaults[name]
+        return
+    col = np.repeat(np.arange(nch, dtype=np.int64), np.diff(bounds))
+    size = (n + 1) * (nch + 1)
+    # window j starts after trigger r iff j >= #(lo_t <= time_r); it reaches trigger r
+    # iff j >= #(hi_t < time_r).
+    before = np.searchsorted(st - w, t, side="right") * (nch + 1) + col
+    upto = np.searchsorted(st + w, t, side="left") * (nch + 1) + col
+    lo = np.cumsum(np.bincount(before, minlength=size).reshape(n + 1, nch + 1), axis=0)
+    hi = np.cumsum(np.bincount(upto, minlength=size).reshape(n + 1, nch + 1), axis=0)
+    lo = lo[:n, :nch] + bounds[:nch]
+    length = hi[:n, :nch] + bounds[:nch] - lo
+    hit = length > 0
+    if int(length.max()) > 1:
+        # Empty cells query a valid one-row range; their answer is masked below.
+        table = _sparse_table(s, int(length.max()))
+        best = _range_argmax(s, table, np.minimum(lo, rows - 1), np.maximum(length, 1))
+    else:
+        # Common sparse case: at most one trigger per window needs no table.
+        best = lo
+    # Empty cells point at an appended default row (snr 0, frequency 0).
+    best = np.where(hit, best, rows)
+    for k, name in enumerate(columns):
+        if name == "snr":
+            cells[:, :, k] = np.append(s, 0.0).take(best)
+        elif name == "frequency":
+            cells[:, :, k] = np.append(f, 0.0).take(best)
+        else:
+            cells[:, :, k] = np.where(hit, np.append(t, 0.0).take(best) - st[:, None], w)
