@@ -33,6 +33,8 @@ FULL: dict[str, Any] = {
     "live_s": 300.0,
     "science_span": 4000.0,
     "invariance_span": 256.0,
+    # bench.classifiers: training span and prediction grid at 1,000 channels
+    "classifiers": {"train_span": 240.0, "predict_s": 16.0, "repeats": 3},
     # models and calibrations must appear within the shortest replay (~0.6 samples/s)
     "overrides": {"train.min_new_samples": "100", "calibrate.min_new_samples": "100"},
 }
@@ -41,6 +43,7 @@ QUICK: dict[str, Any] = {
     "live_s": 15.0,
     "science_span": 800.0,
     "invariance_span": 32.0,
+    "classifiers": {"train_span": 60.0, "predict_s": 2.0, "repeats": 1},
     # a minute of data holds ~40 samples: train and calibrate must fire on fewer
     "overrides": {"train.min_new_samples": "20", "calibrate.min_new_samples": "20"},
 }
@@ -89,7 +92,7 @@ def main(args: Sequence[str] | None = None) -> int:
 def run_suite(
     plan: dict[str, Any], workdir: Path, quick: bool, profile_dir: Path | None = None
 ) -> dict[str, Any]:
-    from bench import live, scale_out, science
+    from bench import classifiers, live, scale_out, science
     from bench._infra import write_config
     from idq_common.gpstime import gps_now
     from idq_common.kafka.broker import LocalBroker
@@ -162,6 +165,7 @@ def run_suite(
     finally:
         broker.stop()
     result["science"] = science.measure(plan["science_span"], plan["invariance_span"])
+    result["classifiers"] = classifiers.measure(**plan["classifiers"])
     result["targets"] = verdicts(result)
     return result
 
@@ -235,6 +239,18 @@ def print_table(r: dict[str, Any]) -> None:
             f"{x['stage']:12s}{x['channels']:>9d}{x['x_realtime']:>12.1f}"
             f"{x['rows_per_s']:>12,.0f}{x['ratio_to_ceiling']:>10.3f}"
         )
+    cl = r.get("classifiers")
+    if cl:
+        print(
+            f"classifiers @{cl['channels']}ch ({cl['feature_columns']} columns, "
+            f"{cl['train_samples']} training samples)"
+        )
+        print(f"{'flavor':24s}{'model KiB':>11s}{'load s':>9s}{'rank samples/s':>16s}")
+        for name, c in cl["flavors"].items():
+            print(
+                f"{name:24s}{c['model_bytes'] / 1024:>11,.0f}{c['load_s']:>9.4f}"
+                f"{c['predict_samples_per_s']:>16,.0f}"
+            )
     print(f"{'target':58s}{'value':>24s}  {'goal':16s}met")
     for t in r["targets"]:
         print(

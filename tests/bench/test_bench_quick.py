@@ -49,4 +49,16 @@ def test_quick_suite_writes_every_field(tmp_path: Path) -> None:
     assert set(sc["calibration_coverage"]) == {"0.1", "0.01"}
     assert math.isfinite(sc["stride_invariance_max_abs_diff"])
     assert {"deadtime", "efficiency", "ovl_efficiency"} <= set(sc["hveto"])
+    cl = r["classifiers"]
+    assert cl["channels"] == 1000 and cl["train_samples"] > 0
+    assert set(cl["flavors"]) == {
+        "ovl",
+        "random_forest",
+        "hist_gradient_boosting",
+        "sgd",
+        "naive_bayes",
+    }
+    for name, c in cl["flavors"].items():
+        assert c["model_bytes"] > 0 and c["load_s"] > 0, name
+        assert c["predict_samples_per_s"] > 0, name
     assert r["targets"] and all("met" in t for t in r["targets"])
