@@ -450,3 +450,35 @@ def _dump_toml(doc: dict[str, Any]) -> str:
         else:
             table(name, section, f"[{name}]")
     return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "key", "problem"),
+    [pytest.param(m, k, p, id=name) for name, m, k, p in BAD_CASES],
+)
+def test_bad_config_cli_exits_2_with_its_message(
+    base: dict[str, Any],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    mutate: Callable[[dict[str, Any]], None],
+    key: str,
+    problem: str,
+) -> None:
+    """Every mistake, through the CLI path every command uses: one line, exit status 2."""
+    from idq_common.config.cli_check import main
+
+    for var in [v for v in os.environ if v.startswith("IDQ_")]:
+        monkeypatch.delenv(var)
+    doc = copy.deepcopy(base)
+    mutate(doc)
+    cfg = tmp_path / "bad.toml"
+    import tomli_w
+
+    cfg.write_text(tomli_w.dumps(doc))
+    with pytest.raises(SystemExit) as info:
+        main([str(cfg)])
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"idq: config error at '{key}'"), err
+    assert problem in err[0]
