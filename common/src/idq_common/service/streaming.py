@@ -193,6 +193,7 @@ class StreamingStage(ABC):
             for gap in batch.gaps:
                 rt.metrics.gap(gap.start, gap.end)
             self.process(batch)
+            self._sorted_for = self._sorted = None  # let this batch's data go
             rt.flush()
             if self.commit_every_batch:
                 self.commit()
