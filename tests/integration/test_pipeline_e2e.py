@@ -16,7 +16,6 @@ Then the frames are read back with gwpy and checked against the generator's trut
 from __future__ import annotations
 
 import collections
-import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,21 +23,19 @@ from typing import Any
 
 import numpy as np
 import pytest
-import tomli_w
 from confluent_kafka import Consumer, Producer, TopicPartition
 from igwn_segments import segment, segmentlist
 
 from idq_common.avro import decode
 from idq_common.avro.convert import record_to_timeseries
-from idq_common.config import load_settings
 from idq_common.data.synthetic import SyntheticSource
 from idq_common.data.triggers import in_segments
 from idq_common.frames import channel_name, frame_name, read_frame, read_provenance
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
 from idq_common.kafka.broker import free_port
-from idq_common.kafka.topics import create_topics, topic_specs
 from idq_common.pipeline.local import STAGES, LocalPipeline
 from idq_common.report import efficiency_summary, frame_files, load_series
+from idq_common.testing.pipeline import pipeline_config
 from idq_common.testing.prometheus import (
     PrometheusServer,
     architecture_metric_names,
@@ -67,42 +64,20 @@ MODEL_ARGS = [
 ]
 
 
-def _config(tmp: Path, bootstrap: str, s3: Any, start: float, end: float) -> Path:
-    """A test configuration: unique topics, the S3 store, a segment hole."""
-    import tomllib
+def _edit(start: float, end: float) -> Any:
+    """The e2e run's changes to the demo configuration: a segment hole, sample counts."""
 
-    doc = tomllib.loads((REPO / "etc" / "idq-demo.toml").read_text())
-    tag = f"e2e{os.getpid()}"
-    doc["general"]["tag"] = tag
-    doc["kafka"]["bootstrap_servers"] = bootstrap
-    doc["kafka"]["partitions"] = 2
-    doc["kafka"]["topics"] = {
-        k: f"{tag}.{k}"
-        for k in (
-            "features",
-            "segments",
-            "quivers",
-            "models",
-            "calibrations",
-            "timeseries",
-            "deadletter",
-        )
-    }
-    doc["store"] = {"url": f"s3://{s3.bucket}/artifacts", "endpoint_url": s3.endpoint_url}
-    doc["timeseries"]["output_dir"] = str(tmp / "frames")
-    doc["segments"] = {
-        "source": "static",
-        "segments": [[start - 64, start + HOLE[0]], [start + HOLE[1], end + 64]],
-    }
-    # clean samples are cheap: many of them give the calibration its FAP resolution
-    doc["samples"]["random_rate"] = 2.0
-    doc["train"]["min_new_samples"] = 800
-    doc["calibrate"]["min_new_samples"] = 300
-    for stage in ("train", "evaluate", "timeseries"):
-        doc[stage]["stream"]["timeout"] = 5
-    path = tmp / "idq.toml"
-    path.write_text(tomli_w.dumps(doc))
-    return path
+    def edit(doc: dict[str, Any]) -> None:
+        doc["segments"] = {
+            "source": "static",
+            "segments": [[start - 64, start + HOLE[0]], [start + HOLE[1], end + 64]],
+        }
+        # clean samples are cheap: many of them give the calibration its FAP resolution
+        doc["samples"]["random_rate"] = 2.0
+        doc["train"]["min_new_samples"] = 800
+        doc["calibrate"]["min_new_samples"] = 300
+
+    return edit
 
 
 def _read_topic(settings: Any, topic: str) -> list[tuple[bytes | None, dict[str, Any], int, int]]:
@@ -137,14 +112,12 @@ def run(
     tmp = tmp_path_factory.mktemp("e2e")
     start = float((int(gps_now()) - int(DURATION) - 900) // 64 * 64)
     end = start + DURATION
-    config = _config(tmp, kafka_bootstrap, s3_server, start, end)
     env = dict(s3_server.env())
-    settings = load_settings(config, env={**os.environ, **env})
-    k = settings.kafka
-    create_topics(
-        k.admin_config(),
-        topic_specs(settings.general.ifo, k.topics.as_dict(), k.partitions, 1, k.retention_ms),
+    store = {"url": f"s3://{s3_server.bucket}/artifacts", "endpoint_url": s3_server.endpoint_url}
+    config, settings = pipeline_config(
+        tmp, kafka_bootstrap, "e2e", store=store, edit=_edit(start, end), env=env
     )
+    k = settings.kafka
     ports = {stage: free_port() for stage in STAGES}
     pipeline = LocalPipeline(
         config, tmp, start, end, env=env, speed=SPEED, producer_args=MODEL_ARGS

@@ -7,22 +7,18 @@ stopped mid-run has its strides taken over by the other.
 
 from __future__ import annotations
 
-import os
 import re
 import time
-import tomllib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-import tomli_w
 
-from idq_common.config import load_settings
 from idq_common.frames import frame_name
 from idq_common.gpstime import gps_now
-from idq_common.kafka.topics import create_topics, topic_specs
 from idq_common.pipeline.local import LocalPipeline, ServiceProcess
+from idq_common.testing.pipeline import pipeline_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -37,33 +33,7 @@ def _frames_by(log: Path) -> set[str]:
 @pytest.fixture(scope="module")
 def shared_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("shared")
-    doc = tomllib.loads((REPO / "etc" / "idq-demo.toml").read_text())
-    tag = f"shared{os.getpid()}"
-    doc["kafka"]["bootstrap_servers"] = kafka_bootstrap
-    doc["kafka"]["partitions"] = 2
-    doc["kafka"]["topics"] = {
-        k: f"{tag}.{k}"
-        for k in (
-            "features",
-            "segments",
-            "quivers",
-            "models",
-            "calibrations",
-            "timeseries",
-            "deadletter",
-        )
-    }
-    doc["store"] = {"url": (tmp / "store").as_uri()}
-    doc["timeseries"]["output_dir"] = str(tmp / "frames")
-    doc["timeseries"]["stream"]["timeout"] = 5
-    config = tmp / "idq.toml"
-    config.write_text(tomli_w.dumps(doc))
-    settings = load_settings(config, env={})
-    k = settings.kafka
-    create_topics(
-        k.admin_config(),
-        topic_specs(settings.general.ifo, k.topics.as_dict(), k.partitions, 1, k.retention_ms),
-    )
+    config, settings = pipeline_config(tmp, kafka_bootstrap, "shared")
     start = float((int(gps_now()) - int(DURATION) - 600) // 64 * 64)
     end = start + DURATION
     pipeline = LocalPipeline(
