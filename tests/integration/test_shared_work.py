@@ -22,7 +22,6 @@ from idq_common.testing.pipeline import pipeline_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
-REPO = Path(__file__).resolve().parents[2]
 DURATION = 192.0
 
 
