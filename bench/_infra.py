@@ -135,7 +135,7 @@ def write_config(
 def create_run_topics(cfg: RunConfig) -> None:
     """Create the run's topics on the broker its configuration names."""
     from idq_common.config import load_settings
-    from idq_common.kafka.topics import create_topics, topic_specs
+    from idq_common.io.kafka.topics import create_topics, topic_specs
 
     s = load_settings(cfg.path, env={})
     k = s.kafka

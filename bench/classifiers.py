@@ -1,6 +1,6 @@
 """Per-classifier cost at 1,000 channels: model size, load time, prediction rate (issue 4).
 
-For every flavor of :data:`idq_common.classifiers.factory.FLAVORS`, in-process on the
+For every flavor of :data:`idq_common.science.classifiers.factory.FLAVORS`, in-process on the
 seeded synthetic model at 1,000 auxiliary channels (10 witnesses, 990 noise channels,
 16 Hz background each, so 3,000 feature columns):
 
@@ -40,13 +40,13 @@ def measure(
     train_span: float = 240.0, predict_s: float = 16.0, repeats: int = 3, channels: int = 1000
 ) -> dict[str, Any]:
     """Cost figures per flavor (module docstring); keys are flavor names."""
-    from idq_common.classifiers import make_classifier
-    from idq_common.classifiers.base import Model
-    from idq_common.classifiers.factory import FLAVORS
     from idq_common.config import load_settings
     from idq_common.data.synthetic import SyntheticModel, SyntheticSource
-    from idq_common.features import FeatureSpec, feature_matrix, grid_times
-    from idq_common.quiver import build_quiver
+    from idq_common.science.classifiers import make_classifier
+    from idq_common.science.classifiers.base import Model
+    from idq_common.science.classifiers.factory import FLAVORS
+    from idq_common.science.features import FeatureSpec, feature_matrix, grid_times
+    from idq_common.science.quiver import build_quiver
 
     settings = load_settings(BASE_CONFIG, env={})
     n_witness = 10

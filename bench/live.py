@@ -35,9 +35,9 @@ from bench._infra import WITNESSES, RunConfig, run_sampled, spawn, stage_argv, t
 
 def measure(cfg: RunConfig, duration: float, warmup_s: float = 10.0) -> dict[str, Any]:
     from idq_common.config import load_settings
-    from idq_common.data.publish import FeaturePublisher
     from idq_common.data.synthetic import SyntheticModel
     from idq_common.gpstime import WallClock, gps_now, gps_to_kafka_ms
+    from idq_common.io.publish import FeaturePublisher
 
     s = load_settings(cfg.path, env={})
     model = SyntheticModel(

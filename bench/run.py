@@ -95,7 +95,7 @@ def run_suite(
     from bench import classifiers, live, scale_out, science
     from bench._infra import write_config
     from idq_common.gpstime import gps_now
-    from idq_common.kafka.broker import LocalBroker
+    from idq_dev.broker import LocalBroker
 
     result: dict[str, Any] = {
         "suite": "quick" if quick else "full",

@@ -30,14 +30,14 @@ T0 = 1_400_000_000.0
 
 
 def _model(glitch_rate: float = 0.5) -> Any:
-    from idq_common.testing.synthetic import small_model
+    from idq_dev.testing.synthetic import small_model
 
     return small_model(glitch_rate=glitch_rate)
 
 
 def _quiver(model: Any, span: tuple[float, float], samples: Any, spec: Any, seed: int) -> Any:
     from idq_common.data.synthetic import SyntheticSource
-    from idq_common.quiver import build_quiver
+    from idq_common.science.quiver import build_quiver
 
     return build_quiver(
         SyntheticSource(model, *span),
@@ -52,11 +52,11 @@ def _quiver(model: Any, span: tuple[float, float], samples: Any, spec: Any, seed
 
 
 def measure(span: float = 4000.0, invariance_span: float = 256.0) -> dict[str, Any]:
-    from idq_common.calibration import CalibrationMap
-    from idq_common.classifiers import make_classifier
     from idq_common.config import load_settings
-    from idq_common.features import FeatureSpec
-    from idq_common.science import efficiency_at_fap
+    from idq_common.science.calibration import CalibrationMap
+    from idq_common.science.classifiers import make_classifier
+    from idq_common.science.features import FeatureSpec
+    from idq_common.science.merit import efficiency_at_fap
 
     settings = load_settings(BASE_CONFIG, env={})
     model = _model()
@@ -119,13 +119,13 @@ def _products_over(
 ) -> dict[str, np.ndarray]:
     from igwn_segments import segment, segmentlist
 
-    from idq_common.cadence import CadenceManager
     from idq_common.data.triggers import in_segments
-    from idq_common.features import FeatureSpec, feature_matrix, grid_times
     from idq_common.gpstime import ManualClock
-    from idq_common.products import compute_products
-    from idq_common.segments import AllTime
-    from idq_common.stream import FunctionSource, StreamProcessor
+    from idq_common.science.features import FeatureSpec, feature_matrix, grid_times
+    from idq_common.science.products import compute_products
+    from idq_common.streaming.cadence import CadenceManager
+    from idq_common.streaming.processor import FunctionSource, StreamProcessor
+    from idq_common.streaming.segments import AllTime
 
     pad = float(settings.features.window)
     delay = float(settings.timeseries.stream.delay)
@@ -188,7 +188,7 @@ def _hveto(model: Any, ovl: Any, test: Any, smp: Any, span: float, settings: Any
         return {"error": f"hveto not importable: {exc}"}
     from igwn_segments import segment, segmentlist
 
-    from idq_common.science import efficiency_at_fap
+    from idq_common.science.merit import efficiency_at_fap
 
     ovl_params = next(c.params for c in settings.classifiers if c.flavor == "ovl")
     snrs = [float(x) for x in ovl_params.get("thresholds", [8, 10, 15, 20])]

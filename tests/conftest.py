@@ -4,8 +4,8 @@ Each engineer appends their plugin module to ``pytest_plugins``.
 """
 
 pytest_plugins = [
-    "idq_common.testing.synthetic",
-    "idq_common.testing.kafka_broker",
-    "idq_common.testing.prometheus",
-    "idq_common.testing.s3_server",
+    "idq_dev.testing.synthetic",
+    "idq_dev.testing.kafka_broker",
+    "idq_dev.testing.prometheus",
+    "idq_dev.testing.s3_server",
 ]

@@ -11,8 +11,6 @@ from typing import Any
 import fastavro
 import pytest
 
-from idq_common.avro import KINDS, AvroCodec, decode, encode, fingerprint_of, kind_of, schema_dir
-from idq_common.avro.codec import MARKER
 from idq_common.exceptions import (
     BadMarkerError,
     BodyDecodeError,
@@ -21,7 +19,9 @@ from idq_common.exceptions import (
     EncodeError,
     UnknownSchemaError,
 )
-from idq_common.testing.avro_samples import sample_records
+from idq_common.io.avro import KINDS, AvroCodec, decode, encode, fingerprint_of, kind_of, schema_dir
+from idq_common.io.avro.codec import MARKER
+from idq_dev.testing.avro_samples import sample_records
 
 SCHEMAS = schema_dir()
 

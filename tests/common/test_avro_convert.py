@@ -8,8 +8,10 @@ import numpy as np
 import pytest
 from igwn_segments import segment, segmentlist
 
-from idq_common.avro import decode, encode
-from idq_common.avro.convert import (
+from idq_common.data.triggers import TriggerSet
+from idq_common.exceptions import InvalidMessageError
+from idq_common.io.avro import decode, encode
+from idq_common.io.avro.convert import (
     TIMESERIES_COLUMNS,
     batch_extra,
     batch_to_triggers,
@@ -21,9 +23,7 @@ from idq_common.avro.convert import (
     timeseries_to_record,
     triggers_to_batch,
 )
-from idq_common.data.triggers import TriggerSet
-from idq_common.exceptions import InvalidMessageError
-from idq_common.quiver import Quiver
+from idq_common.science.quiver import Quiver
 
 T0 = 1_000_000_000.0
 

@@ -13,8 +13,7 @@ from confluent_kafka import TopicPartition
 from idq_common.cli.main import main
 from idq_common.exceptions import BrokerError
 from idq_common.gpstime import gps_to_kafka_ms, kafka_ms_to_gps
-from idq_common.kafka.broker import LocalBroker, admin_lists_topics, free_port
-from idq_common.kafka.clients import (
+from idq_common.io.kafka.clients import (
     DeliveryTracker,
     flush,
     make_consumer,
@@ -24,7 +23,8 @@ from idq_common.kafka.clients import (
     seek_to_time,
     wait_for_assignment,
 )
-from idq_common.kafka.jars import jars_ready
+from idq_dev.broker import LocalBroker, admin_lists_topics, free_port
+from idq_dev.jars import jars_ready
 
 pytestmark = pytest.mark.kafka
 
@@ -159,7 +159,7 @@ def test_seek_to_missing_topic_fails(kafka_bootstrap: str) -> None:
 
 
 def test_cluster_ids_never_look_like_options() -> None:
-    from idq_common.kafka.broker import random_cluster_id
+    from idq_dev.broker import random_cluster_id
 
     # 1/64 of raw ids start with '-'; 2000 draws miss that with probability ~1e-14
     ids = {random_cluster_id() for _ in range(2000)}
@@ -173,7 +173,7 @@ def test_auto_port_taken_before_bind_is_retried(
     """An auto-chosen port grabbed by someone else before the JVM binds it: new ports."""
     import socket
 
-    import idq_common.kafka.broker as broker_mod
+    import idq_dev.broker as broker_mod
 
     squatter = socket.socket()
     squatter.bind(("127.0.0.1", 0))
@@ -197,11 +197,11 @@ def test_tied_broker_dies_with_its_parent(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from idq_common.kafka.broker import _pid_alive
+    from idq_dev.broker import _pid_alive
 
     code = (
         "import os, sys\n"
-        "from idq_common.kafka.broker import LocalBroker\n"
+        "from idq_dev.broker import LocalBroker\n"
         "s = LocalBroker(sys.argv[1], tie_to_parent=True).start()\n"
         "print(s.pid, flush=True)\n"
         "os._exit(0)\n"  # no cleanup: as if killed

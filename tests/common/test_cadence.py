@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from idq_common.cadence import CadenceManager, DataClock
 from idq_common.exceptions import MaxIterError
 from idq_common.gpstime import ManualClock
+from idq_common.streaming.cadence import CadenceManager, DataClock
 
 T0 = 1_400_000_000.0
 

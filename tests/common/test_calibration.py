@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from idq_common.calibration import CalibrationMap, select_bandwidth
 from idq_common.exceptions import CalibrationError
+from idq_common.science.calibration import CalibrationMap, select_bandwidth
 
 N_FIT, N_HELD = 20_000, 10_000
 

@@ -10,14 +10,14 @@ import pytest
 import skops.io as sio
 from igwn_segments import segment, segmentlist
 
-from idq_common.classifiers import FLAVORS, Model, is_incremental, make_classifier
-from idq_common.classifiers.base import ModelSpec
 from idq_common.data.synthetic import SyntheticSource
 from idq_common.exceptions import ClassifierError, NotCalibratedError, NotTrainedError
-from idq_common.features import FeatureSpec
-from idq_common.quiver import Quiver
-from idq_common.science import DEFAULT_FAPS, efficiency_at_fap
-from idq_common.testing.synthetic import small_model, small_quiver, small_spec
+from idq_common.science.classifiers import FLAVORS, Model, is_incremental, make_classifier
+from idq_common.science.classifiers.base import ModelSpec
+from idq_common.science.features import FeatureSpec
+from idq_common.science.merit import DEFAULT_FAPS, efficiency_at_fap
+from idq_common.science.quiver import Quiver
+from idq_dev.testing.synthetic import small_model, small_quiver, small_spec
 
 T0 = 1_400_000_000.0
 #: small, fast settings per flavor (production ones are in etc/idq.toml)

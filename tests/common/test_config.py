@@ -24,7 +24,7 @@ from idq_common.config import (
     settings_from_dict,
 )
 from idq_common.exceptions import ConfigError
-from idq_common.kafka.settings import KafkaSettings, TopicNames
+from idq_common.io.kafka.settings import KafkaSettings, TopicNames
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "etc" / "idq.toml"

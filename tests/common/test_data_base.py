@@ -9,7 +9,7 @@ from igwn_segments import segment, segmentlist
 
 from idq_common.data.base import InMemoryData
 from idq_common.data.synthetic import SyntheticSource
-from idq_common.testing.synthetic import DIRTY_BOUNDS, TARGET_BOUNDS, small_model
+from idq_dev.testing.synthetic import DIRTY_BOUNDS, TARGET_BOUNDS, small_model
 
 T0 = 1_400_000_000.0
 

@@ -6,10 +6,10 @@ import uuid
 
 import pytest
 
-from idq_common.avro import codec
 from idq_common.gpstime import gps_to_kafka_ms
-from idq_common.kafka.clients import make_consumer, make_producer, poll_messages, produce_sync
-from idq_common.kafka.deadletter import DeadLetterPublisher
+from idq_common.io.avro import codec
+from idq_common.io.kafka.clients import make_consumer, make_producer, poll_messages, produce_sync
+from idq_common.io.kafka.deadletter import DeadLetterPublisher
 
 pytestmark = pytest.mark.kafka
 

@@ -9,7 +9,7 @@ import pytest
 
 from idq_common.data.synthetic import SyntheticModel
 from idq_common.data.triggers import TriggerSet
-from idq_common.features import FeatureSpec, feature_matrix, grid_times
+from idq_common.science.features import FeatureSpec, feature_matrix, grid_times
 
 
 def naive(trig: TriggerSet, times: np.ndarray, spec: FeatureSpec) -> np.ndarray:
@@ -118,7 +118,7 @@ def test_speed_1000_channels_faster_than_real_time():
 def test_any_chunking_of_sample_times_matches_naive(monkeypatch, chunk_cells):
     # Unsorted triggers with ties, a spec that skips a channel of the set and names one
     # the set lacks, unsorted sample times with duplicates: every chunk size agrees.
-    import idq_common.features as features
+    import idq_common.science.features as features
 
     rng = np.random.default_rng(7)
     n = 400

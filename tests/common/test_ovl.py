@@ -7,10 +7,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from idq_common.classifiers import make_classifier
-from idq_common.classifiers.ovl import OVL
 from idq_common.exceptions import ClassifierError
-from idq_common.features import FeatureSpec
+from idq_common.science.classifiers import make_classifier
+from idq_common.science.classifiers.ovl import OVL
+from idq_common.science.features import FeatureSpec
 
 THR = [6.5, 8, 10, 15, 20, 30, 50, 100, 1000]
 WIN = [0.1, 0.05, 0.025]

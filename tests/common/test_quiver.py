@@ -10,9 +10,9 @@ from igwn_segments import segment, segmentlist
 
 from idq_common.data.synthetic import SyntheticSource
 from idq_common.data.umbrella import Umbrella
-from idq_common.quiver import Quiver, build_quiver
-from idq_common.science import efficiency_at_fap
-from idq_common.testing.synthetic import (
+from idq_common.science.merit import efficiency_at_fap
+from idq_common.science.quiver import Quiver, build_quiver
+from idq_dev.testing.synthetic import (
     DIRTY_BOUNDS,
     SPAN,
     TARGET_BOUNDS,

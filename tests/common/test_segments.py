@@ -9,8 +9,8 @@ import pytest
 from igwn_segments import segment, segmentlist
 
 from idq_common.exceptions import BadSpanError, SegmentQueryError
-from idq_common.segments import AllTime, DQSegDBSegments, StaticSegments, TopicSegments
-from idq_common.testing.dqsegdb_server import DQSegDBServer
+from idq_common.streaming.segments import AllTime, DQSegDBSegments, StaticSegments, TopicSegments
+from idq_dev.testing.dqsegdb_server import DQSegDBServer
 
 FLAG = "H1:DMT-ANALYSIS_READY:1"
 KNOWN = [(1000.0, 5000.0)]

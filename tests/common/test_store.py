@@ -13,8 +13,8 @@ import pytest
 
 from idq_common.exceptions import ArtifactNotFoundError, IntegrityError, StoreError
 from idq_common.gpstime import ManualClock
-from idq_common.store import ArtifactRef, ArtifactStore
-from idq_common.testing.s3_server import S3Server
+from idq_common.io.store import ArtifactRef, ArtifactStore
+from idq_dev.testing.s3_server import S3Server
 
 T0 = 1_400_000_000.0
 

@@ -6,14 +6,14 @@ import numpy as np
 import pytest
 from igwn_segments import segment, segmentlist
 
-from idq_common.cadence import CadenceManager
 from idq_common.data.synthetic import SyntheticModel
 from idq_common.data.triggers import TriggerSet
 from idq_common.exceptions import ConfigError, NoDataError, SegmentQueryError
-from idq_common.features import FeatureSpec, feature_matrix, grid_times
 from idq_common.gpstime import ManualClock
-from idq_common.segments import AllTime, StaticSegments
-from idq_common.stream import FunctionSource, StreamProcessor
+from idq_common.science.features import FeatureSpec, feature_matrix, grid_times
+from idq_common.streaming.cadence import CadenceManager
+from idq_common.streaming.processor import FunctionSource, StreamProcessor
+from idq_common.streaming.segments import AllTime, StaticSegments
 
 T0 = 1_400_000_000.0
 SPAN = 32.0

@@ -7,9 +7,9 @@ import pytest
 
 from idq_common.data.synthetic import SyntheticModel
 from idq_common.data.triggers import TriggerSet
-from idq_common.features import FeatureSpec, feature_matrix
-from idq_common.science import efficiency_at_fap
-from idq_common.testing.synthetic import small_model
+from idq_common.science.features import FeatureSpec, feature_matrix
+from idq_common.science.merit import efficiency_at_fap
+from idq_dev.testing.synthetic import small_model
 
 T0 = 1_400_000_000.0
 

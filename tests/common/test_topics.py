@@ -8,7 +8,7 @@ import pytest
 
 from idq_common.cli.main import main
 from idq_common.exceptions import BrokerError
-from idq_common.kafka.topics import TopicSpec, create_topics, describe_topic_config, topic_specs
+from idq_common.io.kafka.topics import TopicSpec, create_topics, describe_topic_config, topic_specs
 
 KINDS = ["features", "segments", "quivers", "models", "calibrations", "timeseries", "deadletter"]
 
@@ -93,7 +93,7 @@ def test_cli_topics_create_from_config(kafka_admin_config, kafka_bootstrap: str)
 
 
 def test_cli_topics_unreachable_broker_fails_fast(capsys: pytest.CaptureFixture[str]) -> None:
-    from idq_common.kafka.broker import free_port
+    from idq_dev.broker import free_port
 
     args = ["topics", "create", "--bootstrap", f"127.0.0.1:{free_port()}", "--ifo", "H1"]
     assert main(args) == 1

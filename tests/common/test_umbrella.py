@@ -10,7 +10,7 @@ from idq_common.data.base import InMemoryData
 from idq_common.data.synthetic import SyntheticSource
 from idq_common.data.triggers import TriggerSet
 from idq_common.data.umbrella import Umbrella
-from idq_common.testing.synthetic import small_model
+from idq_dev.testing.synthetic import small_model
 
 T0 = 1_400_000_000.0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from idq_common.testing.prometheus import (
+from idq_dev.testing.prometheus import (
     architecture_metric_names,
     extract_expressions,
     metric_names,

@@ -1,6 +1,6 @@
 """A real Prometheus (Debian binary) scraping real /metrics endpoints on 127.0.0.1.
 
-These tests prove the helper of ``idq_common.testing.prometheus`` (start, scrape, query,
+These tests prove the helper of ``idq_dev.testing.prometheus`` (start, scrape, query,
 stop) and that every PromQL expression of deploy/ parses in that Prometheus. That the
 expressions also return data is asserted by the end-to-end run, where the services run.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from idq_common.testing.prometheus import (
+from idq_dev.testing.prometheus import (
     Expression,
     PrometheusError,
     PrometheusServer,

@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
-from idq_common.avro import KINDS, decode, encode
-from idq_common.avro.convert import batch_to_triggers, triggers_to_batch
 from idq_common.data.triggers import TriggerSet
-from idq_common.testing.avro_samples import sample_records
+from idq_common.io.avro import KINDS, decode, encode
+from idq_common.io.avro.convert import batch_to_triggers, triggers_to_batch
+from idq_dev.testing.avro_samples import sample_records
 
 pytestmark = pytest.mark.kafka
 

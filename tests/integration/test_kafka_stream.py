@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 from confluent_kafka import Consumer, Producer
 
-from idq_common.cadence import CadenceManager, DataClock
 from idq_common.data.base import InMemoryData
-from idq_common.data.kafka_source import KafkaFeatureSource
-from idq_common.data.publish import FeaturePublisher
 from idq_common.data.synthetic import SyntheticModel
 from idq_common.data.triggers import TriggerSet
-from idq_common.features import FeatureSpec
 from idq_common.gpstime import gps_to_kafka_ms
-from idq_common.quiver import build_quiver
-from idq_common.segments import StaticSegments
-from idq_common.stream import StreamProcessor
+from idq_common.io.publish import FeaturePublisher
+from idq_common.science.features import FeatureSpec
+from idq_common.science.quiver import build_quiver
+from idq_common.streaming.cadence import CadenceManager, DataClock
+from idq_common.streaming.kafka_source import KafkaFeatureSource
+from idq_common.streaming.processor import StreamProcessor
+from idq_common.streaming.segments import StaticSegments
 
 pytestmark = pytest.mark.kafka
 

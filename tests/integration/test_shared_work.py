@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from idq_common.frames import frame_name
 from idq_common.gpstime import gps_now
-from idq_common.pipeline.local import LocalPipeline, ServiceProcess
-from idq_common.testing.pipeline import pipeline_config
+from idq_common.io.frames import frame_name
+from idq_dev.pipeline.local import LocalPipeline, ServiceProcess
+from idq_dev.testing.pipeline import pipeline_config
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 

@@ -68,8 +68,8 @@ def run(ns: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
     from idq_common.config import load_settings_or_exit
-    from idq_common.data.publish import FeaturePublisher
     from idq_common.gpstime import Clock, ScaledClock
+    from idq_common.io.publish import FeaturePublisher
 
     log = logging.getLogger("idq.produce")
     settings = load_settings_or_exit(ns.config)

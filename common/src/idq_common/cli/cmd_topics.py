@@ -39,15 +39,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def _local_bootstrap() -> str:
-    from idq_common.cli.cmd_kafka import default_data_dir
-    from idq_common.kafka.broker import LocalBroker
-
-    status = LocalBroker(default_data_dir()).status(check_ready=False)
-    if not status.running or status.bootstrap is None:
+    # The local development broker exists only where the development package is
+    # installed (a checkout, never a service image); elsewhere a bootstrap is required.
+    try:
+        from idq_dev.broker import local_bootstrap
+    except ImportError:
+        bootstrap = None
+    else:
+        bootstrap = local_bootstrap()
+    if bootstrap is None:
         raise BrokerError(
             "no --bootstrap, no --config, and no local broker running (try `idq kafka up`)"
         )
-    return status.bootstrap
+    return bootstrap
 
 
 def _plan(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -87,7 +91,7 @@ def _plan(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
 def run(ns: argparse.Namespace) -> int:
     from confluent_kafka.admin import AdminClient
 
-    from idq_common.kafka.topics import create_topics, topic_specs
+    from idq_common.io.kafka.topics import create_topics, topic_specs
 
     admin, spec = _plan(ns)
     if ns.topics_command == "list":

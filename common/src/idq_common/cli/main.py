@@ -1,7 +1,9 @@
 """The umbrella ``idq`` command: what spans services (broker, topics, demo, replay ...).
 
-Subcommands live in their own modules ``idq_common/cli/cmd_<name>.py``, found at start
-(no central list to edit). Each module exposes::
+Subcommands live in their own modules ``cmd_<name>.py``, found at start (no central list
+to edit) in ``idq_common.cli`` and in every package named by an ``idq.commands`` entry
+point (the development package ``idq_dev`` adds ``kafka`` and ``demo`` this way, so a
+service image, which does not install it, carries none of them). Each module exposes::
 
     NAME: str                                    # optional; default: <name> of the file
     HELP: str                                    # one line for `idq --help`
@@ -24,29 +26,37 @@ import pkgutil
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from types import ModuleType
 
 from idq_common.exceptions import IDQError
 
 PREFIX = "cmd_"
+ENTRY_POINT_GROUP = "idq.commands"
 
 
 def _command_modules() -> list[tuple[str, ModuleType | BaseException]]:
     """``(name, module or import error)`` for every ``cmd_*`` module, sorted by name."""
-    import idq_common.cli as pkg
-
     found: list[tuple[str, ModuleType | BaseException]] = []
-    for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
-        if not info.name.startswith(PREFIX):
-            continue
-        default_name = info.name[len(PREFIX) :]
-        try:
-            mod = importlib.import_module(f"{pkg.__name__}.{info.name}")
-        except Exception as exc:  # reported by the stub subcommand below
-            found.append((default_name, exc))
-            continue
-        found.append((str(getattr(mod, "NAME", default_name)), mod))
-    return found
+    for pkg_name in _command_packages():
+        pkg = importlib.import_module(pkg_name)
+        for info in pkgutil.iter_modules(pkg.__path__):
+            if not info.name.startswith(PREFIX):
+                continue
+            default_name = info.name[len(PREFIX) :]
+            try:
+                mod = importlib.import_module(f"{pkg_name}.{info.name}")
+            except Exception as exc:  # reported by the stub subcommand below
+                found.append((default_name, exc))
+                continue
+            found.append((str(getattr(mod, "NAME", default_name)), mod))
+    return sorted(found, key=lambda item: item[0])
+
+
+def _command_packages() -> list[str]:
+    """``idq_common.cli`` plus the packages of the ``idq.commands`` entry points."""
+    extra = sorted(ep.value for ep in entry_points(group=ENTRY_POINT_GROUP))
+    return ["idq_common.cli", *extra]
 
 
 def _broken(name: str, exc: BaseException) -> Callable[[argparse.Namespace], int]:

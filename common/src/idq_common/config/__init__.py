@@ -38,7 +38,7 @@ from idq_common.config.schema import (
     known_flavors,
     register_flavor,
 )
-from idq_common.kafka.settings import KafkaSettings, TopicNames
+from idq_common.io.kafka.settings import KafkaSettings, TopicNames
 
 __all__ = [
     "BOUND_COLUMNS",

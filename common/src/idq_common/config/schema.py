@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from idq_common.kafka.settings import MASK, KafkaSettings, is_secret, masked_repr
+from idq_common.io.kafka.settings import MASK, KafkaSettings, is_secret, masked_repr
 
 # -- vocabularies, kept in one place ------------------------------------------------
 

@@ -33,7 +33,7 @@ from idq_common.config.schema import (
     TrainSettings,
     known_flavors,
 )
-from idq_common.kafka.settings import (
+from idq_common.io.kafka.settings import (
     MANAGED_LIBRDKAFKA_KEYS,
     SASL_MECHANISMS,
     SECURITY_PROTOCOLS,

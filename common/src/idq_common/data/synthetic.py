@@ -35,7 +35,7 @@ from scipy.special import logsumexp, ndtr
 
 from idq_common.data.base import ClassifierData
 from idq_common.data.triggers import TriggerSet
-from idq_common.features import FeatureSpec
+from idq_common.science.features import FeatureSpec
 
 __all__ = ["SyntheticModel", "SyntheticSource", "Truth"]
 
@@ -258,7 +258,7 @@ class SyntheticModel:
         Parameters
         ----------
         features : numpy.ndarray
-            Matrix from :func:`idq_common.features.feature_matrix` with ``spec``.
+            Matrix from :func:`idq_common.science.features.feature_matrix` with ``spec``.
         spec : FeatureSpec
             Its spec; witness channels absent from it are treated as unobserved
             (marginalised: ratio 1).

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from idq_common.service.cli import run_service
+from idq_common.stage.cli import run_service
 
 
 def main(args: Sequence[str] | None = None) -> int:

@@ -23,15 +23,15 @@ from dataclasses import dataclass, field
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
-from idq_common.avro import decode
-from idq_common.avro.convert import record_to_quiver
-from idq_common.calibration import CalibrationMap
 from idq_common.config import Settings
 from idq_common.exceptions import DecodeError, InvalidMessageError
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
-from idq_common.service.checkpoint import Checkpoint
-from idq_common.service.runtime import ServiceRuntime
-from idq_common.store import ArtifactStore
+from idq_common.io.avro import decode
+from idq_common.io.avro.convert import record_to_quiver
+from idq_common.io.store import ArtifactStore
+from idq_common.science.calibration import CalibrationMap
+from idq_common.stage.runtime import ServiceRuntime
+from idq_common.streaming.checkpoint import Checkpoint
 
 log = logging.getLogger("idq.calibrate")
 
@@ -362,7 +362,7 @@ class CalibrateStage:
     def _model_announcement(self, name: str, model_id: str) -> dict | None:
         tracker = getattr(self, "_models", None)
         if tracker is None:
-            from idq_common.service.announcements import AnnouncementTracker
+            from idq_common.stage.announcements import AnnouncementTracker
 
             tracker = self._models = AnnouncementTracker(
                 self.settings.kafka.consumer_config(f"idq.{self.ifo}.calibrate.models"),

@@ -18,13 +18,13 @@ import logging
 import numpy as np
 from igwn_segments import segment, segmentlist
 
-from idq_common.avro.convert import quiver_to_record
 from idq_common.config import Settings
-from idq_common.features import FeatureSpec
-from idq_common.quiver import Quiver
-from idq_common.service.models import ModelBook
-from idq_common.service.streaming import StreamingStage
-from idq_common.stream import StreamBatch
+from idq_common.io.avro.convert import quiver_to_record
+from idq_common.science.features import FeatureSpec
+from idq_common.science.quiver import Quiver
+from idq_common.stage.loop import StreamingStage
+from idq_common.stage.models import ModelBook
+from idq_common.streaming.processor import StreamBatch
 
 log = logging.getLogger("idq.evaluate")
 

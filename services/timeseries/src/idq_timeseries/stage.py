@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 from igwn_segments import segment, segmentlist
 
-from idq_common.avro.convert import timeseries_to_record
 from idq_common.config import Settings
 from idq_common.data.triggers import in_segments
-from idq_common.features import FeatureSpec, feature_matrix, grid_times
-from idq_common.frames import PRODUCTS, channel_name, frame_name, read_provenance, write_frame
-from idq_common.products import compute_products, invalid_products
-from idq_common.service.models import ModelBook, Pair
-from idq_common.service.streaming import StreamingStage
-from idq_common.stream import StreamBatch
+from idq_common.io.avro.convert import timeseries_to_record
+from idq_common.io.frames import PRODUCTS, channel_name, frame_name, read_provenance, write_frame
+from idq_common.science.features import FeatureSpec, feature_matrix, grid_times
+from idq_common.science.products import compute_products, invalid_products
+from idq_common.stage.loop import StreamingStage
+from idq_common.stage.models import ModelBook, Pair
+from idq_common.streaming.processor import StreamBatch
 
 log = logging.getLogger("idq.timeseries")
 

@@ -18,16 +18,16 @@ import time
 
 import numpy as np
 
-from idq_common.classifiers.base import Classifier, Model
-from idq_common.classifiers.factory import make_classifier
 from idq_common.config import Settings
-from idq_common.features import FeatureSpec
 from idq_common.gpstime import gps_now
-from idq_common.quiver import Quiver
-from idq_common.service.announcements import AnnouncementTracker
-from idq_common.service.streaming import StreamingStage
-from idq_common.store import ArtifactStore
-from idq_common.stream import StreamBatch
+from idq_common.io.store import ArtifactStore
+from idq_common.science.classifiers.base import Classifier, Model
+from idq_common.science.classifiers.factory import make_classifier
+from idq_common.science.features import FeatureSpec
+from idq_common.science.quiver import Quiver
+from idq_common.stage.announcements import AnnouncementTracker
+from idq_common.stage.loop import StreamingStage
+from idq_common.streaming.processor import StreamBatch
 
 log = logging.getLogger("idq.train")
 

@@ -1,0 +1,21 @@
+"""Classifiers: the API (base), OVL, scikit-learn wrappers and the flavor factory."""
+
+from idq_common.science.classifiers.base import (
+    Classifier,
+    IncrementalSupervisedClassifier,
+    Model,
+    ModelSpec,
+    SupervisedClassifier,
+)
+from idq_common.science.classifiers.factory import FLAVORS, is_incremental, make_classifier
+
+__all__ = [
+    "FLAVORS",
+    "Classifier",
+    "IncrementalSupervisedClassifier",
+    "Model",
+    "ModelSpec",
+    "SupervisedClassifier",
+    "is_incremental",
+    "make_classifier",
+]

@@ -1,0 +1,273 @@
+"""OVL, the ordered veto list.
+
+A candidate veto is ``(channel, snr threshold, window)``.  **Choice: OVL works on the
+feature matrix**, not on raw trigger segments: a veto fires on a sample when that
+channel's feature row has ``snr >= threshold`` and ``|dt| <= window``.  Why:
+
+- the same quivers feed every classifier, so OVL trains and ranks exactly like the
+  scikit-learn flavors (train stage, evaluate stage, timeseries grid) with no second
+  data path;
+- it vectorises: per channel, each sample falls in one (threshold-bin, window-bin)
+  cell, and the counts of every configuration are 2-D cumulative sums of one
+  ``np.bincount`` over the sparse (sample, channel) entries above the lowest
+  threshold; hundreds of channels x 9 thresholds x 5 windows cost one pass;
+- glitch samples give the efficiency; clean samples are random times in the
+  segments, so the fraction of them a veto covers estimates its deadtime, i.e. the
+  false-alarm probability of the veto.
+
+Consequences to know:
+
+- The feature window must be >= the largest veto window; larger windows are clipped
+  to the feature window (and duplicates dropped), since a feature row cannot see
+  triggers beyond it.  Production uses windows up to 1 s; set ``[features] window``
+  to match or accept the clipping.
+- A feature row holds the *loudest* trigger within the window, so a veto with a small
+  window can miss a quieter coincident trigger when a louder one sits further away
+  in the same row.  Raw-segment OVL would catch it; the effect is second order where
+  witnesses are louder near glitches, which is what makes them witnesses.
+
+Training (iterative recalculation): every round scores every configuration on the
+samples not yet covered, picks the best configuration that passes the minimums
+(``min_vetoed`` glitches, Poisson significance >= ``min_significance``, eff/fap > 1),
+removes the glitch and clean samples it covers, and repeats until nothing passes or
+``max_rounds`` is reached.  Metrics (``metric`` parameter):
+
+- ``eff_fap``: efficiency / deadtime, ``(n_g / G) / ((n_c + 1/2) / (C + 1))`` with G,
+  C the glitch and clean samples left; the half-count keeps a veto that happens to
+  cover no clean sample finite;
+- ``use_percentage``: fraction of the veto's segments that hold a glitch; the number
+  of segments is estimated as deadtime x livetime / (2 window);
+- ``poisson``: ``-log10 P(N >= n_g)`` for N ~ Poisson(deadtime x G), the chance of
+  vetoing that many glitches by accident (capped at 300, where float64 underflows);
+- ``combined``: ``sum_m weights[m] * metric_m / max(metric_m)`` over the three.
+
+Rank: the veto list is ordered; at a sample the first veto that fires decides.  Its
+rank is ``L / (1 + L)`` where ``L = (n_g / G0) / ((n_c + 1/2) / (C0 + 1))`` is the
+likelihood ratio of the region that veto newly covered (G0, C0 the totals), i.e. the
+posterior glitch probability at even prior odds; no firing veto gives rank 0.  The
+mapping is monotone in L, so ranks order samples by their estimated likelihood ratio.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.stats import poisson
+
+from idq_common.exceptions import ClassifierError
+from idq_common.science.classifiers.base import ModelSpec, SupervisedClassifier
+
+log = logging.getLogger(__name__)
+
+METRICS = ("eff_fap", "use_percentage", "poisson", "combined")
+
+
+def _livetime(quiver: Any) -> float:
+    try:
+        return float(abs(quiver.segs))
+    except (AttributeError, TypeError):
+        try:
+            return float(quiver.end) - float(quiver.start)
+        except (AttributeError, TypeError):
+            return 0.0
+
+
+class OVL(SupervisedClassifier):
+    """Ordered veto list trained on the feature matrix (see the module docstring)."""
+
+    flavor: ClassVar[str] = "ovl"
+    defaults: ClassVar[dict[str, Any]] = {
+        "metric": "eff_fap",
+        "weights": {"eff_fap": 1.0, "use_percentage": 1.0, "poisson": 1.0},
+        "thresholds": [6.5, 8, 10, 15, 20, 30, 50, 100, 1000],
+        "windows": [1.0, 0.5, 0.25, 0.125, 0.0625],
+        "min_vetoed": 3,
+        "min_significance": 3.0,
+        "max_rounds": 200,
+    }
+
+    def __init__(self, nickname: str, params: Any = None, feature_spec: Any = None) -> None:
+        super().__init__(nickname, params, feature_spec)
+        p = self.params
+        if p["metric"] not in METRICS:
+            raise ClassifierError(
+                f"{nickname}: unknown OVL metric '{p['metric']}'; known {METRICS}"
+            )
+        bad = sorted(set(p["weights"]) - {"eff_fap", "use_percentage", "poisson"})
+        if bad:
+            raise ClassifierError(f"{nickname}: unknown OVL weight(s) {bad}")
+        for col in ("snr", "dt"):
+            if col not in self.feature_spec.columns:
+                raise ClassifierError(f"{nickname}: OVL needs a '{col}' feature column")
+        self.thresholds = np.unique(np.asarray(p["thresholds"], dtype=np.float64))
+        windows = np.asarray(p["windows"], dtype=np.float64)
+        if windows.max() > self.feature_spec.window:
+            log.warning(
+                "%s: OVL windows above the feature window %.4g s are clipped to it",
+                nickname,
+                self.feature_spec.window,
+            )
+        self.windows = np.unique(np.minimum(windows, self.feature_spec.window))
+        #: the trained list: dicts with channel, threshold, window, counts and rank
+        self.vetoes: list[dict[str, Any]] = []
+        self.rounds_log: list[dict[str, float]] = []
+
+    # -- training --------------------------------------------------------------------
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        raise AssertionError("OVL overrides train")  # pragma: no cover
+
+    def train(self, quiver: Any) -> Any:
+        X, y = self._training_arrays(quiver)
+        self._train_matrix(X, y, _livetime(quiver))
+        from idq_common.science.classifiers.base import _quiver_span
+
+        return self._make_model(int(y.size), _quiver_span(quiver))
+
+    def _cells(self, X: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, ...]:
+        """Sparse (sample, channel, cell) entries of rows above the lowest threshold."""
+        k = len(spec.columns)
+        S = X[:, spec.columns.index("snr") :: k]
+        D = np.abs(X[:, spec.columns.index("dt") :: k])
+        ti = np.searchsorted(self.thresholds, S, side="right")  # thresholds passed
+        wi = np.searchsorted(self.windows, D, side="left")  # smallest window holding |dt|
+        sample, chan = np.nonzero((ti > 0) & (wi < self.windows.size))
+        cell = (ti[sample, chan] - 1) * self.windows.size + wi[sample, chan]
+        return sample, chan, cell
+
+    def _train_matrix(self, X: np.ndarray, y: np.ndarray, livetime: float) -> None:
+        spec = self.feature_spec
+        nT, nW, nC = self.thresholds.size, self.windows.size, len(spec.channels)
+        sample, chan, cell = self._cells(X, spec)
+        flat = chan * (nT * nW) + cell
+        glitch = y == 1
+        G0, C0 = int(glitch.sum()), int((~glitch).sum())
+        active = np.ones(y.size, dtype=bool)
+        # entries grouped by channel, for finding which samples a chosen veto covers
+        order = np.argsort(chan, kind="stable")
+        bounds = np.searchsorted(chan[order], np.arange(nC + 1))
+        win_b = np.broadcast_to(self.windows, (nT, nW))
+        self.vetoes, self.rounds_log = [], []
+        p = self.params
+        for rnd in range(int(p["max_rounds"])):
+            live = active[sample]
+            is_g = glitch[sample] & live
+            is_c = ~glitch[sample] & live
+            ng = self._cumulate(np.bincount(flat[is_g], minlength=nC * nT * nW), nC, nT, nW)
+            nc = self._cumulate(np.bincount(flat[is_c], minlength=nC * nT * nW), nC, nT, nW)
+            G = int((glitch & active).sum())
+            C = int((~glitch & active).sum())
+            if G == 0:
+                break
+            fap = (nc + 0.5) / (C + 1.0)
+            eff_fap = (ng / G) / fap
+            # -log10 p underflows to inf past ~1e-308: cap so metrics stay comparable
+            signif = np.minimum(-poisson.logsf(ng - 1, fap * G) / np.log(10.0), 300.0)
+            passing = (ng >= int(p["min_vetoed"])) & (signif >= float(p["min_significance"]))
+            passing &= eff_fap > 1.0
+            if not passing.any():
+                break
+            score = self._score(ng, fap, eff_fap, signif, win_b, livetime, passing)
+            best = int(np.argmax(np.where(passing, score, -np.inf)))
+            c, t, w = np.unravel_index(best, (nC, nT, nW))
+            sel = order[bounds[c] : bounds[c + 1]]
+            hit = (cell[sel] // nW >= t) & (cell[sel] % nW <= w)
+            covered = np.zeros(y.size, dtype=bool)
+            covered[sample[sel][hit]] = True
+            covered &= active
+            n_g, n_c = int((covered & glitch).sum()), int((covered & ~glitch).sum())
+            lr = (n_g / G0) / ((n_c + 0.5) / (C0 + 1.0))
+            self.vetoes.append(
+                {
+                    "channel": spec.channels[c],
+                    "threshold": float(self.thresholds[t]),
+                    "window": float(self.windows[w]),
+                    "round": rnd,
+                    "n_glitch": n_g,
+                    "n_clean": n_c,
+                    "eff": n_g / G0,
+                    "fap": n_c / C0,
+                    "likelihood_ratio": lr,
+                    "rank": lr / (1.0 + lr),
+                }
+            )
+            self.rounds_log.append({"metric": float(score.flat[best]), "remaining_glitches": G})
+            active &= ~covered
+
+    @staticmethod
+    def _cumulate(counts: np.ndarray, nC: int, nT: int, nW: int) -> np.ndarray:
+        """Cell counts -> configuration counts: snr >= thr_t and |dt| <= win_w."""
+        h = counts.reshape(nC, nT, nW)
+        return np.cumsum(np.cumsum(h[:, ::-1, :], axis=1)[:, ::-1, :], axis=2)
+
+    def _score(
+        self,
+        ng: np.ndarray,
+        fap: np.ndarray,
+        eff_fap: np.ndarray,
+        signif: np.ndarray,
+        win: np.ndarray,
+        livetime: float,
+        passing: np.ndarray,
+    ) -> np.ndarray:
+        metric = self.params["metric"]
+        if metric == "eff_fap":
+            return eff_fap
+        if metric == "poisson":
+            return signif
+        segments = fap * livetime / (2.0 * win) if livetime > 0 else np.full_like(fap, np.inf)
+        use = np.minimum(ng / np.maximum(segments, np.maximum(ng, 1)), 1.0)
+        if metric == "use_percentage":
+            return use
+        total = np.zeros_like(eff_fap)
+        for name, values in (("eff_fap", eff_fap), ("use_percentage", use), ("poisson", signif)):
+            weight = float(self.params["weights"].get(name, 0.0))
+            top = values[passing].max()
+            if weight and top > 0:
+                total += weight * values / top
+        return total
+
+    # -- ranking and storage ---------------------------------------------------------
+    def _rank(self, X: np.ndarray) -> np.ndarray:
+        spec = self._spec_loaded
+        ranks = np.zeros(X.shape[0])
+        unset = np.ones(X.shape[0], dtype=bool)
+        for v in self.vetoes:
+            i_snr = spec.column_index(v["channel"], "snr")
+            i_dt = spec.column_index(v["channel"], "dt")
+            fires = unset & (X[:, i_snr] >= v["threshold"]) & (np.abs(X[:, i_dt]) <= v["window"])
+            ranks[fires] = v["rank"]
+            unset &= ~fires
+        return ranks
+
+    @property
+    def _spec_loaded(self) -> ModelSpec:
+        return self._model.spec if self._model is not None else self.feature_spec
+
+    def _dump(self) -> bytes:
+        body = {
+            "format": "idq-ovl-1",
+            "thresholds": self.thresholds.tolist(),
+            "windows": self.windows.tolist(),
+            "metric": self.params["metric"],
+            "vetoes": self.vetoes,
+        }
+        return json.dumps(body, sort_keys=True).encode()
+
+    def _load(self, payload: bytes, spec: ModelSpec) -> None:
+        try:
+            body = json.loads(payload)
+            if body.get("format") != "idq-ovl-1":
+                raise ValueError(f"format {body.get('format')!r}")
+            vetoes = [
+                {**v, "threshold": float(v["threshold"]), "window": float(v["window"])}
+                for v in body["vetoes"]
+            ]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ClassifierError(f"malformed OVL payload: {exc}") from exc
+        missing = sorted({v["channel"] for v in vetoes} - set(spec.channels))
+        if missing:
+            raise ClassifierError(f"OVL payload names channels outside its spec: {missing}")
+        self.vetoes = vetoes

@@ -1,0 +1,254 @@
+"""scikit-learn classifiers behind the :class:`Classifier` API.
+
+Preprocessing (a pure function of the feature matrix, no fitted state):
+
+- ``snr`` -> ``log1p(snr)``: trigger SNRs span 5..1000+; the log keeps loud glitches
+  from dominating linear models and scalers.  A missing trigger (snr 0) maps to 0.
+- ``frequency`` -> ``log1p(frequency)``, for the same reason.
+- ``dt`` -> ``1 - |dt| / window``: "closeness" in [0, 1]; 1 = coincident, 0 = at the
+  window edge or no trigger (``features.py`` puts dt = window there), so a missing
+  trigger and a far trigger look alike, which is what a witness test wants.  The sign
+  is dropped by default (``signed_dt = false``): witness delays are dominated by
+  symmetric jitter and a signed value would let models split on noise; set it true to
+  append the signed ``dt / window`` as an extra column.
+
+Class balance: glitch samples are usually rarer than clean ones; forests and SGD use
+balanced class weights (SGD through per-batch sample weights, as ``class_weight``
+cannot be "balanced" under ``partial_fit``); gradient boosting uses
+``class_weight="balanced"``; naive Bayes uses equal priors.  Balance does not change
+the ordering a perfect model would give, only how much effort goes to each class.
+
+Ranks: the random forest's ``predict_proba[:, 1]`` (its vote fraction; exact 0 and 1
+are real ties).  The other flavors give a log-odds ``z`` (``decision_function``, or the
+joint log-likelihood difference for naive Bayes) and the rank is
+``1/2 + arctan(z) / pi``: monotone in ``z`` like ``predict_proba``, but a logistic
+saturates to exactly 1.0 in float64 beyond ``z ~ 37`` (routine for naive Bayes over
+hundreds of channels), which would tie every loud sample and blind calibration to the
+tail; arctan stays distinct up to ``|z| ~ 1e15``.
+
+Models are stored with skops (``skops.io.dumps``) and loaded with an explicit list of
+trusted types, never with pickle: a type outside the list raises ClassifierError.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import skops.io as sio
+from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
+from sklearn.linear_model import SGDClassifier
+from sklearn.naive_bayes import GaussianNB
+from sklearn.preprocessing import StandardScaler
+from sklearn.utils.class_weight import compute_sample_weight
+
+from idq_common.exceptions import ClassifierError
+from idq_common.science.classifiers.base import (
+    IncrementalSupervisedClassifier,
+    ModelSpec,
+    SupervisedClassifier,
+)
+
+#: Types skops does not trust by default but we do (scikit-learn internals of the
+#: estimators below).  Anything else in a payload is refused.
+TRUSTED_TYPES: tuple[str, ...] = (
+    "sklearn.tree._tree.Tree",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+)
+
+
+def preprocess(X: np.ndarray, spec: ModelSpec, signed_dt: bool = False) -> np.ndarray:
+    """Map raw features to learnable ones (see the module docstring)."""
+    k = len(spec.columns)
+    out = np.empty_like(X)
+    for j, col in enumerate(spec.columns):
+        block = X[:, j::k]
+        if col in ("snr", "frequency"):
+            out[:, j::k] = np.log1p(np.maximum(block, 0.0))
+        elif col == "dt":
+            out[:, j::k] = 1.0 - np.minimum(np.abs(block) / spec.window, 1.0)
+        else:
+            out[:, j::k] = block
+    if signed_dt and "dt" in spec.columns:
+        j = spec.columns.index("dt")
+        out = np.hstack([out, np.clip(X[:, j::k] / spec.window, -1.0, 1.0)])
+    return out
+
+
+def _dumps(obj: dict[str, Any]) -> bytes:
+    return bytes(sio.dumps(obj))
+
+
+def _loads(payload: bytes) -> dict[str, Any]:
+    try:
+        untrusted = sio.get_untrusted_types(data=payload)
+    except Exception as exc:  # skops raises assorted errors on corrupt zips
+        raise ClassifierError(f"unreadable skops payload: {exc}") from exc
+    refused = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    if refused:
+        raise ClassifierError(f"model payload holds untrusted types {refused}")
+    obj = sio.loads(payload, trusted=list(untrusted))
+    if not isinstance(obj, dict) or "estimator" not in obj:
+        raise ClassifierError("skops payload is not an idq estimator bundle")
+    return obj
+
+
+class _SklearnMixin:
+    """Shared rank/dump/load for wrappers holding ``self._est`` (+ optional scaler)."""
+
+    feature_spec: ModelSpec
+    params: dict[str, Any]
+    _est: Any = None
+    _scaler: Any = None
+    _spec: ModelSpec | None = None
+
+    def _prep(self, X: np.ndarray) -> np.ndarray:
+        spec = self._spec or self.feature_spec
+        Z = preprocess(X, spec, bool(self.params.get("signed_dt", False)))
+        if self._scaler is not None:
+            Z = self._scaler.transform(Z)
+        return Z
+
+    def _rank(self, X: np.ndarray) -> np.ndarray:
+        Z = self._prep(X)
+        if isinstance(self._est, RandomForestClassifier):
+            proba = self._est.predict_proba(Z)
+            return np.asarray(proba[:, list(self._est.classes_).index(1)], dtype=np.float64)
+        if isinstance(self._est, GaussianNB):
+            jll = self._est.predict_joint_log_proba(Z)
+            z = jll[:, 1] - jll[:, 0]
+        else:
+            z = self._est.decision_function(Z)
+        # classes_ is [0, 1] for every flavor here (partial_fit is given classes=[0, 1])
+        return 0.5 + np.arctan(np.asarray(z, dtype=np.float64)) / np.pi
+
+    def _dump(self) -> bytes:
+        return _dumps({"estimator": self._est, "scaler": self._scaler})
+
+    def _load(self, payload: bytes, spec: ModelSpec) -> None:
+        obj = _loads(payload)
+        self._est, self._scaler, self._spec = obj["estimator"], obj.get("scaler"), spec
+
+
+class RandomForest(_SklearnMixin, SupervisedClassifier):
+    """``RandomForestClassifier`` with balanced class weights."""
+
+    flavor: ClassVar[str] = "random_forest"
+    defaults: ClassVar[dict[str, Any]] = {
+        "n_estimators": 100,
+        "max_depth": 12,
+        "min_samples_leaf": 2,
+        "max_features": "sqrt",
+        "n_jobs": 1,
+        "seed": 0,
+        "signed_dt": False,
+    }
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        p = self.params
+        self._spec, self._scaler = self.feature_spec, None
+        self._est = RandomForestClassifier(
+            n_estimators=int(p["n_estimators"]),
+            max_depth=p["max_depth"],
+            min_samples_leaf=int(p["min_samples_leaf"]),
+            max_features=p["max_features"],
+            class_weight="balanced",
+            n_jobs=p["n_jobs"],
+            random_state=int(p["seed"]),
+        ).fit(self._prep(X), y)
+
+
+class HistGradientBoosting(_SklearnMixin, SupervisedClassifier):
+    """``HistGradientBoostingClassifier`` with balanced class weights."""
+
+    flavor: ClassVar[str] = "hist_gradient_boosting"
+    defaults: ClassVar[dict[str, Any]] = {
+        "max_iter": 200,
+        "learning_rate": 0.1,
+        "max_leaf_nodes": 31,
+        "l2_regularization": 0.0,
+        "early_stopping": "auto",
+        "seed": 0,
+        "signed_dt": False,
+    }
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        p = self.params
+        self._spec, self._scaler = self.feature_spec, None
+        self._est = HistGradientBoostingClassifier(
+            max_iter=int(p["max_iter"]),
+            learning_rate=float(p["learning_rate"]),
+            max_leaf_nodes=int(p["max_leaf_nodes"]),
+            l2_regularization=float(p["l2_regularization"]),
+            early_stopping=p["early_stopping"],
+            class_weight="balanced",
+            random_state=int(p["seed"]),
+        ).fit(self._prep(X), y)
+
+
+class _IncrementalBase(_SklearnMixin, IncrementalSupervisedClassifier):
+    """``partial_fit`` over ``epochs`` seeded shuffles of each new batch."""
+
+    def _new_estimator(self) -> Any:
+        raise NotImplementedError
+
+    def _partial_fit(self, X: np.ndarray, y: np.ndarray, first: bool) -> None:
+        p = self.params
+        if first or self._est is None:
+            self._spec = self.feature_spec
+            self._est = self._new_estimator()
+            self._scaler = StandardScaler() if self._use_scaler else None
+        assert self._spec is not None
+        Z = preprocess(X, self._spec, bool(p.get("signed_dt", False)))
+        if self._scaler is not None:
+            # running mean/variance: the scaler learns incrementally like the model
+            self._scaler.partial_fit(Z)
+            Z = self._scaler.transform(Z)
+        rng = np.random.default_rng(int(p["seed"]) + (0 if first else int(y.size)))
+        w = compute_sample_weight("balanced", y) if self._balanced else None
+        for _ in range(int(p["epochs"])):
+            order = rng.permutation(y.size)
+            kw = {} if w is None else {"sample_weight": w[order]}
+            self._est.partial_fit(Z[order], y[order], classes=np.array([0, 1]), **kw)
+
+    _use_scaler: ClassVar[bool] = False
+    _balanced: ClassVar[bool] = False
+
+
+class SGD(_IncrementalBase):
+    """Logistic regression by SGD (``loss="log_loss"``) behind a running StandardScaler."""
+
+    flavor: ClassVar[str] = "sgd"
+    defaults: ClassVar[dict[str, Any]] = {
+        "alpha": 1e-4,
+        "epochs": 5,
+        "penalty": "l2",
+        "seed": 0,
+        "signed_dt": False,
+    }
+    _use_scaler = True
+    _balanced = True
+
+    def _new_estimator(self) -> Any:
+        p = self.params
+        return SGDClassifier(
+            loss="log_loss",
+            alpha=float(p["alpha"]),
+            penalty=p["penalty"],
+            random_state=int(p["seed"]),
+        )
+
+
+class NaiveBayes(_IncrementalBase):
+    """``GaussianNB`` with equal priors, updated by ``partial_fit``."""
+
+    flavor: ClassVar[str] = "naive_bayes"
+    defaults: ClassVar[dict[str, Any]] = {
+        "var_smoothing": 1e-9,
+        "epochs": 1,
+        "seed": 0,
+        "signed_dt": False,
+    }
+
+    def _new_estimator(self) -> Any:
+        return GaussianNB(priors=[0.5, 0.5], var_smoothing=float(self.params["var_smoothing"]))

@@ -1,0 +1,216 @@
+"""Models and calibrations in use by a stage, swapped in live from announcements.
+
+Evaluate needs the newest model of each classifier; timeseries needs, for each
+classifier, the newest calibration *and the model it calibrates* (ranks of one
+model mean nothing to another model's calibration). Every artifact is loaded from
+the store with its sha256 checked; a load that fails keeps what was in use.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from idq_common.config import Settings
+from idq_common.exceptions import IDQError
+from idq_common.gpstime import unix_to_gps
+from idq_common.io.store import ArtifactStore
+from idq_common.science.calibration import CalibrationMap
+from idq_common.science.classifiers.base import Classifier, Model
+from idq_common.science.classifiers.factory import make_classifier
+from idq_common.stage.announcements import AnnouncementTracker
+from idq_common.stage.runtime import ServiceRuntime
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Pair:
+    """A model and the calibration fitted on its ranks."""
+
+    classifier: Classifier
+    calibration: CalibrationMap
+    model_id: str
+    calibration_id: str
+    healthy: bool
+    created_gps: float
+
+
+class ModelBook:
+    """Follow the models (and optionally calibrations) topics for one stage.
+
+    Parameters
+    ----------
+    settings : Settings
+        For topics, store and the configured classifiers.
+    runtime : ServiceRuntime
+        For dead letters and metrics.
+    calibrations : bool
+        Also follow calibration announcements (timeseries).
+    """
+
+    def __init__(
+        self, settings: Settings, runtime: ServiceRuntime, calibrations: bool = False
+    ) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.flavors = {c.nickname: c.flavor for c in settings.classifiers}
+        self.params = {c.nickname: c.params for c in settings.classifiers}
+        group = f"idq.{settings.general.ifo}.{runtime.stage}.announcements"
+        cfg = settings.kafka.consumer_config(group)
+        self.store = ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
+        self.models = AnnouncementTracker(
+            cfg,
+            settings.kafka.topics.models,
+            "model_announcement",
+            "model_id",
+            deadletter=runtime.deadletters.publish,
+        )
+        runtime.closers.append(self.models.close)
+        self.calibrations: AnnouncementTracker | None = None
+        if calibrations:
+            self.calibrations = AnnouncementTracker(
+                cfg,
+                settings.kafka.topics.calibrations,
+                "calibration_announcement",
+                "calibration_id",
+                deadletter=runtime.deadletters.publish,
+            )
+            runtime.closers.append(self.calibrations.close)
+        self._classifiers: dict[tuple[str, str], Classifier] = {}
+        self._cmaps: dict[str, CalibrationMap] = {}
+        self._current: dict[str, Classifier] = {}
+        self._pairs: dict[str, Pair] = {}
+        #: newest calibration passed over (unhealthy while a healthy one is in use)
+        self._skipped: dict[str, str] = {}
+
+    def refresh(self, timeout: float = 0.0) -> None:
+        """Absorb new announcements and load what changed."""
+        self.models.refresh(timeout)
+        if self.calibrations is not None:
+            self.calibrations.refresh(timeout)
+
+    # -- loading ------------------------------------------------------------------------
+    def _load_classifier(self, name: str, uri: str, sha256: str, model_id: str) -> Classifier:
+        key = (name, model_id)
+        if key not in self._classifiers:
+            payload = self.store.get(uri, sha256)
+            model = Model.from_bytes(payload)
+            clf = make_classifier(name, self.flavors[name], self.params[name], model.spec)
+            clf.model = model
+            self._classifiers[key] = clf
+            log.info(
+                "%s: loaded model %s (%d samples, span [%.0f, %.0f))",
+                name,
+                model.id,
+                model.n_samples,
+                *model.span,
+            )
+            # keep only a few models per classifier in memory
+            old = [k for k in self._classifiers if k[0] == name and k != key]
+            for k in old[:-2]:
+                del self._classifiers[k]
+        return self._classifiers[key]
+
+    def model(self, name: str) -> Classifier | None:
+        """The newest announced model of ``name`` (None before the first)."""
+        ann = self.models.latest.get(name)
+        if ann is None or name not in self.flavors:
+            return self._current.get(name)
+        try:
+            clf = self._load_classifier(name, ann["uri"], ann["sha256"], ann["model_id"])
+        except IDQError as exc:
+            log.error(
+                "%s: cannot load model %s, keeping the one in use: %s", name, ann["model_id"], exc
+            )
+            return self._current.get(name)
+        if self._current.get(name) is not clf:
+            self.runtime.metrics.set_model(name, ann["model_id"], ann["created_gps"])
+        self._current[name] = clf
+        return clf
+
+    def pair(self, name: str) -> Pair | None:
+        """The newest calibration of ``name`` with the model it calibrates."""
+        assert self.calibrations is not None
+        ann = self.calibrations.latest.get(name)
+        if ann is None or name not in self.flavors:
+            return self._pairs.get(name)
+        current = self._pairs.get(name)
+        if current is not None and ann["calibration_id"] in (
+            current.calibration_id,
+            self._skipped.get(name),
+        ):
+            return current
+        pair = self._load_pair(name, ann, current)
+        if pair is not None and not pair.healthy and current is not None and current.healthy:
+            # keep producing with the last healthy pair rather than switching OK off
+            log.warning(
+                "%s: keeping calibration %s: the newer %s is unhealthy",
+                name,
+                current.calibration_id,
+                ann["calibration_id"],
+            )
+            self._skipped[name] = ann["calibration_id"]
+            return current
+        if pair is not None and pair is not current:
+            self._pairs[name] = pair
+            self.runtime.metrics.set_calibration(name, ann["calibration_id"], ann["created_gps"])
+            log.info(
+                "%s: now using calibration %s of model %s%s",
+                name,
+                ann["calibration_id"],
+                ann["model_id"],
+                "" if pair.healthy else " (UNHEALTHY: OK will be 0)",
+            )
+        return pair
+
+    def pair_for_ids(self, name: str, calibration_id: str | None) -> Pair | None:
+        """The pair of an earlier output (redoing a stride reuses what it used).
+
+        Returns None when ``calibration_id`` is None (the stride had no calibration)
+        or was never announced.
+        """
+        tracker = self.calibrations
+        assert tracker is not None
+        if calibration_id is None:
+            return None
+        current = self._pairs.get(name)
+        if current is not None and current.calibration_id == calibration_id:
+            return current
+        ann = tracker.by_id.get(calibration_id)
+        if ann is None:
+            tracker.wait_for(lambda: calibration_id in tracker.by_id, 5.0)
+            ann = tracker.by_id.get(calibration_id)
+        return None if ann is None else self._load_pair(name, ann, None)
+
+    def _load_pair(self, name: str, ann: dict[str, Any], current: Pair | None) -> Pair | None:
+        try:
+            model_ann: dict[str, Any] | None = self.models.by_id.get(ann["model_id"])
+            uri = model_ann["uri"] if model_ann else ann.get("model_uri", "")
+            sha = model_ann["sha256"] if model_ann else ann.get("model_sha256", "")
+            if not uri:
+                log.warning(
+                    "%s: calibration %s names model %s, not announced yet",
+                    name,
+                    ann["calibration_id"],
+                    ann["model_id"],
+                )
+                return current
+            clf = self._load_classifier(name, uri, sha, ann["model_id"])
+            cmap = CalibrationMap.from_bytes(self.store.get(ann["uri"], ann["sha256"]))
+        except IDQError as exc:
+            log.error(
+                "%s: cannot load calibration %s, keeping the one in use: %s",
+                name,
+                ann["calibration_id"],
+                exc,
+            )
+            return current
+        healthy, reason = cmap.health()
+        if not healthy:
+            log.warning("%s: calibration %s is unhealthy: %s", name, ann["calibration_id"], reason)
+        healthy = healthy and bool(ann["healthy"])
+        model_created = model_ann["created_gps"] if model_ann else unix_to_gps(clf.model.created)
+        self.runtime.metrics.set_model(name, ann["model_id"], model_created)
+        return Pair(clf, cmap, ann["model_id"], ann["calibration_id"], healthy, ann["created_gps"])

@@ -1,0 +1,1 @@
+"""Streaming over GPS time: cadence, stream processor, feature sources, segments, checkpoints."""

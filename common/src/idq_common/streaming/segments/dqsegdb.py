@@ -1,0 +1,159 @@
+"""Segments from a DQSegDB server through the ``dqsegdb2`` client, with retries.
+
+``dqsegdb2.query_segments(flag, start, end, host=...)`` goes through
+``igwn_auth_utils``, which looks for SciTokens / X.509 credentials. For a plain
+``http://`` server (the local test server, or an in-cluster mirror without auth)
+we pass ``force_noauth=True`` -- the documented ``igwn_auth_utils`` switch that
+skips credential discovery -- so no token is needed and none is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import warnings
+from collections.abc import Callable
+from typing import Any
+
+import dqsegdb2
+import requests
+from igwn_segments import segmentlist
+
+from idq_common.exceptions import SegmentQueryError
+from idq_common.streaming.segments.base import clip
+
+log = logging.getLogger(__name__)
+
+
+class DQSegDBSegments:
+    """Active segments of one flag from DQSegDB.
+
+    Parameters
+    ----------
+    flag : str
+        ``IFO:NAME:VERSION`` (or without version: the intersection over versions,
+        dqsegdb2's rule).
+    host : str
+        Server URL, e.g. ``https://segments.igwn.org`` or ``http://127.0.0.1:8080``.
+    retries : int
+        Further attempts after the first one fails with a retryable error
+        (connection refused/reset, timeout, HTTP 5xx, an answer that is not the
+        expected JSON).
+    backoff : float
+        Seconds before the first retry; doubled for each further retry.
+    timeout : float
+        Per-request timeout, seconds.
+    auth : bool or None
+        None: no credentials for ``http://`` hosts, discovery for ``https://``.
+    sleep : callable
+        How to wait between retries (injected by tests so they never sleep).
+    """
+
+    def __init__(
+        self,
+        flag: str,
+        host: str,
+        retries: int = 3,
+        backoff: float = 1.0,
+        timeout: float = 30.0,
+        auth: bool | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        if retries < 0 or backoff < 0:
+            raise ValueError("retries and backoff must be >= 0")
+        self.flag = flag
+        self.host = host.rstrip("/")
+        self.retries = retries
+        self.backoff = backoff
+        self.timeout = timeout
+        self.auth = (not self.host.startswith("http://")) if auth is None else auth
+        self._sleep = sleep
+        self.attempts = 0  # total requests made, for metrics and tests
+
+    def __repr__(self) -> str:
+        return f"DQSegDBSegments({self.flag!r}, host={self.host!r})"
+
+    def _query_once(self, start: float, end: float) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"timeout": self.timeout}
+        if not self.auth:
+            kwargs["force_noauth"] = True
+        self.attempts += 1
+        with warnings.catch_warnings():
+            if not self.auth:
+                # dqsegdb2's Session still probes for X.509 files (and warns that LIGO.ORG
+                # X.509 is retired) even though this request sends no credentials
+                warnings.filterwarnings(
+                    "ignore", category=DeprecationWarning, module="igwn_auth_utils"
+                )
+            out = dqsegdb2.query_segments(self.flag, start, end, host=self.host, **kwargs)
+        if not isinstance(out, dict) or "active" not in out or "known" not in out:
+            raise ValueError(f"answer lacks 'known'/'active': {str(out)[:200]}")
+        return out
+
+    def query(self, start: float, end: float) -> segmentlist:
+        """Active segments of the flag in ``[start, end)``.
+
+        Raises
+        ------
+        SegmentQueryError
+            After ``retries`` retries with exponential backoff, or at once for a
+            non-retryable answer (HTTP 4xx: unknown flag, forbidden).
+        """
+        if end <= start:
+            return segmentlist()
+        delay = self.backoff
+        last: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                out = self._query_once(start, end)
+            except requests.HTTPError as exc:
+                status = exc.response.status_code if exc.response is not None else None
+                if status is not None and 400 <= status < 500:
+                    raise SegmentQueryError(
+                        f"DQSegDB {self.host} refused {self.flag} [{start}, {end}): HTTP {status}"
+                    ) from exc
+                last = exc
+            except (
+                requests.RequestException,
+                json.JSONDecodeError,
+                ValueError,
+                KeyError,
+                TypeError,
+            ) as exc:
+                # connection refused/reset, timeouts, garbage bodies, malformed segments
+                last = exc
+            else:
+                active = clip(out["active"], start, end)
+                known = clip(out["known"], start, end)
+                unknown = clip([(start, end)], start, end) - known
+                if abs(unknown):
+                    log.warning(
+                        "DQSegDB %s: %s not known over %s; treated as inactive",
+                        self.host,
+                        self.flag,
+                        unknown,
+                    )
+                return active & known
+            if attempt < self.retries:
+                log.warning(
+                    "DQSegDB query %s [%s, %s) failed (attempt %d/%d: %s); retrying in %.2f s",
+                    self.flag,
+                    start,
+                    end,
+                    attempt + 1,
+                    self.retries + 1,
+                    _short(last),
+                    delay,
+                )
+                self._sleep(delay)
+                delay *= 2
+        raise SegmentQueryError(
+            f"DQSegDB {self.host}: query for {self.flag} [{start}, {end}) failed after "
+            f"{self.retries + 1} attempts; last error: {_short(last)}"
+        ) from last
+
+
+def _short(exc: BaseException | None) -> str:
+    text = f"{type(exc).__name__}: {exc}" if exc is not None else "none"
+    return text if len(text) <= 300 else text[:300] + "..."
