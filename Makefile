@@ -30,6 +30,11 @@ system-deps:
 	  echo "installing Debian package prometheus"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q prometheus; }
+# Debian package chromium: renders the HTML report headless in its test.
+	@command -v chromium >/dev/null || { \
+	  echo "installing Debian package chromium"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends chromium; }
 
 # Apache Kafka jars from Maven Central into .cache/kafka (idempotent).
 kafka-jars: $(STAMP)

@@ -20,7 +20,7 @@ from bench._infra import RunConfig, reset_group, run_sampled, spawn, stage_argv,
 
 
 def _frames(d: Path) -> int:
-    return sum(1 for _ in d.glob("*.gwf")) if d.exists() else 0
+    return sum(1 for _ in d.glob("*/*.gwf")) if d.exists() else 0
 
 
 def measure(

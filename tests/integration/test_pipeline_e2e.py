@@ -132,7 +132,7 @@ def run(
     frames_dir = tmp / "frames"
 
     def progress() -> int:
-        return len(list(frames_dir.glob("*.gwf"))) if frames_dir.exists() else 0
+        return len(list(frames_dir.glob("*/*.gwf"))) if frames_dir.exists() else 0
 
     def wait_progress(n: int, timeout: float = 240.0) -> None:
         deadline = time.monotonic() + timeout
@@ -214,7 +214,7 @@ def test_one_frame_per_stride_none_missing(run: dict[str, Any]) -> None:
         frame_name("H", s.timeseries.description, t, stride)
         for t in np.arange(run["start"], run["end"], stride)
     }
-    got = {p.name for p in run["frames_dir"].glob("*.gwf")}
+    got = {p.name for p in run["frames_dir"].glob("*/*.gwf")}
     assert got == expected
 
 

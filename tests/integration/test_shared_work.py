@@ -63,7 +63,7 @@ def shared_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -
     pipeline.processes["produce"].start()
     frames = tmp / "frames"
     # stop the second replica a third of the way: the first must take its strides over
-    while len(list(frames.glob("*.gwf"))) < DURATION / 3 and time.monotonic() < deadline + 120:
+    while len(list(frames.glob("*/*.gwf"))) < DURATION / 3 and time.monotonic() < deadline + 120:
         time.sleep(0.2)
     stopped_status = replicas[1].terminate()
     assert replicas[0].proc is not None
@@ -87,7 +87,7 @@ def test_every_stride_has_its_frame(shared_run: dict[str, Any]) -> None:
         frame_name("H", s.timeseries.description, t, 1.0)
         for t in np.arange(shared_run["start"], shared_run["end"], 1.0)
     }
-    assert {p.name for p in shared_run["frames"].glob("*.gwf")} == expected
+    assert {p.name for p in shared_run["frames"].glob("*/*.gwf")} == expected
 
 
 def test_the_replicas_shared_the_work(shared_run: dict[str, Any]) -> None:

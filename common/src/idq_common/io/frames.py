@@ -5,6 +5,11 @@ gwpy/LAL user can read them. The ids of the model and calibration each classifie
 used are recorded inside the frame: as the frame header's name (readable with
 :func:`read_provenance`) and as an FrHistory record (visible to ``FrDump`` and other
 frame tools).
+
+Layout on disk is LIGO's: ``{dir}/{OBS}-{DESC}-{GPS5}/{OBS}-{DESC}-{GPS}-{DUR}.gwf`` with
+``GPS5 = GPS // 100000``, so a day of one-second frames is spread over one or two
+directories of at most 100,000 files instead of 86,400 files in one folder, and a
+reader finds the frames of a span by name without listing everything.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +26,7 @@ import lalframe
 import numpy as np
 
 PRODUCTS = ("PGLITCH", "LOGLIKE", "FAP", "EFF", "RANK", "OK")
+GPS_DIR_SPAN = 100_000  # seconds of frames per directory (LIGO's GPS5 layout)
 
 _NAME = re.compile(r"^(?P<obs>[A-Z]+)-(?P<desc>[A-Za-z0-9_]+)-(?P<start>\d+)-(?P<dur>\d+)\.gwf$")
 
@@ -39,6 +45,88 @@ def frame_name(observatory: str, description: str, start: float, duration: float
     if not float(start).is_integer() or not float(duration).is_integer():
         raise ValueError(f"frame start {start} and duration {duration} must be whole seconds")
     return f"{observatory}-{description}-{int(start)}-{int(duration)}.gwf"
+
+
+def frame_dir(observatory: str, description: str, start: float) -> str:
+    """``{OBS}-{DESCRIPTION}-{GPS // 100000}``: the directory of the frame starting at ``start``."""
+    return f"{observatory}-{description}-{int(start) // GPS_DIR_SPAN}"
+
+
+def frame_path(
+    directory: str | Path, observatory: str, description: str, start: float, duration: float
+) -> Path:
+    """Where the frame of ``[start, start + duration)`` lives under ``directory``.
+
+    A pure function of its arguments: the same stride gives the same path (outputs are
+    idempotent).
+    """
+    return (
+        Path(directory)
+        / frame_dir(observatory, description, start)
+        / frame_name(observatory, description, start, duration)
+    )
+
+
+def find_frames(
+    directory: str | Path,
+    observatory: str,
+    description: str,
+    start: float | None = None,
+    end: float | None = None,
+) -> list[Path]:
+    """Frame files under ``directory`` overlapping ``[start, end)``, in GPS order.
+
+    Only the ``GPS // 100000`` directories of the span are listed. Without a span,
+    every frame of the observatory and description.
+    """
+    root = Path(directory)
+    prefix = f"{observatory}-{description}-"
+    if start is None or end is None:
+        dirs = sorted(p for p in root.glob(prefix + "*") if p.is_dir())
+    else:
+        # a frame starting in the previous directory may reach into the span
+        first = int(start) // GPS_DIR_SPAN - 1
+        last = int(np.ceil(end)) // GPS_DIR_SPAN
+        dirs = [root / f"{prefix}{k}" for k in range(max(first, 0), last + 1)]
+    found = []
+    for d in dirs:
+        try:
+            names = os.listdir(d)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for name in names:
+            m = _NAME.match(name)
+            if m is None or m["obs"] != observatory or m["desc"] != description:
+                continue  # temporary files of a write in progress, other descriptions
+            t0, dur = int(m["start"]), int(m["dur"])
+            if start is not None and end is not None and (t0 + dur <= start or t0 >= end):
+                continue
+            found.append((t0, d / name))
+    return [p for _, p in sorted(found)]
+
+
+def read_span(
+    directory: str | Path,
+    observatory: str,
+    description: str,
+    channels: Sequence[str],
+    start: float,
+    end: float,
+) -> Any:
+    """The frames of ``[start, end)`` as one gwpy ``TimeSeriesDict`` (one series per channel).
+
+    gwpy joins the frames; a missing frame inside the span is an error (``gap="raise"``)
+    so a hole is never mistaken for data. Raises ``FileNotFoundError`` when no frame
+    covers the span.
+    """
+    from gwpy.timeseries import TimeSeriesDict
+
+    files = find_frames(directory, observatory, description, start, end)
+    if not files:
+        raise FileNotFoundError(f"no {observatory}-{description} frames for [{start}, {end})")
+    return TimeSeriesDict.read(
+        [str(f) for f in files], list(channels), start=start, end=end, gap="raise"
+    )
 
 
 def parse_frame_name(name: str) -> tuple[str, str, int, int]:

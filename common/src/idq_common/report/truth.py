@@ -19,7 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from idq_common.io.frames import channel_name, parse_frame_name, read_frame, read_provenance
+from idq_common.io.frames import (
+    channel_name,
+    find_frames,
+    parse_frame_name,
+    read_frame,
+    read_provenance,
+)
 
 
 @dataclass
@@ -31,13 +37,15 @@ class ClassifierSeries:
     ids: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
 
 
-def frame_files(directory: Path, observatory: str, description: str) -> list[Path]:
-    """Frame files of the directory, in GPS order."""
-    files = []
-    for path in Path(directory).glob(f"{observatory}-{description}-*.gwf"):
-        _, _, start, _ = parse_frame_name(path.name)
-        files.append((start, path))
-    return [p for _, p in sorted(files)]
+def frame_files(
+    directory: Path,
+    observatory: str,
+    description: str,
+    start: float | None = None,
+    end: float | None = None,
+) -> list[Path]:
+    """Frame files of the directory (LIGO layout), in GPS order, optionally of a span."""
+    return find_frames(directory, observatory, description, start, end)
 
 
 def load_series(

@@ -21,7 +21,7 @@ from igwn_segments import segment, segmentlist
 from idq_common.config import Settings
 from idq_common.data.triggers import in_segments
 from idq_common.io.avro.convert import timeseries_to_record
-from idq_common.io.frames import PRODUCTS, channel_name, frame_name, read_provenance, write_frame
+from idq_common.io.frames import PRODUCTS, channel_name, frame_path, read_provenance, write_frame
 from idq_common.science.features import FeatureSpec, feature_matrix, grid_times
 from idq_common.science.products import compute_products, invalid_products
 from idq_common.stage.loop import StreamingStage
@@ -77,8 +77,9 @@ class TimeseriesStage(StreamingStage):
     def _emit(
         self, start: float, end: float, triggers, valid: segmentlist, pairs: dict[str, Pair | None]
     ) -> None:
-        fname = frame_name(self.settings.general.observatory, self.description, start, end - start)
-        path = self.output_dir / fname
+        obs = self.settings.general.observatory
+        path = frame_path(self.output_dir, obs, self.description, start, end - start)
+        fname = path.name
         if path.exists():
             # a stride done before a restart: redo it with the model and calibration it
             # used then, so the frame and messages come out the same

@@ -1,0 +1,58 @@
+"""GWF frames: LIGO directory layout, finding a span's frames, one TimeSeries over a day."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from idq_common.io.frames import find_frames, frame_path, read_span, write_frame
+
+CH = "H1:IDQ-FAP_OVL_10_2048"
+
+
+def test_frame_path_is_the_ligo_layout_and_idempotent(tmp_path: Path) -> None:
+    p = frame_path(tmp_path, "H", "IDQ_TIMESERIES", 1_234_567_890, 1)
+    assert p == tmp_path / "H-IDQ_TIMESERIES-12345" / "H-IDQ_TIMESERIES-1234567890-1.gwf"
+    # the same stride -> the same path, whatever the float form of its start
+    assert frame_path(tmp_path, "H", "IDQ_TIMESERIES", 1_234_567_890.0, 1.0) == p
+    with pytest.raises(ValueError):
+        frame_path(tmp_path, "H", "IDQ_TIMESERIES", 1_234_567_890.5, 1)
+
+
+def _write(directory: Path, start: int, duration: int, rate: float) -> None:
+    n = round(duration * rate)
+    values = start + np.arange(n) / rate  # each sample holds its own GPS time
+    path = frame_path(directory, "H", "IDQ_TIMESERIES", start, duration)
+    write_frame(path, start, duration, {CH: values}, rate, {"ovl": {"model_id": "m"}})
+
+
+def test_a_day_of_frames_reads_as_one_timeseries_across_directories(tmp_path: Path) -> None:
+    # a day of hour-long frames that crosses a GPS // 100000 directory boundary
+    start, hour, rate = 1_000_050_000, 3600, 1.0
+    for k in range(24):
+        _write(tmp_path, start + k * hour, hour, rate)
+    (tmp_path / "H-IDQ_TIMESERIES-10000").joinpath(".H-IDQ_TIMESERIES-1-1.gwf.tmp9").touch()
+    dirs = sorted(p.name for p in tmp_path.iterdir())
+    assert dirs == ["H-IDQ_TIMESERIES-10000", "H-IDQ_TIMESERIES-10001"]
+    assert len(find_frames(tmp_path, "H", "IDQ_TIMESERIES")) == 24
+    # a span's frames: the overlapping ones only, in GPS order
+    span = find_frames(tmp_path, "H", "IDQ_TIMESERIES", start + 1800, start + 2 * hour + 1)
+    assert [p.name for p in span] == [
+        f"H-IDQ_TIMESERIES-{start + k * hour}-3600.gwf" for k in range(3)
+    ]
+    day = read_span(tmp_path, "H", "IDQ_TIMESERIES", [CH], start, start + 24 * hour)[CH]
+    assert day.t0.value == start and day.duration.value == 24 * hour
+    np.testing.assert_array_equal(day.value, start + np.arange(24 * hour))
+    part = read_span(tmp_path, "H", "IDQ_TIMESERIES", [CH], start + 100, start + 200)[CH]
+    np.testing.assert_array_equal(part.value, start + 100 + np.arange(100))
+
+
+def test_a_hole_in_the_span_is_an_error_not_data(tmp_path: Path) -> None:
+    for k in (0, 2):
+        _write(tmp_path, 1_000_000_000 + k * 16, 16, 4.0)
+    with pytest.raises(ValueError):
+        read_span(tmp_path, "H", "IDQ_TIMESERIES", [CH], 1_000_000_000, 1_000_000_048)
+    with pytest.raises(FileNotFoundError):
+        read_span(tmp_path, "H", "IDQ_TIMESERIES", [CH], 2_000_000_000, 2_000_000_016)
