@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
-PACKAGES := common services/train services/evaluate services/calibrate services/timeseries devtools
+PACKAGES := common services/train services/evaluate services/calibrate services/timeseries services/ingest devtools
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
 .PHONY: install system-deps kafka-jars test lint demo bench bench-quick clean help

@@ -142,7 +142,12 @@ def create_run_topics(cfg: RunConfig) -> None:
     create_topics(
         k.admin_config(),
         topic_specs(
-            s.general.ifo, k.topics.as_dict(), k.partitions, k.replication_factor, k.retention_ms
+            s.general.ifo,
+            k.topics.as_dict(),
+            k.partitions,
+            k.replication_factor,
+            k.retention_ms,
+            k.retention_bytes,
         ),
     )
 

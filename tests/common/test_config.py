@@ -355,7 +355,9 @@ def test_kafka_settings_librdkafka_dicts() -> None:
     assert ks.topics.as_dict()["features"] == "idq.L1.features"
     assert ks.topics["deadletter"] == "dlq.L1"
     assert ks.topic_config("models") == {"cleanup.policy": "compact"}
-    assert ks.topic_config("features")["retention.ms"] == str(168 * 3600 * 1000)
+    # deleted by size, never by (data) time unless asked: replays of old data survive
+    assert ks.topic_config("features")["retention.ms"] == "-1"
+    assert ks.topic_config("features")["retention.bytes"] == str(10 * 1024**3)
     # librdkafka itself accepts every key (construction does not need a broker).
     confluent_kafka.Producer(prod)
     consumer = confluent_kafka.Consumer(cons)

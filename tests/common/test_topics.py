@@ -28,7 +28,7 @@ def test_topic_specs_defaults_and_policies() -> None:
 def test_topic_specs_overrides_and_unknown_kind() -> None:
     specs = topic_specs("L1", names={"features": "custom.features"})
     assert specs[0].name == "custom.features" and specs[1].name == "idq.L1.segments"
-    assert "retention.ms" not in specs[0].config
+    assert specs[0].config["retention.ms"] == "-1"  # never by (data) time by default
     with pytest.raises(ValueError, match="unknown"):
         topic_specs("L1", names={"bogus": "x"})
 
@@ -85,7 +85,8 @@ def test_cli_topics_create_from_config(kafka_admin_config, kafka_bootstrap: str)
     args = ["topics", "create", "--config", str(config), "--bootstrap", kafka_bootstrap]
     assert main([*args, "--ifo", ifo]) == 0
     feats = describe_topic_config(kafka_admin_config, f"idq.{ifo}.features")
-    assert feats["retention.ms"] == str(24 * 3_600_000)
+    assert feats["retention.ms"] == "-1"
+    assert feats["retention.bytes"] == str(10 * 1024**3)
     from confluent_kafka.admin import AdminClient
 
     meta = AdminClient(kafka_admin_config).list_topics(timeout=10)

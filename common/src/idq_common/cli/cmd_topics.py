@@ -58,7 +58,7 @@ def _plan(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
     """``(admin_config, topic_specs kwargs)`` from the config file and the flags."""
     admin: dict[str, Any] = {}
     spec: dict[str, Any] = {"ifo": None, "names": None, "partitions": 1, "replication": 1}
-    spec["retention_ms"] = None
+    spec["retention_ms"] = -1  # by size, never by data time (topics.py)
     if ns.config is not None:
         from idq_common.config import load_settings
 
@@ -71,6 +71,7 @@ def _plan(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
             partitions=kafka.partitions,
             replication=kafka.replication_factor,
             retention_ms=kafka.retention_ms,
+            retention_bytes=kafka.retention_bytes,
         )
     if ns.bootstrap:
         admin["bootstrap.servers"] = ns.bootstrap

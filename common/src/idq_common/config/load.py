@@ -35,6 +35,7 @@ SECTIONS: tuple[str, ...] = (
     "kafka",
     "store",
     "metrics",
+    "ingest",
 )
 
 
@@ -134,6 +135,7 @@ def settings_from_dict(
     kafka = sections.kafka(root, general.ifo)
     store = sections.store(root)
     metrics = sections.metrics(root)
+    ingest = sections.ingest(root, general.ifo, kafka.topics)
     return Settings(
         general=general,
         samples=samples,
@@ -147,5 +149,6 @@ def settings_from_dict(
         kafka=kafka,
         store=store,
         metrics=metrics,
+        ingest=ingest,
         source=source,
     )

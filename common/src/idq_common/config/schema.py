@@ -210,6 +210,32 @@ class MetricsSettings:
     port: int = 0
 
 
+#: JSON feature formats ``idq-ingest`` reads (``auto``: recognised by the envelope key).
+INGEST_FORMATS: tuple[str, ...] = ("auto", "snax", "sgnax")
+
+#: Default ``[ingest] channel_pattern``: ``<IFO>:<SUBSYSTEM>-<NAME>``, optionally with the
+#: ``_<flow>_<fhigh>`` band suffix sgnax appends (e.g. ``L1:ASC-AUX_012_OUT_DQ_16_256``).
+DEFAULT_CHANNEL_PATTERN = r"^[A-Z][0-9]:[A-Z0-9]+-[A-Za-z0-9_]+$"
+
+
+@dataclass(frozen=True, slots=True)
+class IngestSettings:
+    """``[ingest]``: the SNAX/sgnax JSON source ``idq-ingest`` turns into features.
+
+    ``channel_pattern`` is a regular expression every channel key must match in full
+    (keys are kept as they come, band suffix included: each band is its own feature
+    channel); a key whose name minus the ``_<flow>_<fhigh>`` suffix is the target
+    channel is published as the target channel.
+    """
+
+    source_topic: str
+    format: str = "auto"
+    channel_pattern: str = DEFAULT_CHANNEL_PATTERN
+    source_id: str = "ingest"
+    message_seconds: float = 1.0
+    snax_rate: int = 16
+
+
 PRODUCTS: tuple[str, ...] = ("PGLITCH", "LOGLIKE", "FAP", "EFF", "RANK", "OK")
 
 
@@ -229,6 +255,7 @@ class Settings:
     kafka: KafkaSettings
     store: StoreSettings
     metrics: MetricsSettings
+    ingest: IngestSettings | None = None
     source: Path | None = None
 
     def classifier(self, nickname: str) -> ClassifierSettings:

@@ -16,7 +16,9 @@ from urllib.parse import urlparse
 from idq_common.config.reader import Table, describe, suggest
 from idq_common.config.schema import (
     BOUND_COLUMNS,
+    DEFAULT_CHANNEL_PATTERN,
     FEATURE_COLUMNS,
+    INGEST_FORMATS,
     SEGMENT_SOURCES,
     Bounds,
     CalibrateSettings,
@@ -24,6 +26,7 @@ from idq_common.config.schema import (
     EvaluateSettings,
     FeaturesSettings,
     GeneralSettings,
+    IngestSettings,
     MetricsSettings,
     SamplesSettings,
     SegmentsSettings,
@@ -34,6 +37,7 @@ from idq_common.config.schema import (
     known_flavors,
 )
 from idq_common.io.kafka.settings import (
+    DEFAULT_RETENTION_BYTES,
     MANAGED_LIBRDKAFKA_KEYS,
     SASL_MECHANISMS,
     SECURITY_PROTOCOLS,
@@ -396,6 +400,7 @@ _KAFKA_KEYS = (
     "partitions",
     "replication_factor",
     "retention_hours",
+    "retention_bytes",
     "topics",
     "librdkafka",
 )
@@ -453,7 +458,8 @@ def kafka(root: Table, ifo: str) -> KafkaSettings:
         client_id=t.string("client_id", "idq"),
         partitions=t.integer("partitions", 1, min=1),
         replication_factor=t.integer("replication_factor", 1, min=1),
-        retention_hours=t.number("retention_hours", 168.0, gt=0),
+        retention_hours=t.number("retention_hours", None, gt=0),
+        retention_bytes=t.integer("retention_bytes", DEFAULT_RETENTION_BYTES, min=1024**2),
         librdkafka=extras[""],
         librdkafka_producer=extras["producer"],
         librdkafka_consumer=extras["consumer"],
@@ -549,4 +555,49 @@ def metrics(root: Table) -> MetricsSettings:
     t = _section(root, "metrics", ("host", "port"), required=False)
     return MetricsSettings(
         host=t.string("host", "127.0.0.1"), port=t.integer("port", 0, min=0, max=65535)
+    )
+
+
+def ingest(root: Table, ifo: str, topics: TopicNames) -> IngestSettings:
+    """``[ingest]`` (absent: every key defaulted, source topic ``idq.<ifo>.snax``)."""
+    t = _section(
+        root,
+        "ingest",
+        (
+            "source_topic",
+            "format",
+            "channel_pattern",
+            "source_id",
+            "message_seconds",
+            "snax_rate",
+        ),
+        required=False,
+    )
+    topic: str = t.string("source_topic", f"idq.{ifo}.snax")
+    if not valid_topic_name(topic):
+        raise t.error(
+            "source_topic", f"not a legal Kafka topic name (1-249 of [A-Za-z0-9._-]): {topic!r}"
+        )
+    for kind, name in topics.as_dict().items():
+        if name == topic:
+            raise t.error("source_topic", f"topic {topic!r} is the pipeline's {kind} topic")
+    pattern: str = t.string("channel_pattern", DEFAULT_CHANNEL_PATTERN)
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise t.error("channel_pattern", f"not a valid regular expression: {exc}") from None
+    source_id: str = t.string("source_id", "ingest")
+    if any(c.isspace() for c in source_id):
+        raise t.error("source_id", f"must not contain whitespace, got {source_id!r}")
+    seconds = t.number("message_seconds", 1.0, gt=0)
+    rate: int = t.integer("snax_rate", 16, min=1)
+    if not math.isclose(seconds * rate, round(seconds * rate), abs_tol=1e-9):
+        raise t.error("snax_rate", f"{rate} Hz is not a whole number of bins per {seconds:g} s")
+    return IngestSettings(
+        source_topic=topic,
+        format=t.string("format", "auto", choices=INGEST_FORMATS),
+        channel_pattern=pattern,
+        source_id=source_id,
+        message_seconds=seconds,
+        snax_rate=rate,
     )

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from confluent_kafka import KafkaException, Producer
+from numpy.typing import ArrayLike
 
 from idq_common.data.triggers import TriggerSet
 from idq_common.exceptions import BrokerError
@@ -89,9 +90,20 @@ class FeaturePublisher:
         edges = [start + k * self.batch_seconds for k in range(n)] + [end]
         return [(edges[k], min(edges[k + 1], end)) for k in range(n)]
 
-    def publish_batch(self, triggers: TriggerSet, start: float, end: float) -> None:
-        """Send one batch holding every trigger of the source in ``[start, end)``."""
-        record = triggers_to_batch(triggers, self.ifo, self.source_id, self.seq, start, end)
+    def publish_batch(
+        self,
+        triggers: TriggerSet,
+        start: float,
+        end: float,
+        extra: Mapping[str, ArrayLike] | None = None,
+    ) -> None:
+        """Send one batch holding every trigger of the source in ``[start, end)``.
+
+        ``extra``: optional float64 columns (``q``, ``phase``, ``duration``), one per row.
+        """
+        record = triggers_to_batch(
+            triggers, self.ifo, self.source_id, self.seq, start, end, extra=extra
+        )
         kwargs: dict[str, Any] = {}
         if self.partitioner == "round_robin" and self.partitions:
             kwargs["partition"] = self.seq % self.partitions

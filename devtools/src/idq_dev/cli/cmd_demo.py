@@ -77,6 +77,7 @@ def run(ns: argparse.Namespace) -> int:
                 kafka.partitions,
                 kafka.replication_factor,
                 kafka.retention_ms,
+                kafka.retention_bytes,
             ),
         )
         # an hour that ended ten minutes ago, aligned to the longest stride

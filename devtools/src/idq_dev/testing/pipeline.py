@@ -69,6 +69,13 @@ def pipeline_config(
     k = settings.kafka
     create_topics(
         k.admin_config(),
-        topic_specs(settings.general.ifo, k.topics.as_dict(), k.partitions, 1, k.retention_ms),
+        topic_specs(
+            settings.general.ifo,
+            k.topics.as_dict(),
+            k.partitions,
+            1,
+            k.retention_ms,
+            k.retention_bytes,
+        ),
     )
     return path, settings

@@ -59,6 +59,9 @@ MANAGED_LIBRDKAFKA_KEYS: frozenset[str] = frozenset(
     }
 )
 
+#: Default ``retention.bytes`` per partition of the non-compacted topics (10 GiB).
+DEFAULT_RETENTION_BYTES = 10 * 1024**3
+
 MASK = "***"
 
 _TOPIC_NAME = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
@@ -148,8 +151,13 @@ class KafkaSettings:
         ``client.id`` reported to the broker (the stage appends its name).
     partitions, replication_factor : int
         Used when topics are created.
-    retention_hours : float
-        Time-based retention of the non-compacted topics.
+    retention_hours : float or None
+        Time-based retention of the non-compacted topics; None (the default): none.
+        Message timestamps are the data's GPS time (so readers seek by GPS), and the
+        broker deletes by comparing them with *now*: a replay of data older than this
+        would be deleted within seconds of being written. Retention is by size instead.
+    retention_bytes : int
+        Size-based retention per partition of the non-compacted topics (default 10 GiB).
     librdkafka : mapping
         Extra librdkafka properties passed through to every client.
     librdkafka_producer, librdkafka_consumer, librdkafka_admin : mapping
@@ -166,7 +174,8 @@ class KafkaSettings:
     client_id: str = "idq"
     partitions: int = 1
     replication_factor: int = 1
-    retention_hours: float = 168.0
+    retention_hours: float | None = None
+    retention_bytes: int = DEFAULT_RETENTION_BYTES
     librdkafka: Mapping[str, LibrdkafkaValue] = field(default_factory=dict)
     librdkafka_producer: Mapping[str, LibrdkafkaValue] = field(default_factory=dict)
     librdkafka_consumer: Mapping[str, LibrdkafkaValue] = field(default_factory=dict)
@@ -192,7 +201,9 @@ class KafkaSettings:
 
     @property
     def retention_ms(self) -> int:
-        """``retention.ms`` for the non-compacted topics."""
+        """``retention.ms`` for the non-compacted topics (-1: no time-based deletion)."""
+        if self.retention_hours is None:
+            return -1
         return round(self.retention_hours * 3600 * 1000)
 
     def topic_config(self, kind: str) -> dict[str, str]:
@@ -200,7 +211,11 @@ class KafkaSettings:
         if kind in COMPACTED_KINDS:
             # Announcements are keyed by classifier: the latest per key is all a reader needs.
             return {"cleanup.policy": "compact"}
-        return {"cleanup.policy": "delete", "retention.ms": str(self.retention_ms)}
+        return {
+            "cleanup.policy": "delete",
+            "retention.ms": str(self.retention_ms),
+            "retention.bytes": str(self.retention_bytes),
+        }
 
     def common_config(self) -> dict[str, LibrdkafkaValue]:
         """Connection and security properties shared by every client."""

@@ -3,7 +3,11 @@
 Seven topics per instrument (DESIGN.md, "Topics"): ``features segments quivers models
 calibrations timeseries deadletter``, default names ``idq.{ifo}.{kind}``. The model and
 calibration announcement topics are compacted (the latest announcement per classifier
-is all a reader needs); the others are deleted by time.
+is all a reader needs); the others are deleted by *size* (``retention.bytes``), not by
+time: message timestamps are the data's GPS time (readers seek by GPS with
+``offsets_for_times``), and time-based deletion compares them with the wall clock, so a
+replay of last year's data would be deleted as soon as it is written
+(docs/ARCHITECTURE.md, "Retention").
 """
 
 from __future__ import annotations
@@ -64,7 +68,8 @@ def topic_specs(
     names: Mapping[str, str] | None = None,
     partitions: int = 1,
     replication: int = 1,
-    retention_ms: int | None = None,
+    retention_ms: int | None = -1,
+    retention_bytes: int | None = None,
 ) -> list[TopicSpec]:
     """The seven topics of one instrument's pipeline, in pipeline order.
 
@@ -78,7 +83,11 @@ def topic_specs(
     partitions, replication : int
         For every topic.
     retention_ms : int, optional
-        ``retention.ms`` of the time-deleted topics; None keeps the broker default.
+        ``retention.ms`` of the non-compacted topics; -1 (the default): no deletion by
+        time (see the module); None keeps the broker default (168 h, by data time).
+    retention_bytes : int, optional
+        ``retention.bytes`` per partition of the non-compacted topics; None keeps the
+        broker default (unlimited).
     """
     names = dict(names or {})
     unknown = set(names) - set(TOPIC_KINDS)
@@ -93,6 +102,8 @@ def topic_specs(
             config = {"cleanup.policy": "delete"}
             if retention_ms is not None:
                 config["retention.ms"] = str(int(retention_ms))
+            if retention_bytes is not None:
+                config["retention.bytes"] = str(int(retention_bytes))
         specs.append(
             TopicSpec(
                 name=names.get(kind, f"idq.{ifo}.{kind}"),

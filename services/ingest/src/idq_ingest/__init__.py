@@ -1,0 +1,1 @@
+"""idq-ingest: SNAX/sgnax JSON feature messages -> the features topic."""
