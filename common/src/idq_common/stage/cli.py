@@ -71,8 +71,10 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
     if verbose < 2:
-        # third-party chatter is only useful when debugging
-        for name in ("gwpy", "astropy", "urllib3", "botocore", "s3fs", "fsspec"):
+        # third-party chatter is only useful when debugging. Not "astropy": creating its
+        # logger before astropy is imported makes astropy's own logger setup fail
+        # (AttributeError: '_set_defaults') in a process that imports gwpy later.
+        for name in ("gwpy", "urllib3", "botocore", "s3fs", "fsspec"):
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
