@@ -35,6 +35,8 @@ FULL: dict[str, Any] = {
     "invariance_span": 256.0,
     # bench.classifiers: training span and prediction grid at 1,000 channels
     "classifiers": {"train_span": 240.0, "predict_s": 16.0, "repeats": 3},
+    # bench.query: +-8 s alert queries over a day of one-second frames (cached)
+    "query": {"span": 86400.0, "queries": 200},
     # models and calibrations must appear within the shortest replay (~0.6 samples/s)
     "overrides": {"train.min_new_samples": "100", "calibrate.min_new_samples": "100"},
 }
@@ -44,6 +46,7 @@ QUICK: dict[str, Any] = {
     "science_span": 800.0,
     "invariance_span": 32.0,
     "classifiers": {"train_span": 60.0, "predict_s": 2.0, "repeats": 1},
+    "query": {"span": 600.0, "queries": 50},
     # a minute of data holds ~40 samples: train and calibrate must fire on fewer
     "overrides": {"train.min_new_samples": "20", "calibrate.min_new_samples": "20"},
 }
@@ -166,6 +169,12 @@ def run_suite(
         broker.stop()
     result["science"] = science.measure(plan["science_span"], plan["invariance_span"])
     result["classifiers"] = classifiers.measure(**plan["classifiers"])
+    from bench import query
+
+    q = plan["query"]
+    # the quick suite's frames are its own; the full suite's day is cached and reused
+    frames = workdir / "query-frames" if quick else None
+    result["query"] = query.measure(q["span"], workdir / "query", q["queries"], frames)
     result["targets"] = verdicts(result)
     return result
 
@@ -226,6 +235,14 @@ def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
         "ovl >= hveto",
         hv.get("ovl_efficiency", 0) >= hv.get("efficiency", 1),
     )
+    q = r.get("query")
+    if q:
+        add(
+            f"query p50 latency ms over {q['span_s'] / 3600:g} h of frames",
+            q["latency_ms_p50"],
+            "< 100",
+            q["latency_ms_p50"] < 100,
+        )
     return out
 
 
@@ -251,6 +268,13 @@ def print_table(r: dict[str, Any]) -> None:
                 f"{name:24s}{c['model_bytes'] / 1024:>11,.0f}{c['load_s']:>9.4f}"
                 f"{c['predict_samples_per_s']:>16,.0f}"
             )
+    q = r.get("query")
+    if q:
+        print(
+            f"query +-{q['window_s']:g} s over {q['frames']} frames: p50 {q['latency_ms_p50']} ms, "
+            f"p95 {q['latency_ms_p95']} ms (CPU p50 {q['cpu_ms_p50']} ms); "
+            f"cold CLI {q['cli_cold_s']} s"
+        )
     print(f"{'target':58s}{'value':>24s}  {'goal':16s}met")
     for t in r["targets"]:
         print(

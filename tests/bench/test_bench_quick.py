@@ -61,4 +61,7 @@ def test_quick_suite_writes_every_field(tmp_path: Path) -> None:
     for name, c in cl["flavors"].items():
         assert c["model_bytes"] > 0 and c["load_s"] > 0, name
         assert c["predict_samples_per_s"] > 0, name
+    q = r["query"]
+    assert q["frames"] == 600 and 0 < q["latency_ms_p50"] <= q["latency_ms_p95"]
+    assert q["cpu_ms_p50"] > 0 and q["cli_cold_s"] > 0
     assert r["targets"] and all("met" in t for t in r["targets"])
