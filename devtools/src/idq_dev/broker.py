@@ -22,7 +22,7 @@ import socket
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,6 +180,9 @@ class LocalBroker:
     tie_to_parent : bool
         Linux: the broker gets SIGTERM when the starting process dies (test sessions,
         so a killed pytest leaves no broker behind). ``idq kafka up`` leaves it False.
+    extra_props : mapping, optional
+        More ``server.properties`` entries (override the defaults), e.g. the test
+        broker's short ``log.retention.check.interval.ms``.
     """
 
     def __init__(
@@ -190,7 +193,9 @@ class LocalBroker:
         home: Path | None = None,
         start_timeout: float = 90.0,
         tie_to_parent: bool = False,
+        extra_props: Mapping[str, str] | None = None,
     ) -> None:
+        self.extra_props = dict(extra_props or {})
         self.data_dir = Path(data_dir).expanduser().resolve()
         self.requested_port = port
         self.home = home or kafka_home()
@@ -315,6 +320,7 @@ class LocalBroker:
             "num.recovery.threads.per.data.dir": "1",
             "background.threads": "2",
             "log.segment.bytes": str(64 * 1024 * 1024),
+            **self.extra_props,
         }
         path = self.data_dir / "server.properties"
         path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))

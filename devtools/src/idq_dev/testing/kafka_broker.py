@@ -34,6 +34,9 @@ from idq_common.io.kafka.topics import TopicSpec, create_topics
 from idq_dev.broker import LocalBroker, admin_lists_topics
 
 BOOTSTRAP_ENV = "IDQ_TEST_BOOTSTRAP"
+RETENTION_CHECK = "log.retention.check.interval.ms"
+#: the session broker's retention check interval (a broker from $IDQ_TEST_BOOTSTRAP: its own)
+RETENTION_CHECK_MS = 1000
 _counter = itertools.count()
 
 
@@ -48,7 +51,10 @@ def kafka_bootstrap() -> Iterator[str]:
         return
     data_dir = Path(tempfile.mkdtemp(prefix="idq-test-kafka-"))
     # tied to this process: a killed test run leaves no broker behind
-    broker = LocalBroker(data_dir, tie_to_parent=True)
+    # retention checks every second (default 5 min) so retention tests need not wait long
+    broker = LocalBroker(
+        data_dir, tie_to_parent=True, extra_props={RETENTION_CHECK: str(RETENTION_CHECK_MS)}
+    )
     t0 = time.monotonic()
     try:
         broker.start()
