@@ -137,3 +137,25 @@ def test_efficiency_at_fap():
         efficiency_at_fap([], clean)
     with pytest.raises(ValueError):
         efficiency_at_fap(glitch, clean, (1.5,))
+
+
+def test_newest_cuts_span_and_segments_with_the_samples():
+    # train prunes with this: before, select() kept the old span and segments, so the
+    # announced start and OVL's livetime described samples no longer there
+    q = _q(0.0, 100.0, segs=[segment(0, 30), segment(40, 100)], n=100)
+    by_span = q.newest(max_span=50.0)
+    assert (by_span.start, by_span.end) == (50.0, 100.0)
+    assert by_span.times.min() >= 50.0 and len(by_span) == 50
+    assert math.isclose(by_span.livetime, 50.0)
+    by_count = q.newest(max_samples=20, max_span=50.0)
+    assert len(by_count) == 20 and by_count.times.min() == 80.0
+    assert by_count.start > 79.0 and by_count.start <= 80.0
+    assert math.isclose(by_count.livetime, 100.0 - by_count.start)
+    assert q.newest(max_samples=1000, max_span=1000.0) is q
+
+
+def test_newest_keeps_ties_together():
+    t = np.array([1.0, 2.0, 2.0, 3.0])
+    q = Quiver(t, [1, 0, 1, 0], np.ones((4, 1)), ("a",), 0.0, 4.0)
+    kept = q.newest(max_samples=2)
+    assert list(kept.times) == [3.0] and kept.start > 2.0

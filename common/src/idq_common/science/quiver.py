@@ -149,6 +149,28 @@ class Quiver:
         q._segs = clip_segs(self._segs, start, end)
         return q
 
+    def newest(self, max_samples: int | None = None, max_span: float | None = None) -> Quiver:
+        """The newest samples: within ``max_span`` seconds of ``end``, at most ``max_samples``.
+
+        Unlike :meth:`select`, the span and segments are cut too (to ``[cut, end)``,
+        ``cut`` the oldest time kept), so what is announced as the training span and
+        what OVL uses as livetime describe the samples actually kept. When several
+        samples share the time at the cut they are all kept or all dropped (a sample
+        never lies outside its quiver's span), so the count may be just under the cap.
+        """
+        cut = self._start
+        if max_span is not None:
+            cut = max(cut, self._end - max_span)
+        if max_samples is not None:
+            inside = np.sort(self.times[self.times >= cut])
+            if inside.size > max_samples:
+                # strictly after the (max_samples+1)-th newest time
+                over = inside[inside.size - max_samples - 1]
+                cut = max(cut, float(np.nextafter(over, np.inf)))
+        if cut <= self._start:
+            return self
+        return self.trim(cut, self._end)
+
     @classmethod
     def concat(cls, quivers: Iterable[Quiver]) -> Quiver:
         """Join quivers: samples sorted by time (stable), span and segments unioned.

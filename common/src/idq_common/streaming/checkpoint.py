@@ -115,6 +115,11 @@ class Checkpoint:
 
     def load(self) -> float | None:
         """The committed next-stride GPS time of the owned partitions (the earliest), or None."""
+        meta = self.load_metadata()
+        return None if meta is None else float(meta["next_gps"])
+
+    def load_metadata(self) -> dict[str, Any] | None:
+        """The committed metadata with the earliest ``next_gps`` (with any ``extra``), or None."""
         tps = [TopicPartition(self._topic, p) for p in sorted(self.owned)]
         if not tps:
             return None
@@ -122,17 +127,23 @@ class Checkpoint:
             committed = self._consumer.committed(tps, timeout=self._timeout)
         except KafkaException as exc:
             raise BrokerError(f"cannot read committed offsets: {exc}") from exc
-        values = []
+        values: list[dict[str, Any]] = []
         for tp in committed:
             if tp.metadata:
                 try:
-                    values.append(float(json.loads(tp.metadata)["next_gps"]))
+                    meta = json.loads(tp.metadata)
+                    meta["next_gps"] = float(meta["next_gps"])
+                    values.append(meta)
                 except (ValueError, KeyError, TypeError):
                     log.warning("ignoring unreadable checkpoint metadata %r", tp.metadata)
-        return min(values) if values else None
+        return min(values, key=lambda m: m["next_gps"]) if values else None
 
-    def save(self, next_gps: float, pad: float = 0.0) -> None:
-        """Commit ``next_gps`` synchronously (raises BrokerError if the commit fails)."""
+    def save(self, next_gps: float, pad: float = 0.0, extra: dict[str, Any] | None = None) -> None:
+        """Commit ``next_gps`` synchronously (raises BrokerError if the commit fails).
+
+        ``extra`` (small JSON, e.g. train's state artifact) is committed with it, in
+        the same offset metadata, so the two can never disagree.
+        """
         ms = gps_to_kafka_ms(next_gps - pad)
         query = [TopicPartition(self._topic, p, ms) for p in sorted(self.owned)]
         if not query:
@@ -141,7 +152,7 @@ class Checkpoint:
             found = self._consumer.offsets_for_times(query, timeout=self._timeout)
         except KafkaException as exc:
             raise BrokerError(f"offsets_for_times failed: {exc}") from exc
-        meta = json.dumps({"next_gps": next_gps})
+        meta = json.dumps({**(extra or {}), "next_gps": next_gps})
         offsets = []
         for tp in found:
             offset = tp.offset

@@ -3,11 +3,14 @@
 From every new umbrella with livetime: a quiver of glitch and clean samples. They
 accumulate until ``min_new_samples`` new samples are in; then every classifier is
 trained (a supervised one on the whole accumulated set, pruned to the newest
-``max_samples`` samples within ``max_stride`` seconds; an incremental one on the new
-samples only), its model stored and announced on the compacted models topic.
+``max_samples`` samples within ``max_stride`` seconds; an incremental one on the
+samples it has not learned yet), its model stored and announced on the compacted
+models topic.
 
-Progress is committed only when the models that used the new samples are out, so a
-crash re-reads the strides since the last model: no sample is lost to training.
+Progress is committed only when the models that used the new samples are out, with
+the training set (history.py) stored beside them and named in the commit, so a crash
+re-reads the strides since the last model on top of the history those models saw: no
+sample is lost to training, and the next model after a restart sees as many as ever.
 """
 
 from __future__ import annotations
@@ -16,18 +19,18 @@ import argparse
 import logging
 import time
 
-import numpy as np
-
 from idq_common.config import Settings
+from idq_common.exceptions import ArtifactNotFoundError, IntegrityError
 from idq_common.gpstime import gps_now
 from idq_common.io.store import ArtifactStore
 from idq_common.science.classifiers.base import Classifier, Model
-from idq_common.science.classifiers.factory import make_classifier
+from idq_common.science.classifiers.factory import is_incremental, make_classifier
 from idq_common.science.features import FeatureSpec
 from idq_common.science.quiver import Quiver
 from idq_common.stage.announcements import AnnouncementTracker
 from idq_common.stage.loop import StreamingStage
 from idq_common.streaming.processor import StreamBatch
+from idq_train.history import TrainingSet
 
 log = logging.getLogger("idq.train")
 
@@ -48,11 +51,14 @@ class TrainStage(StreamingStage):
         self.store = ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
         self.spec: FeatureSpec | None = None
         self.classifiers: dict[str, Classifier] = {}
-        self.accumulated: Quiver | None = None
-        self.fresh: list[Quiver] = []
-        self.n_new = 0
+        self.history = TrainingSet(
+            [c.nickname for c in settings.classifiers if is_incremental(c.flavor)],
+            self.max_samples,
+            self.max_stride,
+        )
         self.models_published = 0
         self._resume_models()
+        self._resume_history()
 
     # -- start-up -------------------------------------------------------------------
     def _resume_models(self) -> None:
@@ -81,6 +87,33 @@ class TrainStage(StreamingStage):
                 log.info("train: resuming %s from model %s", c.nickname, model.id)
         finally:
             tracker.close()
+
+    def _resume_history(self) -> None:
+        """The training set committed with the checkpoint we resume from, if any."""
+        meta = self.checkpoint.load_metadata()
+        if meta is None or "state" not in meta or meta["next_gps"] != self.cadence.timestamp:
+            return  # a first start, or --from-start: history starts empty
+        try:
+            self.history.restore(self.store.get(meta["state"], meta.get("sha256")))
+        except (ArtifactNotFoundError, IntegrityError, ValueError, KeyError) as exc:
+            # a lost or damaged state cannot be fixed by waiting: start afresh, loudly
+            log.error("train: training set %s unusable (%s); starting empty", meta["state"], exc)
+            return
+        self.history.before(self.cadence.timestamp)
+        log.info(
+            "train: resumed a training set of %d samples from %s", len(self.history), meta["state"]
+        )
+
+    def commit(self) -> None:
+        """Store the training set, then commit progress naming it (one atomic commit)."""
+        ref = self.store.put(
+            "train_state",
+            self.history.to_bytes(),
+            {"ifo": self.ifo, "next_gps": self.cadence.timestamp},
+        )
+        self.checkpoint.save(
+            self.cadence.timestamp, pad=self.pad, extra={"state": ref.uri, "sha256": ref.sha256}
+        )
 
     def _feature_spec(self, batch: StreamBatch) -> FeatureSpec:
         if self.spec is None:
@@ -114,14 +147,9 @@ class TrainStage(StreamingStage):
         spec = self._feature_spec(batch)
         quiver = self.samples_of(batch.umbrella, spec, batch.segs)
         quiver.start, quiver.end = batch.strides[0][0], batch.strides[-1][1]
-        self.fresh.append(quiver)
-        self.n_new += len(quiver)
-        self.accumulated = (
-            quiver if self.accumulated is None else Quiver.concat([self.accumulated, quiver])
-        )
-        self._prune()
+        self.history.add(quiver)
         for c in self.settings.classifiers:
-            self.runtime.metrics.accumulated(c.nickname, self.n_new)
+            self.runtime.metrics.accumulated(c.nickname, self.history.n_new)
         log.info(
             "train: strides [%.0f, %.0f): +%d glitch +%d clean; %d new of %d needed, "
             "%d accumulated",
@@ -129,40 +157,24 @@ class TrainStage(StreamingStage):
             quiver.end,
             quiver.n_glitch,
             quiver.n_clean,
-            self.n_new,
+            self.history.n_new,
             self.min_new,
-            len(self.accumulated),
+            len(self.history),
         )
-        if self.n_new >= self.min_new:
+        if self.history.n_new >= self.min_new:
             self._train_all()
             self.runtime.flush()
             self.commit()
 
-    def _prune(self) -> None:
-        q = self.accumulated
-        if q is None:
-            return
-        keep = q.times >= q.end - self.max_stride
-        if keep.sum() > self.max_samples:
-            # the newest max_samples samples
-            order = np.argsort(q.times, kind="stable")
-            newest = order[-self.max_samples :]
-            mask = np.zeros(len(q), dtype=bool)
-            mask[newest] = True
-            keep &= mask
-        if not keep.all():
-            self.accumulated = q.select(keep)
-
     def _train_all(self) -> None:
-        assert self.accumulated is not None and self.spec is not None
-        fresh = Quiver.concat(self.fresh)
+        assert self.spec is not None
         for c in self.settings.classifiers:
             clf = self.classifiers.get(c.nickname)
             if clf is None:
                 clf = self.classifiers[c.nickname] = make_classifier(
                     c.nickname, c.flavor, c.params, self.spec
                 )
-            data = fresh if getattr(clf, "incremental", False) else self.accumulated
+            data = self.history.data_for(c.nickname, getattr(clf, "incremental", False))
             if data.n_glitch == 0 or data.n_clean == 0:
                 log.warning(
                     "train: %s: %d glitch / %d clean samples, not training",
@@ -174,8 +186,8 @@ class TrainStage(StreamingStage):
             t0 = time.monotonic()
             model = clf.train(data)
             self._publish(c.nickname, c.flavor, model, data, time.monotonic() - t0)
-        self.fresh.clear()
-        self.n_new = 0
+            self.history.trained(c.nickname)
+        self.history.round_done()
 
     def _publish(self, name: str, flavor: str, model: Model, data: Quiver, seconds: float) -> None:
         ref = self.store.put(
