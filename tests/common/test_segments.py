@@ -42,10 +42,15 @@ def server() -> Iterator[DQSegDBServer]:
 def test_dqsegdb_equals_served_segments(server: DQSegDBServer) -> None:
     src = DQSegDBSegments(FLAG, server.url, retries=0)
     # active outside known is not trusted: clipped to known and to the request
-    assert src.query(1150, 5500) == sl((1150, 1200.5), (1300, 2000), (2500, 5000))
+    assert src.query(1150, 4500) == sl((1150, 1200.5), (1300, 2000), (2500, 4500))
+    known, active = src.query_known(1150, 5500)
+    assert known == sl((1150, 5000))
+    assert active == sl((1150, 1200.5), (1300, 2000), (2500, 5000))
+    with pytest.raises(BadSpanError, match="not known"):  # never "inactive" in silence
+        src.query(1150, 5500)
     assert any(p.startswith("/dq/H1/DMT-ANALYSIS_READY/1?") for p in server.requests)
     versionless = DQSegDBSegments("H1:DMT-ANALYSIS_READY", server.url, retries=0)
-    assert versionless.query(0, 1250) == sl((1100, 1200.5))
+    assert versionless.query(1000, 1250) == sl((1100, 1200.5))
 
 
 @pytest.mark.parametrize("mode", ["down", "garbage"])
@@ -87,3 +92,33 @@ def test_topic_segments_updates_and_unknown_spans() -> None:
         src.query(90, 110)
     src.apply(sl((60, 200)), sl((150, 200)))  # later update overrides [60, 200)
     assert src.query(0, 200) == sl((10, 20), (50, 60), (150, 200))
+
+
+def test_dqsegdb_live_unknown_span_is_a_gap_then_asked_again(server: DQSegDBServer) -> None:
+    """Live mode: the server knows up to 1006 when strides [1000, 1008) are due.
+
+    Before the fix [1006, 1009) was cached as inactive: no gap for [1006, 1008), and the
+    next poll's stride [1008, 1016) lost [1008, 1009) too, silently.
+    """
+    from idq_common.data.triggers import TriggerSet
+    from idq_common.gpstime import ManualClock
+    from idq_common.streaming.cadence import CadenceManager
+    from idq_common.streaming.processor import FunctionSource, StreamProcessor
+
+    server.set_flag(FLAG, [(900, 1006)], [(900, 2000)])
+    clock = ManualClock(1000.0)
+    sleeps: list[float] = []
+    src = DQSegDBSegments(FLAG, server.url, retries=0, wait=3.0, poll=1.0, sleep=sleeps.append)
+    cm = CadenceManager(1000.0, 4, delay=1.0, clock=clock)
+    sp = StreamProcessor(cm, FunctionSource(lambda s, e: TriggerSet.empty()), src, pad=1.0)
+    clock.advance(9.0)
+    b = sp.poll()
+    assert b.strides == [(1000, 1004), (1004, 1008)]
+    assert b.segs == sl((1000, 1006))
+    assert [(g.start, g.end, g.reason) for g in b.gaps] == [(1006, 1008, "segments unavailable")]
+    assert sleeps  # it gave the server time to catch up before answering
+    server.set_flag(FLAG, [(900, 1100)], [(900, 2000)])  # the server caught up
+    clock.advance(8.0)
+    b = sp.poll()
+    assert b.strides == [(1008, 1012), (1012, 1016)]
+    assert b.segs == sl((1008, 1016)) and not b.gaps

@@ -51,6 +51,8 @@ log = logging.getLogger(__name__)
 _STRIDE = (
     "stream: stride [%s, %s) #%d of this poll: data [%s, %s) %d triggers, livetime %.3f/%.3f s"
 )
+#: the gap reason of strides whose analysis segments could not be had
+SEGMENTS_UNAVAILABLE = "segments unavailable"
 _GAP = "stream: gap [%s, %s) (%.3f s): %s"
 
 
@@ -217,6 +219,13 @@ class StreamProcessor:
         end = self.cadence.latest_due_end() + self.pad
         if end > start:
             self._query_segments(start, end)
+        # spans whose segments were unknown at the last poll and are known now count
+        # from now on (a look-ahead the server did not know yet is not a gap forever)
+        bad: list[tuple[segment, str]] = []
+        for seg, reason in self._bad:
+            rest = [seg] if reason != SEGMENTS_UNAVAILABLE else segmentlist([seg]) - self._seg_known
+            bad += [(r, reason) for r in rest]
+        self._bad = bad
 
     def flush(self, retain: int | None = None) -> None:
         """Drop data of all but the ``retain`` most recent buffers (default: ``self.retain``).
@@ -247,12 +256,23 @@ class StreamProcessor:
         if not todo:
             return
         lo, hi = todo.extent()
+        span = segmentlist([segment(lo, hi)])
+        # a source that can say what it does not know yet (DQSegDB) is cached only where
+        # it knows: the rest is asked again on the next poll, never taken as inactive
+        query_known = getattr(self.segment_source, "query_known", None)
         try:
-            active = self.segment_source.query(lo, hi)
+            if query_known is not None:
+                known, active = query_known(lo, hi)
+            else:
+                known, active = span, self.segment_source.query(lo, hi)
         except (SegmentQueryError, BadSpanError) as exc:
             log.warning("stream: segments for [%s, %s) unavailable: %s", lo, hi, exc)
-            self._seg_failed |= segmentlist([segment(lo, hi)])
+            self._seg_failed |= span
             return
+        unknown = span - segmentlist(known)
+        if abs(unknown):
+            log.warning("stream: segments over %s not known yet: asked again later", unknown)
+            self._seg_failed |= unknown
         log.info(
             "stream: segments [%s, %s) from %r: %.3f s active",
             lo,
@@ -260,8 +280,8 @@ class StreamProcessor:
             self.segment_source,
             abs(active),
         )
-        self._seg_known |= segmentlist([segment(lo, hi)])
-        self._seg_active |= active
+        self._seg_known |= span - unknown
+        self._seg_active |= segmentlist(active) - unknown
         self._seg_known.coalesce()
         self._seg_active.coalesce()
 
@@ -276,7 +296,7 @@ class StreamProcessor:
         """Read ``[start, end)`` into a chunk; record what could not be read as bad."""
         active, unknown = self._segments(start, end)
         for seg in unknown:
-            self._bad.append((seg, "segments unavailable"))
+            self._bad.append((seg, SEGMENTS_UNAVAILABLE))
         try:
             trig = self.source.fetch(start, end)
         except (NoDataError, BadSpanError) as exc:
@@ -311,8 +331,10 @@ class StreamProcessor:
             span = segmentlist([segment(s, e)])
             stride_ok = self._seg_active & span
             for bad, reason in self._bad:
-                # outputs within pad of missing data would be wrong: widen by pad
-                lost = span & segmentlist([segment(bad[0] - self.pad, bad[1] + self.pad)])
+                # outputs within pad of missing data would be wrong: widen by pad (not
+                # for unknown segments: they gate outputs at their own times only)
+                w = 0.0 if reason == SEGMENTS_UNAVAILABLE else self.pad
+                lost = span & segmentlist([segment(bad[0] - w, bad[1] + w)])
                 for g in lost:
                     gaps.append(Gap(float(g[0]), float(g[1]), reason))
                 stride_ok -= lost

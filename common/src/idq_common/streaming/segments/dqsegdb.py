@@ -5,6 +5,13 @@
 ``http://`` server (the local test server, or an in-cluster mirror without auth)
 we pass ``force_noauth=True`` -- the documented ``igwn_auth_utils`` switch that
 skips credential discovery -- so no token is needed and none is sent.
+
+A span the server does not know yet (live mode: the server lags the detector) is
+*unknown*, not inactive: :meth:`DQSegDBSegments.query_known` says which part is
+known, the stream processor caches only that part and asks again for the rest on its
+next poll, and the strides it could not decide are published as gaps. (Before, the
+unknown part was returned as inactive, cached, and never asked again: livetime was
+lost silently.) ``wait`` lets a live stage give the server a few seconds to catch up.
 """
 
 from __future__ import annotations
@@ -18,9 +25,9 @@ from typing import Any
 
 import dqsegdb2
 import requests
-from igwn_segments import segmentlist
+from igwn_segments import segment, segmentlist
 
-from idq_common.exceptions import SegmentQueryError
+from idq_common.exceptions import BadSpanError, SegmentQueryError
 from idq_common.streaming.segments.base import clip
 
 log = logging.getLogger(__name__)
@@ -48,6 +55,11 @@ class DQSegDBSegments:
         None: no credentials for ``http://`` hosts, discovery for ``https://``.
     sleep : callable
         How to wait between retries (injected by tests so they never sleep).
+    wait : float
+        Seconds :meth:`query_known` keeps asking (every ``poll`` s) while part of the
+        span is not known to the server yet.
+    poll : float
+        Seconds between those questions.
     """
 
     def __init__(
@@ -59,6 +71,8 @@ class DQSegDBSegments:
         timeout: float = 30.0,
         auth: bool | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        wait: float = 0.0,
+        poll: float = 1.0,
     ) -> None:
         if retries < 0 or backoff < 0:
             raise ValueError("retries and backoff must be >= 0")
@@ -69,6 +83,8 @@ class DQSegDBSegments:
         self.timeout = timeout
         self.auth = (not self.host.startswith("http://")) if auth is None else auth
         self._sleep = sleep
+        self.wait = float(wait)
+        self.poll = float(poll)
         self.attempts = 0  # total requests made, for metrics and tests
 
     def __repr__(self) -> str:
@@ -96,12 +112,43 @@ class DQSegDBSegments:
 
         Raises
         ------
+        BadSpanError
+            Part of the span is not known to the server (even after ``wait``).
+        SegmentQueryError
+            See :meth:`query_known`.
+        """
+        known, active = self.query_known(start, end)
+        unknown = clip([(start, end)], start, end) - known
+        if abs(unknown):
+            raise BadSpanError(f"DQSegDB {self.host}: {self.flag} not known over {unknown}")
+        return active
+
+    def query_known(self, start: float, end: float) -> tuple[segmentlist, segmentlist]:
+        """``(known, active)`` in ``[start, end)``; active is inside known.
+
+        While part of the span is unknown, asks again every ``poll`` seconds for up to
+        ``wait`` seconds (a live server catching up), then answers with what it knows.
+
+        Raises
+        ------
         SegmentQueryError
             After ``retries`` retries with exponential backoff, or at once for a
             non-retryable answer (HTTP 4xx: unknown flag, forbidden).
         """
+        deadline = time.monotonic() + self.wait
+        while True:
+            known, active = self._query_retrying(start, end)
+            if segment(start, end) in known or end <= start or time.monotonic() >= deadline:
+                break
+            self._sleep(min(self.poll, max(0.0, deadline - time.monotonic())))
+        unknown = clip([(start, end)], start, end) - known
+        if abs(unknown):
+            log.warning("DQSegDB %s: %s not known (yet) over %s", self.host, self.flag, unknown)
+        return known, active
+
+    def _query_retrying(self, start: float, end: float) -> tuple[segmentlist, segmentlist]:
         if end <= start:
-            return segmentlist()
+            return segmentlist(), segmentlist()
         delay = self.backoff
         last: BaseException | None = None
         for attempt in range(self.retries + 1):
@@ -124,17 +171,8 @@ class DQSegDBSegments:
                 # connection refused/reset, timeouts, garbage bodies, malformed segments
                 last = exc
             else:
-                active = clip(out["active"], start, end)
                 known = clip(out["known"], start, end)
-                unknown = clip([(start, end)], start, end) - known
-                if abs(unknown):
-                    log.warning(
-                        "DQSegDB %s: %s not known over %s; treated as inactive",
-                        self.host,
-                        self.flag,
-                        unknown,
-                    )
-                return active & known
+                return known, clip(out["active"], start, end) & known
             if attempt < self.retries:
                 log.warning(
                     "DQSegDB query %s [%s, %s) failed (attempt %d/%d: %s); retrying in %.2f s",
