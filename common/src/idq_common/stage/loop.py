@@ -50,8 +50,14 @@ log = logging.getLogger(__name__)
 MAX_POLL_SECONDS = 64.0
 
 
-def segment_source(settings: Settings, runtime: ServiceRuntime, start: float) -> SegmentSource:
-    """The segment source ``[segments]`` names."""
+def segment_source(
+    settings: Settings, runtime: ServiceRuntime, start: float, wait: float
+) -> SegmentSource:
+    """The segment source ``[segments]`` names.
+
+    ``wait`` (the stage's own ``stream.timeout``) is how long a query may wait for a
+    span the source does not know yet (topic not there yet, DQSegDB lagging).
+    """
     seg = settings.segments
     if seg.source == "none":
         return AllTime()
@@ -61,7 +67,7 @@ def segment_source(settings: Settings, runtime: ServiceRuntime, start: float) ->
         return StaticSegments(seg.segments or ())
     if seg.source == "dqsegdb":
         assert seg.flag is not None and seg.host is not None
-        return DQSegDBSegments(seg.flag, seg.host)
+        return DQSegDBSegments(seg.flag, seg.host, wait=wait)
     if seg.source == "topic":
         cfg = settings.kafka.consumer_config(f"idq.{settings.general.ifo}.{runtime.stage}.segments")
         return TopicSegments(
@@ -69,7 +75,7 @@ def segment_source(settings: Settings, runtime: ServiceRuntime, start: float) ->
             settings.kafka.topics.segments,
             flag=seg.flag,
             start=start,
-            wait=settings.timeseries.stream.timeout,
+            wait=wait,
             dead_letter=runtime.deadletters.publish,
         )
     raise ConfigError("segments.source", f"unknown source {seg.source!r}")
@@ -125,6 +131,7 @@ class StreamingStage(ABC):
         self.runtime.clock = clock
         self.ns = ns
         self._build(start)
+        self.runtime.closers.append(self._close_segments)
         self.checkpoint.reassigned()  # the first assignment is what we started from
         log.info(
             "%s: starting at GPS %.0f, stride %g s, delay %g s, %s mode",
@@ -151,10 +158,15 @@ class StreamingStage(ABC):
             max_lag_strides=None if replay else self.stream.max_lag_strides,
             max_lag_seconds=None if replay else self.stream.max_lag_seconds,
         )
+        # one segment source at a time: a resync replaces it (closing its consumer)
+        old = getattr(self, "segments", None)
+        if old is not None and hasattr(old, "close"):
+            old.close()
+        self.segments = segment_source(self.settings, self.runtime, start, self.stream.timeout)
         self.processor = StreamProcessor(
             self.cadence,
             self.source,
-            segment_source(self.settings, self.runtime, start),
+            self.segments,
             pad=self.pad,
             max_strides=max(1, round(MAX_POLL_SECONDS / self.stream.stride)),
         )
@@ -223,6 +235,10 @@ class StreamingStage(ABC):
             )
             self.source.seek(resumed - self.pad)
             self._build(resumed)
+
+    def _close_segments(self) -> None:
+        if hasattr(self.segments, "close"):
+            self.segments.close()
 
     def owns(self, start: float) -> bool:
         """Whether the stride starting at ``start`` is this replica's to do."""

@@ -145,6 +145,12 @@ class TopicSegments:
             )
         return clip(self.active, start, end)
 
+    def close(self) -> None:
+        """Close the consumer (a stage that rebuilds its source closes the old one)."""
+        if self.consumer is not None:
+            self.consumer.close()
+            self.consumer = None
+
     def stats(self) -> dict[str, Any]:
         """Counts for logs and metrics."""
         return {"updates": self.updates, "known": abs(self.known), "active": abs(self.active)}
