@@ -1,0 +1,362 @@
+"""A second, independent generator: several glitch families with delayed, noisy witnesses.
+
+:mod:`idq_common.data.synthetic` is the generator the classifiers grew up with (one
+family, witnesses coincident within a few tens of ms, every witness quiet on its own).
+This one is built to look like the scenarios iDQ meets on real auxiliary channels, so
+that classifier figures are also measured on data nobody tuned them on:
+
+- **Channels**: ``n_channels`` auxiliary channels named like SNAX/sgnax feature
+  channels, ``{ifo}:{SUBSYSTEM}-AUX_{i:03d}_OUT_DQ_{flow}_{fhigh}`` (e.g.
+  ``L1:ASC-AUX_012_OUT_DQ_16_256``), subsystem and band drawn per channel.
+- **Families** ``f = 0..n_families-1``: each a Poisson process of glitches on the target
+  channel at its own rate, with its own Pareto snr index and frequency band. One family
+  (``unwitnessed_share`` of the rate) has no witness at all: no auxiliary classifier can
+  find it, and the witnessed-within-window bound below does not count it as found.
+- **Witnesses**: each witnessed family has 2-5 witness channels drawn from the channel
+  pool (a channel may witness more than one family, with different delays). Witness
+  ``j`` of family ``f`` fires with probability ``p`` (0.3-0.95) at
+  ``t + delay + U(-jitter, jitter)`` with ``|delay| <= delay_max`` and jitter up to
+  ``jitter_max`` (0.1 s), and snr ``ratio * x * exp(sigma N)`` with the ratio in
+  ``ratio_range`` (0.2-0.8) of the glitch snr ``x``; only triggers reaching the generator
+  threshold are recorded (a trigger generator emits nothing below it).
+- **Background**: every channel fires on its own as a Poisson process with Pareto snr.
+  Rates are per channel: ordinary channels ``0.01-0.1 Hz`` (snr index 3-4); *noisy*
+  witnesses (a share of the witness channels) ``1-3 Hz`` (index 4-5), so a witness
+  trigger is often not the only one in its window; *sparse* channels ``0.001-0.01 Hz``
+  that fire rarely (and may appear for the first time long after a stream started).
+
+Everything is drawn from ``seed``: the layout (channels, families, witnesses) from one
+generator, each ``block`` of time from generators seeded by ``(seed, block, stream)``, so
+``generate(a, c)`` equals the concatenation of ``generate(a, b)`` and ``generate(b, c)``
+(chunk invariance, as in ``synthetic.py``) and two seeds are two independent scenarios:
+tune on one seed, score on others.
+
+:func:`witnessed_fraction` gives the *witnessed-within-window bound*: the fraction of
+glitch samples with at least one of their own witness triggers within the feature
+window and at snr >= 6.5 (OVL's lowest threshold). A classifier that only looks at the
+auxiliary channels inside the window cannot be expected to find more than this at a
+low false-alarm probability; the bench quotes efficiency as a ratio to it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from functools import cached_property, lru_cache
+from typing import NamedTuple
+
+import numpy as np
+
+from idq_common.data.base import ClassifierData
+from idq_common.data.triggers import TriggerSet
+
+__all__ = ["FamilyModel", "FamilySource", "Layout", "WitnessRecords", "witnessed_fraction"]
+
+_SUBSYSTEMS = ("ASC", "PEM", "SUS", "ISI", "HPI", "IMC", "PSL", "TCS", "SQZ", "ALS")
+_BANDS = ((8, 128), (16, 256), (32, 512), (64, 1024), (128, 2048))
+
+
+class Layout(NamedTuple):
+    """The scenario drawn from the seed (arrays indexed by family or witness row)."""
+
+    family_rate: np.ndarray  # (F,) Hz
+    family_alpha: np.ndarray  # (F,) Pareto index of the target snr
+    family_band: np.ndarray  # (F, 2) Hz, target frequency band
+    w_family: np.ndarray  # (W,) family of each witness row
+    w_channel: np.ndarray  # (W,) aux channel index (0-based) of each witness row
+    w_prob: np.ndarray  # (W,) fire probability
+    w_delay: np.ndarray  # (W,) s
+    w_jitter: np.ndarray  # (W,) s, half-width of the uniform jitter
+    w_ratio: np.ndarray  # (W,) witness snr / glitch snr
+    bg_rate: np.ndarray  # (N,) Hz per aux channel
+    bg_alpha: np.ndarray  # (N,) Pareto index of background snr
+    band: np.ndarray  # (N, 2) Hz per aux channel
+    kind: tuple[str, ...]  # per aux channel: "witness", "noisy", "sparse", "noise"
+
+
+class WitnessRecords(NamedTuple):
+    """Recorded witness triggers, one row per (glitch, witness) that was emitted."""
+
+    glitch_time: np.ndarray
+    dt: np.ndarray  # witness time - glitch time
+    snr: np.ndarray
+    channel: np.ndarray  # aux channel index (0-based)
+
+
+class _Block(NamedTuple):
+    glitch_time: np.ndarray
+    glitch_snr: np.ndarray
+    glitch_family: np.ndarray
+    witnesses: WitnessRecords
+    triggers: TriggerSet
+
+
+@dataclass(frozen=True)
+class FamilyModel:
+    """Seeded multi-family glitch generator (module docstring).
+
+    Rates in Hz, times in s. ``glitch_rate`` is the total over families.
+    """
+
+    seed: int = 0
+    ifo: str = "L1"
+    target_channel: str = ""
+    n_channels: int = 240
+    n_families: int = 6
+    glitch_rate: float = 0.5
+    unwitnessed_share: float = 0.15
+    target_snr_min: float = 6.0
+    snr_threshold: float = 5.5
+    delay_max: float = 0.3
+    jitter_max: float = 0.1
+    ratio_range: tuple[float, float] = (0.2, 0.8)
+    prob_range: tuple[float, float] = (0.3, 0.95)
+    witness_snr_sigma: float = 0.2
+    noisy_share: float = 0.3
+    sparse_share: float = 0.25
+    block: float = 16.0
+
+    def __post_init__(self) -> None:
+        if not self.target_channel:
+            object.__setattr__(self, "target_channel", f"{self.ifo}:GDS-CALIB_STRAIN")
+        if self.seed < 0 or self.block <= 0 or self.glitch_rate < 0:
+            raise ValueError("seed, glitch_rate must be >= 0 and block > 0")
+        if self.n_families < 2 or self.n_channels < 20:
+            raise ValueError("need at least 2 families and 20 channels")
+        if not 0 <= self.unwitnessed_share < 1:
+            raise ValueError("unwitnessed_share must lie in [0, 1)")
+
+    # -- layout -------------------------------------------------------------------------
+    @cached_property
+    def layout(self) -> Layout:
+        rng = np.random.default_rng([self.seed, 0xFA111E5])
+        nf, n = self.n_families, self.n_channels
+        # family 0 is the unwitnessed one; the others share the rest of the rate
+        share = rng.dirichlet(np.full(nf - 1, 2.0)) * (1.0 - self.unwitnessed_share)
+        rate = self.glitch_rate * np.concatenate([[self.unwitnessed_share], share])
+        alpha = rng.uniform(1.2, 2.2, nf)
+        lo = np.exp(rng.uniform(math.log(10.0), math.log(200.0), nf))
+        fband = np.stack([lo, np.minimum(lo * np.exp(rng.uniform(1.0, 3.0, nf)), 2048.0)], 1)
+        fam, chan = [], []
+        for f in range(1, nf):
+            k = int(rng.integers(2, 6))
+            fam += [f] * k
+            chan += list(rng.choice(n, size=k, replace=False))
+        w_family, w_channel = np.array(fam), np.array(chan)
+        nw = w_family.size
+        lo_p, hi_p = self.prob_range
+        lo_r, hi_r = self.ratio_range
+        witness_chans = np.unique(w_channel)
+        kind = np.full(n, "noise", dtype=object)
+        kind[witness_chans] = "witness"
+        noisy = rng.random(witness_chans.size) < self.noisy_share
+        kind[witness_chans[noisy]] = "noisy"
+        others = np.setdiff1d(np.arange(n), witness_chans)
+        sparse = others[rng.random(others.size) < self.sparse_share]
+        kind[sparse] = "sparse"
+        bg = np.exp(rng.uniform(math.log(0.01), math.log(0.1), n))
+        bg[kind == "noisy"] = rng.uniform(1.0, 3.0, int((kind == "noisy").sum()))
+        bg[kind == "sparse"] = np.exp(
+            rng.uniform(math.log(0.001), math.log(0.01), int((kind == "sparse").sum()))
+        )
+        bg_alpha = rng.uniform(3.0, 4.0, n)
+        bg_alpha[kind == "noisy"] = rng.uniform(4.0, 5.0, int((kind == "noisy").sum()))
+        band = np.array([_BANDS[i] for i in rng.integers(0, len(_BANDS), n)], dtype=float)
+        return Layout(
+            family_rate=rate,
+            family_alpha=alpha,
+            family_band=fband,
+            w_family=w_family,
+            w_channel=w_channel,
+            w_prob=rng.uniform(lo_p, hi_p, nw),
+            w_delay=rng.uniform(-self.delay_max, self.delay_max, nw),
+            w_jitter=rng.uniform(0.1 * self.jitter_max, self.jitter_max, nw),
+            w_ratio=rng.uniform(lo_r, hi_r, nw),
+            bg_rate=bg,
+            bg_alpha=bg_alpha,
+            band=band,
+            kind=tuple(str(k) for k in kind),
+        )
+
+    @cached_property
+    def aux_channels(self) -> tuple[str, ...]:
+        """The feature channels, in layout order."""
+        lay = self.layout
+        subs = np.random.default_rng([self.seed, 0x5B5]).integers(
+            0, len(_SUBSYSTEMS), self.n_channels
+        )
+        return tuple(
+            f"{self.ifo}:{_SUBSYSTEMS[subs[i]]}-AUX_{i:03d}_OUT_DQ_"
+            f"{int(lay.band[i, 0])}_{int(lay.band[i, 1])}"
+            for i in range(self.n_channels)
+        )
+
+    @cached_property
+    def channels(self) -> tuple[str, ...]:
+        """Channel table of generated sets: target, then auxiliary channels."""
+        return (self.target_channel, *self.aux_channels)
+
+    def channels_of_kind(self, kind: str) -> tuple[str, ...]:
+        """Aux channels of one kind: ``witness``, ``noisy``, ``sparse`` or ``noise``."""
+        return tuple(
+            c for c, k in zip(self.aux_channels, self.layout.kind, strict=True) if k == kind
+        )
+
+    @property
+    def reach(self) -> float:
+        """Largest ``|witness time - glitch time|``."""
+        return self.delay_max + self.jitter_max
+
+    # -- generation ---------------------------------------------------------------------
+    def _glitches(self, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        lay = self.layout
+        rng = np.random.default_rng([self.seed, k, 0])
+        counts = rng.poisson(lay.family_rate * self.block)
+        fam = np.repeat(np.arange(self.n_families), counts)
+        n = fam.size
+        t = k * self.block + self.block * rng.random(n)
+        u = rng.random(n)
+        snr = self.target_snr_min * u ** (-1.0 / lay.family_alpha[fam])
+        lo, hi = np.log(lay.family_band[fam, 0]), np.log(lay.family_band[fam, 1])
+        freq = np.exp(lo + (hi - lo) * rng.random(n))
+        order = np.argsort(t, kind="stable")
+        return t[order], snr[order], freq[order], fam[order]
+
+    def _build_block(self, k: int) -> _Block:
+        lay = self.layout
+        tg, sg, fg, fam = self._glitches(k)
+        # witness responses: one fixed-shape draw per (glitch, witness row)
+        rng = np.random.default_rng([self.seed, k, 1])
+        ng, nw = tg.size, lay.w_family.size
+        u_fire = rng.random((ng, nw))
+        u_jit = rng.uniform(-1.0, 1.0, (ng, nw))
+        z_snr = rng.standard_normal((ng, nw))
+        u_freq = rng.random((ng, nw))
+        mine = fam[:, None] == lay.w_family[None, :]
+        wsnr = lay.w_ratio * sg[:, None] * np.exp(self.witness_snr_sigma * z_snr)
+        emitted = mine & (u_fire < lay.w_prob) & (wsnr >= self.snr_threshold)
+        gi, wi = np.nonzero(emitted)
+        dt = lay.w_delay[wi] + lay.w_jitter[wi] * u_jit[gi, wi]
+        wchan = lay.w_channel[wi]
+        blo, bhi = np.log(lay.band[wchan, 0]), np.log(lay.band[wchan, 1])
+        wfreq = np.exp(blo + (bhi - blo) * u_freq[gi, wi])
+        records = WitnessRecords(tg[gi], dt, wsnr[gi, wi], wchan)
+        # background on every aux channel
+        rng = np.random.default_rng([self.seed, k, 2])
+        counts = rng.poisson(lay.bg_rate * self.block)
+        b_idx = np.repeat(np.arange(self.n_channels), counts)
+        nb = b_idx.size
+        b_t = k * self.block + self.block * rng.random(nb)
+        b_snr = self.snr_threshold * rng.random(nb) ** (-1.0 / lay.bg_alpha[b_idx])
+        blo, bhi = np.log(lay.band[b_idx, 0]), np.log(lay.band[b_idx, 1])
+        b_f = np.exp(blo + (bhi - blo) * rng.random(nb))
+        chan = np.concatenate(
+            [
+                np.zeros(ng, dtype=np.int32),
+                (wchan + 1).astype(np.int32),
+                (b_idx + 1).astype(np.int32),
+            ]
+        )
+        time = np.concatenate([tg, tg[gi] + dt, b_t])
+        order = np.lexsort((chan, time))
+        trig = TriggerSet(
+            self.channels,
+            chan[order],
+            time[order],
+            np.concatenate([sg, records.snr, b_snr])[order],
+            np.concatenate([fg, wfreq, b_f])[order],
+        )
+        return _Block(tg, sg, fam, records, trig)
+
+    def _blocks(self, start: float, end: float, reach: float) -> range:
+        lo = max(math.floor((start - reach) / self.block), 0)
+        hi = math.floor((end + reach) / self.block)
+        return range(lo, hi + 1)
+
+    def generate(self, start: float, end: float) -> TriggerSet:
+        """Every trigger (target, witness, background) with ``start <= time < end``."""
+        if end <= start:
+            return TriggerSet.empty(self.channels)
+        parts = [_cached_block(self, k).triggers for k in self._blocks(start, end, self.reach)]
+        merged = TriggerSet.concat(parts) if parts else TriggerSet.empty(self.channels)
+        out = merged.select_time(start, end)
+        return out.take(np.lexsort((out.channel, out.time)))
+
+    def truth(self, start: float, end: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Glitches in ``[start, end)``: ``(time, snr, family)``, sorted by time."""
+        parts = [_cached_block(self, k) for k in self._blocks(start, end, 0.0)]
+        t = np.concatenate([b.glitch_time for b in parts])
+        keep = (t >= start) & (t < end)
+        s = np.concatenate([b.glitch_snr for b in parts])
+        f = np.concatenate([b.glitch_family for b in parts])
+        return t[keep], s[keep], f[keep]
+
+    def witness_records(self, start: float, end: float) -> WitnessRecords:
+        """Emitted witness triggers of the glitches in ``[start, end)``."""
+        parts = [_cached_block(self, k).witnesses for k in self._blocks(start, end, 0.0)]
+        rec = WitnessRecords(*(np.concatenate(cols) for cols in zip(*parts, strict=True)))
+        keep = (rec.glitch_time >= start) & (rec.glitch_time < end)
+        return WitnessRecords(*(col[keep] for col in rec))
+
+
+def witnessed_fraction(
+    model: FamilyModel,
+    glitch_times: np.ndarray,
+    window: float,
+    snr_min: float = 6.5,
+    channels: Iterable[str] | None = None,
+) -> float:
+    """The witnessed-within-window bound over the given glitch samples.
+
+    Parameters
+    ----------
+    model : FamilyModel
+        The generator the glitch times came from (times must be its target triggers).
+    glitch_times : numpy.ndarray
+        Glitch sample times (e.g. ``quiver.times[quiver.labels == 1]``).
+    window : float
+        Feature window half-width: a witness counts when ``|t_w - t_g| <= window``.
+    snr_min : float
+        Lowest witness snr that counts (OVL's lowest threshold, 6.5).
+    channels : iterable of str, optional
+        Feature channels; witnesses on other channels do not count (default all).
+
+    Returns
+    -------
+    float
+        Fraction of ``glitch_times`` with at least one such witness trigger.
+    """
+    g = np.asarray(glitch_times, dtype=np.float64)
+    if g.size == 0:
+        return 0.0
+    rec = model.witness_records(float(g.min()), float(g.max()) + 1e-6)
+    ok = (np.abs(rec.dt) <= window) & (rec.snr >= snr_min)
+    if channels is not None:
+        wanted = set(channels)
+        ok &= np.array([model.aux_channels[i] in wanted for i in rec.channel], dtype=bool)
+    seen = np.unique(rec.glitch_time[ok])
+    return float(np.isin(g, seen).mean())
+
+
+@lru_cache(maxsize=8)
+def _cached_block(model: FamilyModel, k: int) -> _Block:
+    return model._build_block(k)
+
+
+class FamilySource(ClassifierData):
+    """A :class:`FamilyModel` seen as a data source over a span."""
+
+    def __init__(
+        self,
+        model: FamilyModel,
+        start: float,
+        end: float,
+        segs: Iterable | None = None,
+        channels: Iterable[str] | None = None,
+    ) -> None:
+        super().__init__(start, end, segs, channels)
+        self.model = model
+
+    def _read(self) -> TriggerSet:
+        return self.model.generate(self.start, self.end)
