@@ -21,6 +21,8 @@ from typing import Any
 
 import psutil
 
+from idq_dev.processes import start_process
+
 REPO = Path(__file__).resolve().parent.parent
 BASE_CONFIG = REPO / "etc" / "idq-demo.toml"
 KINDS = ("features", "segments", "quivers", "models", "calibrations", "timeseries", "deadletter")
@@ -232,12 +234,7 @@ class Sampled:
 
 def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start a process writing to ``log``."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    with open(log, "ab") as out:
-        return subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
-        )
+    return start_process(argv, log, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
 def run_sampled(

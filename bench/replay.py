@@ -36,9 +36,9 @@ from bench._infra import (
     tail,
     write_config,
 )
+from idq_common.contracts import STAGES
 
 log = logging.getLogger("bench.replay")
-STAGES = ("train", "evaluate", "calibrate", "timeseries")
 #: data produced beyond the replayed span on each side (windows look across edges)
 MARGIN = 16.0
 #: the bench config lowers the evaluate idle timeout so calibrate's end-of-replay wait

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bench._infra import RunConfig, reset_group, run_sampled, spawn, stage_argv, tail
+from idq_common.contracts import group_id
 
 
 def _frames(d: Path) -> int:
@@ -31,7 +32,7 @@ def measure(
     one_replica_wall_s: float,
     timeout: float,
 ) -> dict[str, Any]:
-    reset_group(cfg, "idq.H1.timeseries")
+    reset_group(cfg, group_id("H1", "timeseries"))
     procs, logs, dirs = {}, {}, {}
     for i in (1, 2):
         name = f"timeseries-r{i}"

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from idq_common.contracts import STAGES
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = Path(__file__).with_name("Dockerfile.template")
-STAGES = ("train", "evaluate", "calibrate", "timeseries")
 
 
 def render(stage: str) -> str:

@@ -15,8 +15,9 @@ import json
 from pathlib import Path
 from typing import Any
 
+from idq_common.contracts import STAGES
+
 OUT = Path(__file__).resolve().parent / "dashboards"
-STAGES = ("train", "evaluate", "calibrate", "timeseries")
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'ifo=~"$ifo"'
 

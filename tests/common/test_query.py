@@ -13,7 +13,8 @@ import pytest
 import tomli_w
 
 from idq_common.config import load_settings
-from idq_common.io.frames import PRODUCTS, channel_name, frame_path, write_frame
+from idq_common.contracts import PRODUCTS, channel_name
+from idq_common.io.frames import frame_path, write_frame
 from idq_common.report.query import query
 from idq_dev.testing.frames import product_columns
 

@@ -94,7 +94,7 @@ def test_cli_topics_create_from_config(kafka_admin_config, kafka_bootstrap: str)
 
 
 def test_cli_topics_unreachable_broker_fails_fast(capsys: pytest.CaptureFixture[str]) -> None:
-    from idq_dev.broker import free_port
+    from idq_dev.processes import free_port
 
     args = ["topics", "create", "--bootstrap", f"127.0.0.1:{free_port()}", "--ifo", "H1"]
     assert main(args) == 1

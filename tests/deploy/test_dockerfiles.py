@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from idq_common.contracts import STAGES
+
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ("train", "evaluate", "calibrate", "timeseries")
 COMPILERS = re.compile(r"\b(gcc|g\+\+|clang|build-essential|gfortran|make|cc)\b")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from idq_common.contracts import STAGES
 from idq_dev.testing.prometheus import (
     architecture_metric_names,
     extract_expressions,
@@ -18,7 +19,6 @@ from idq_dev.testing.prometheus import (
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = sorted((ROOT / "deploy" / "grafana" / "dashboards").glob("*.json"))
 RULES = sorted((ROOT / "deploy" / "prometheus" / "rules").glob("*.yml"))
-STAGES = ("train", "evaluate", "calibrate", "timeseries")
 
 
 def contract_names() -> set[str]:

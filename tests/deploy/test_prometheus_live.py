@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
+from idq_common.contracts import STAGES
 from idq_dev.testing.prometheus import (
     Expression,
     PrometheusError,
@@ -107,9 +108,6 @@ def test_every_deploy_expression_parses(
     loaded = {r["name"] for g in groups for r in g["rules"]}
     assert {"IDQStageNotAdvancing", "IDQDeadLetters", "idq:strides_processed:rate5m"} <= loaded
     assert all(metric_names(e.expr) for e in exprs if "time()" not in e.expr)
-
-
-STAGES = ("train", "evaluate", "calibrate", "timeseries")
 
 
 def test_stage_metrics_scraped_by_real_prometheus(

@@ -26,15 +26,16 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from igwn_segments import segment, segmentlist
 
+from idq_common.contracts import STAGES, channel_name
 from idq_common.data.synthetic import SyntheticSource
 from idq_common.data.triggers import in_segments
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
 from idq_common.io.avro import decode
 from idq_common.io.avro.convert import record_to_timeseries
-from idq_common.io.frames import channel_name, frame_name, read_frame, read_provenance
+from idq_common.io.frames import frame_name, read_frame, read_provenance
 from idq_common.report.truth import efficiency_summary, frame_files, load_series
-from idq_dev.broker import free_port
-from idq_dev.pipeline.local import STAGES, LocalPipeline
+from idq_dev.pipeline.local import LocalPipeline
+from idq_dev.processes import free_port
 from idq_dev.testing.pipeline import pipeline_config
 from idq_dev.testing.prometheus import (
     PrometheusServer,

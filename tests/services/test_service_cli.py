@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from idq_calibrate.cli import main as calibrate_main
+from idq_common.contracts import STAGES
 from idq_evaluate.cli import main as evaluate_main
 from idq_timeseries.cli import main as timeseries_main
 from idq_train.cli import main as train_main
 
-STAGES = ("train", "evaluate", "calibrate", "timeseries")
 MAINS = {
     "train": train_main,
     "evaluate": evaluate_main,

@@ -18,7 +18,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import subprocess
 import time
 import uuid
@@ -29,6 +28,7 @@ from typing import Any
 
 from idq_common.exceptions import BrokerError
 from idq_dev.jars import fetch_jars, kafka_home
+from idq_dev.processes import free_port, port_free, start_process
 
 log = logging.getLogger(__name__)
 
@@ -43,23 +43,6 @@ JVM_OPTS = (
     "-XX:+ExitOnOutOfMemoryError",
     "-Djava.awt.headless=true",
 )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that is free right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def port_free(port: int) -> bool:
-    """True when ``port`` can be bound on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def random_cluster_id() -> str:
@@ -447,21 +430,17 @@ class LocalBroker:
             p: p.stat().st_size if p.exists() else 0
             for p in (self.log_file, self.data_dir / OUT_NAME)
         }
-        with open(self.data_dir / OUT_NAME, "ab") as out:
-            try:
-                # own session: survives the CLI that started it, and Ctrl-C in the
-                # terminal does not reach it (``idq kafka down`` stops it)
-                self._proc = subprocess.Popen(
-                    cmd,
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    cwd=self.data_dir,
-                    start_new_session=True,
-                    preexec_fn=_die_with_parent_hook() if self.tie_to_parent else None,
-                )
-            except FileNotFoundError as exc:
-                raise BrokerError("'java' is not on PATH: install a JDK 17") from exc
+        try:
+            # own session: survives the CLI that started it, and Ctrl-C in the
+            # terminal does not reach it (``idq kafka down`` stops it)
+            self._proc = start_process(
+                cmd,
+                self.data_dir / OUT_NAME,
+                cwd=self.data_dir,
+                preexec_fn=_die_with_parent_hook() if self.tie_to_parent else None,
+            )
+        except FileNotFoundError as exc:
+            raise BrokerError("'java' is not on PATH: install a JDK 17") from exc
         self.pid = self._proc.pid
         self._write_state(cluster_id)
         self._wait_ready(t0)

@@ -20,7 +20,6 @@ from idq_common.config.load import (
 from idq_common.config.schema import (
     BOUND_COLUMNS,
     FEATURE_COLUMNS,
-    PRODUCTS,
     SEGMENT_SOURCES,
     CalibrateSettings,
     ClassifierSettings,
@@ -43,7 +42,6 @@ from idq_common.io.kafka.settings import KafkaSettings, TopicNames
 __all__ = [
     "BOUND_COLUMNS",
     "FEATURE_COLUMNS",
-    "PRODUCTS",
     "SECTIONS",
     "SEGMENT_SOURCES",
     "CalibrateSettings",

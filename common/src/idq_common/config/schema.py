@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from idq_common.contracts import channel_name
 from idq_common.io.kafka.settings import MASK, KafkaSettings, is_secret, masked_repr
 
 # -- vocabularies, kept in one place ------------------------------------------------
@@ -236,9 +237,6 @@ class IngestSettings:
     snax_rate: int = 16
 
 
-PRODUCTS: tuple[str, ...] = ("PGLITCH", "LOGLIKE", "FAP", "EFF", "RANK", "OK")
-
-
 @dataclass(frozen=True, slots=True)
 class Settings:
     """The whole validated configuration of one instrument's pipeline."""
@@ -273,10 +271,8 @@ class Settings:
 
     def channel_name(self, product: str, nickname: str) -> str:
         """Output channel name, e.g. ``H1:IDQ-FAP_OVL_10_2048``."""
-        if product not in PRODUCTS:
-            raise ValueError(f"unknown product {product!r}; expected one of {PRODUCTS}")
-        fmin, fmax = _fmt_freq(self.timeseries.fmin), _fmt_freq(self.timeseries.fmax)
-        return f"{self.general.ifo}:IDQ-{product}_{nickname.upper()}_{fmin}_{fmax}"
+        ts = self.timeseries
+        return channel_name(self.general.ifo, product, nickname, ts.fmin, ts.fmax)
 
     def to_dict(self, mask_secrets: bool = True) -> dict[str, Any]:
         """Plain, JSON-able nested dict of the settings; secrets shown as ``'***'``."""
@@ -287,11 +283,6 @@ class Settings:
     def dump(self) -> str:
         """One-line JSON of :meth:`to_dict` (secrets masked), for the start-up log."""
         return json.dumps(self.to_dict(mask_secrets=True), sort_keys=False)
-
-
-def _fmt_freq(value: float) -> str:
-    # 10.0 -> "10", 10.5 -> "10.5": channel names carry no trailing ".0".
-    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 def _plain(value: Any, mask: bool) -> Any:

@@ -25,19 +25,9 @@ import lal
 import lalframe
 import numpy as np
 
-PRODUCTS = ("PGLITCH", "LOGLIKE", "FAP", "EFF", "RANK", "OK")
 GPS_DIR_SPAN = 100_000  # seconds of frames per directory (LIGO's GPS5 layout)
 
 _NAME = re.compile(r"^(?P<obs>[A-Z]+)-(?P<desc>[A-Za-z0-9_]+)-(?P<start>\d+)-(?P<dur>\d+)\.gwf$")
-
-
-def channel_name(ifo: str, product: str, classifier: str, fmin: float, fmax: float) -> str:
-    """``{IFO}:IDQ-{PRODUCT}_{CLASSIFIER}_{FMIN}_{FMAX}``, e.g. ``H1:IDQ-FAP_OVL_10_2048``."""
-    return f"{ifo}:IDQ-{product.upper()}_{classifier.upper()}_{_num(fmin)}_{_num(fmax)}"
-
-
-def _num(x: float) -> str:
-    return str(int(x)) if float(x).is_integer() else str(x).replace(".", "p")
 
 
 def frame_name(observatory: str, description: str, start: float, duration: float) -> str:

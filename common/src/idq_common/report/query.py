@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from idq_common.io.frames import channel_name, find_frames, frame_path, parse_frame_name
+from idq_common.contracts import channel_name
+from idq_common.io.frames import find_frames, frame_path, parse_frame_name
 
 #: products a query reads
 QUERY_PRODUCTS = ("FAP", "PGLITCH", "OK")

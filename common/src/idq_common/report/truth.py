@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from idq_common.contracts import channel_name
 from idq_common.io.frames import (
-    channel_name,
     find_frames,
     parse_frame_name,
     read_frame,

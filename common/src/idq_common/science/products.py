@@ -12,7 +12,7 @@ from typing import Protocol
 
 import numpy as np
 
-from idq_common.io.frames import PRODUCTS
+from idq_common.contracts import PRODUCTS
 
 #: values written where OK = 0
 INVALID = {"PGLITCH": 0.0, "LOGLIKE": 0.0, "FAP": 1.0, "EFF": 1.0, "RANK": 0.0}
@@ -52,7 +52,7 @@ def compute_products(
     Returns
     -------
     dict
-        Product name -> float64 array, in the order of :data:`idq_common.io.frames.PRODUCTS`.
+        Product name -> float64 array, in the order of :data:`idq_common.contracts.PRODUCTS`.
     """
     n = rank.shape[0]
     if calibration is None or not valid.any():

@@ -25,6 +25,7 @@ from confluent_kafka import Consumer
 from igwn_segments import segmentlist
 
 from idq_common.config import Settings, StreamSettings
+from idq_common.contracts import group_id
 from idq_common.data.base import ClassifierData, InMemoryData
 from idq_common.data.triggers import TriggerSet
 from idq_common.exceptions import ConfigError
@@ -69,7 +70,9 @@ def segment_source(
         assert seg.flag is not None and seg.host is not None
         return DQSegDBSegments(seg.flag, seg.host, wait=wait)
     if seg.source == "topic":
-        cfg = settings.kafka.consumer_config(f"idq.{settings.general.ifo}.{runtime.stage}.segments")
+        cfg = settings.kafka.consumer_config(
+            group_id(settings.general.ifo, runtime.stage, "segments")
+        )
         return TopicSegments(
             Consumer(cfg),
             settings.kafka.topics.segments,
@@ -109,14 +112,14 @@ class StreamingStage(ABC):
         self.runtime = ServiceRuntime.for_stage(self.stage, settings, ns.metrics_port)
         self._sorted_for: StreamBatch | None = None
         self._sorted: tuple[TriggerSet, np.ndarray, np.ndarray] | None = None
-        self.group = f"idq.{self.ifo}.{self.stage}"
+        self.group = group_id(self.ifo, self.stage)
         self.checkpoint = Checkpoint(
             settings.kafka.consumer_config(self.group), self.topics.features, shared=self.shared
         )
         self.runtime.closers.append(self.checkpoint.close)
         start = self._start_time(ns.gps_start, getattr(ns, "from_start", False))
         self.source = KafkaFeatureSource(
-            Consumer(settings.kafka.consumer_config(f"{self.group}.reader")),
+            Consumer(settings.kafka.consumer_config(group_id(self.ifo, self.stage, "reader"))),
             self.topics.features,
             start=start - self.pad,
             idle_timeout=self.stream.timeout,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from idq_common.config import Settings
+from idq_common.contracts import group_id
 from idq_common.exceptions import IDQError
 from idq_common.gpstime import unix_to_gps
 from idq_common.io.store import ArtifactStore
@@ -57,7 +58,7 @@ class ModelBook:
         self.runtime = runtime
         self.flavors = {c.nickname: c.flavor for c in settings.classifiers}
         self.params = {c.nickname: c.params for c in settings.classifiers}
-        group = f"idq.{settings.general.ifo}.{runtime.stage}.announcements"
+        group = group_id(settings.general.ifo, runtime.stage, "announcements")
         cfg = settings.kafka.consumer_config(group)
         self.store = ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
         self.models = AnnouncementTracker(

@@ -43,10 +43,11 @@ def run(ns: argparse.Namespace) -> int:
 
     from idq_common.cli.cmd_produce import model_from_args
     from idq_common.config import load_settings_or_exit
+    from idq_common.contracts import STAGES
     from idq_common.gpstime import gps_now
     from idq_common.io.kafka.topics import create_topics, topic_specs
     from idq_dev.broker import LocalBroker
-    from idq_dev.pipeline.local import STAGES, LocalPipeline
+    from idq_dev.pipeline.local import LocalPipeline
     from idq_dev.pipeline.summary import print_summary, summarize_run
 
     log = logging.getLogger("idq.demo")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,11 +17,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from idq_common.contracts import STAGES
 from idq_common.exceptions import IDQError
+from idq_dev.processes import start_process, stop_process
 
 log = logging.getLogger(__name__)
 
-STAGES = ("train", "evaluate", "calibrate", "timeseries")
 #: seconds of synthetic data produced before and after the replayed span
 MARGIN = 16.0
 
@@ -38,15 +38,7 @@ class ServiceProcess:
     proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                env=self.env,
-                start_new_session=True,
-            )
+        self.proc = start_process(self.argv, self.log_path, env=self.env)
         log.info("started %s (pid %d): %s", self.name, self.proc.pid, " ".join(self.argv))
 
     @property
@@ -55,17 +47,7 @@ class ServiceProcess:
 
     def terminate(self, timeout: float = 20.0) -> int | None:
         """SIGTERM, wait, then SIGKILL; returns the exit status."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("%s did not stop within %.0f s: killing it", self.name, timeout)
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+        return stop_process(self.proc, timeout, name=self.name)
 
     def tail(self, lines: int = 20) -> str:
         try:

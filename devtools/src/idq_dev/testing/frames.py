@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from idq_common.io.frames import PRODUCTS, channel_name, frame_path, write_frame
+from idq_common.contracts import PRODUCTS, channel_name
+from idq_common.io.frames import frame_path, write_frame
 from idq_common.progress import Progress
 
 

@@ -20,7 +20,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -34,6 +33,7 @@ from typing import Any
 import pytest
 
 from idq_common.exceptions import IDQError
+from idq_dev.processes import free_port, start_process, stop_process
 
 __all__ = [
     "GRAFANA_VARIABLES",
@@ -70,12 +70,6 @@ class PrometheusError(IDQError):
     def __init__(self, message: str, error_type: str = "") -> None:
         super().__init__(message)
         self.error_type = error_type
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class PrometheusServer:
@@ -153,21 +147,19 @@ class PrometheusServer:
         config = self.write_config()
         last = ""
         for _attempt in range(3):
-            self.port = _free_port()
-            with self.log_path.open("ab") as log:
-                self._proc = subprocess.Popen(
-                    [
-                        self.binary,
-                        f"--config.file={config}",
-                        f"--storage.tsdb.path={self.workdir / 'data'}",
-                        f"--web.listen-address=127.0.0.1:{self.port}",
-                        "--storage.tsdb.retention.time=1d",
-                        "--log.level=warn",
-                    ],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                )
+            self.port = free_port()
+            self._proc = start_process(
+                [
+                    self.binary,
+                    f"--config.file={config}",
+                    f"--storage.tsdb.path={self.workdir / 'data'}",
+                    f"--web.listen-address=127.0.0.1:{self.port}",
+                    "--storage.tsdb.retention.time=1d",
+                    "--log.level=warn",
+                ],
+                self.log_path,
+                new_session=False,
+            )
             try:
                 self._wait_ready()
                 return self
@@ -197,14 +189,7 @@ class PrometheusServer:
     def stop(self) -> None:
         """Terminate the process (kill after 10 s)."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, timeout=10, name="prometheus")
 
     def __enter__(self) -> PrometheusServer:
         return self.start()

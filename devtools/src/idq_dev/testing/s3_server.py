@@ -15,18 +15,14 @@ Use it from pytest by listing ``"idq_dev.testing.s3_server"`` in ``pytest_plugin
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Iterator
-from contextlib import ExitStack, closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +30,7 @@ from typing import Any
 import pytest
 
 from idq_common.exceptions import S3ServerError
+from idq_dev.processes import free_ports, start_process, stop_process
 
 __all__ = ["S3Server", "s3_bucket", "s3_server", "start_s3_server"]
 
@@ -42,15 +39,6 @@ START_TIMEOUT = 90.0
 #: Seconds between SIGTERM and SIGKILL: ``weed server`` often ignores SIGTERM (its filer
 #: keeps retrying once the volume server is gone), and the data dir is throw-away anyway.
 STOP_GRACE = 2.0
-
-
-def _free_ports(n: int) -> list[int]:
-    """``n`` distinct free TCP ports on 127.0.0.1 (held open together so they differ)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(closing(socket.socket())) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
 
 
 def _weed_binary() -> str:
@@ -129,14 +117,7 @@ class S3Server:
 
     def stop(self) -> None:
         """Stop the server: SIGTERM, then SIGKILL after a grace period."""
-        if self.process.poll() is not None:
-            return
-        os.killpg(self.process.pid, signal.SIGTERM)
-        try:
-            self.process.wait(STOP_GRACE)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(30)
+        stop_process(self.process, timeout=STOP_GRACE, group=True, name="weed server")
 
 
 def start_s3_server(workdir: Path, timeout: float = START_TIMEOUT) -> S3Server:
@@ -166,7 +147,7 @@ def start_s3_server(workdir: Path, timeout: float = START_TIMEOUT) -> S3Server:
             }
         )
     )
-    m, mg, v, vg, f, fg, s3, s3g = _free_ports(8)
+    m, mg, v, vg, f, fg, s3, s3g = free_ports(8)
     cmd = [
         weed,
         "server",
@@ -192,18 +173,8 @@ def start_s3_server(workdir: Path, timeout: float = START_TIMEOUT) -> S3Server:
         f"-s3.localSocket={workdir / 's3.sock'}",
         f"-s3.config={config}",
     ]
-    log = open(workdir / "weed.log", "wb")  # noqa: SIM115 - handed to the child
-    try:
-        proc = subprocess.Popen(
-            cmd,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            cwd=workdir,
-            start_new_session=True,  # its own process group, so stop() reaches it alone
-        )
-    finally:
-        log.close()
+    # its own process group (new session), so stop() reaches it alone
+    proc = start_process(cmd, workdir / "weed.log", cwd=workdir)
     server = S3Server(
         endpoint_url=f"http://127.0.0.1:{s3}",
         key=key,

@@ -24,6 +24,7 @@ import numpy as np
 from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
 
 from idq_common.config import Settings
+from idq_common.contracts import group_id
 from idq_common.exceptions import DecodeError, InvalidMessageError
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
 from idq_common.io.avro import decode
@@ -107,13 +108,13 @@ class CalibrateStage:
         #: stride starts consumed per classifier (duplicates after an evaluate restart)
         self.seen: dict[str, set[float]] = defaultdict(set)
         self.last_end = -np.inf
-        group = f"idq.{self.ifo}.calibrate"
+        group = group_id(self.ifo, "calibrate")
         self.consumer = Consumer(settings.kafka.consumer_config(group))
         self.consumer.subscribe([self.topics.quivers], on_assign=self._on_assign)
         self.runtime.closers.append(self._close_consumer)
         # evaluate's progress (its committed checkpoint) tells a bounded run when to end
         self._evaluate_progress = Checkpoint(
-            settings.kafka.consumer_config(f"idq.{self.ifo}.evaluate"), self.topics.features
+            settings.kafka.consumer_config(group_id(self.ifo, "evaluate")), self.topics.features
         )
         self.runtime.closers.append(self._evaluate_progress.close)
 
@@ -365,7 +366,7 @@ class CalibrateStage:
             from idq_common.stage.announcements import AnnouncementTracker
 
             tracker = self._models = AnnouncementTracker(
-                self.settings.kafka.consumer_config(f"idq.{self.ifo}.calibrate.models"),
+                self.settings.kafka.consumer_config(group_id(self.ifo, "calibrate", "models")),
                 self.topics.models,
                 "model_announcement",
                 "model_id",

@@ -19,9 +19,10 @@ import numpy as np
 from igwn_segments import segment, segmentlist
 
 from idq_common.config import Settings
+from idq_common.contracts import PRODUCTS, channel_name
 from idq_common.data.triggers import in_segments
 from idq_common.io.avro.convert import timeseries_to_record
-from idq_common.io.frames import PRODUCTS, channel_name, frame_path, read_provenance, write_frame
+from idq_common.io.frames import frame_path, read_provenance, write_frame
 from idq_common.science.features import FeatureSpec, feature_matrix, grid_times
 from idq_common.science.products import compute_products, invalid_products
 from idq_common.stage.loop import StreamingStage

@@ -20,6 +20,7 @@ import logging
 import time
 
 from idq_common.config import Settings
+from idq_common.contracts import group_id
 from idq_common.exceptions import ArtifactNotFoundError, IntegrityError
 from idq_common.gpstime import gps_now
 from idq_common.io.store import ArtifactStore
@@ -64,7 +65,7 @@ class TrainStage(StreamingStage):
     def _resume_models(self) -> None:
         """Continue from the models already announced (incremental ones keep learning)."""
         tracker = AnnouncementTracker(
-            self.settings.kafka.consumer_config(f"{self.group}.resume"),
+            self.settings.kafka.consumer_config(group_id(self.ifo, self.stage, "resume")),
             self.topics.models,
             "model_announcement",
             "model_id",
