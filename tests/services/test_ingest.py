@@ -111,7 +111,7 @@ def test_ingest_publishes_batches_and_dead_letters(kafka_bootstrap: str, tmp_pat
     assert [r["seq"] for r in records] == list(range(12))
     assert [r["start"] for r in records] == [float(g) for g in range(GPS, GPS + 12)]
     for key, rec, ts in batches:
-        assert key == b"ingest"
+        assert key == b"ingest" and rec["source"] == "ingest"
         assert ts == gps_to_kafka_ms(rec["start"])  # seek by GPS keeps working
     # both partitions used (round robin by seq, like idq produce)
     assert len({m[1]["seq"] % 2 for m in batches}) == 2
@@ -143,3 +143,31 @@ def test_bad_ingest_config_exits_2_with_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0
     assert "ingest.format" in proc.stderr
+
+
+def test_jobs_are_sources_of_their_own(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Two extractor jobs (message keys) send the same seconds: two sources, no duplicates."""
+    config, settings = pipeline_config(tmp_path, kafka_bootstrap, "ingestjobs")
+    source = settings.ingest.source_topic
+    create_topics(settings.kafka.admin_config(), [TopicSpec(source, partitions=2)])
+    model = _model(settings)
+    n = len(model.channels)
+    jobs = {"a": range(0, n // 2), "b": range(n // 2, n)}
+    producer = Producer(settings.kafka.producer_config())
+    for gps in range(GPS, GPS + 6):
+        for job, channels in jobs.items():
+            payload = message(model, gps, "sgnax", channels=channels)
+            producer.produce(source, payload, key=job.encode(), timestamp=gps_to_kafka_ms(gps))
+    producer.flush(10)
+    proc = _run(config, "--gps-end", str(GPS + 6), "--metrics-port", "0")
+    assert proc.returncode == 0, proc.stderr
+    batches = _read(settings, settings.kafka.topics.features)
+    by_key: dict[bytes | None, list[float]] = {}
+    for key, rec, _ in batches:
+        assert key is not None and rec["source"] == key.decode()
+        by_key.setdefault(key, []).append(rec["start"])
+    assert {k: sorted(v) for k, v in by_key.items()} == {
+        b"ingest.a": [float(g) for g in range(GPS, GPS + 6)],
+        b"ingest.b": [float(g) for g in range(GPS, GPS + 6)],
+    }
+    assert not _read(settings, settings.kafka.topics.deadletter)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -50,17 +50,34 @@ def _snax_reduce(ts: TriggerSet, start: float, rate: int) -> TriggerSet:
     return ts.take(keep)
 
 
-def second_triggers(model: SyntheticModel, gps: int, style: str, rate: int = 16) -> TriggerSet:
-    """The triggers one message of ``style`` carries for GPS second ``gps``."""
+def second_triggers(
+    model: SyntheticModel,
+    gps: int,
+    style: str,
+    rate: int = 16,
+    channels: Sequence[int] | None = None,
+) -> TriggerSet:
+    """The triggers one message of ``style`` carries for GPS second ``gps``.
+
+    ``channels``: indices into ``model.channels`` of one job's channels (default all).
+    """
     ts = model.generate(float(gps), float(gps + 1))
+    if channels is not None:
+        ts = ts.take(np.flatnonzero(np.isin(ts.channel, np.asarray(channels))))
     return _snax_reduce(ts, float(gps), rate) if style == "snax" else ts
 
 
-def message(model: SyntheticModel, gps: int, style: str, rate: int = 16) -> bytes:
-    """One JSON message for GPS second ``gps``."""
+def message(
+    model: SyntheticModel,
+    gps: int,
+    style: str,
+    rate: int = 16,
+    channels: Sequence[int] | None = None,
+) -> bytes:
+    """One JSON message for GPS second ``gps`` (of one job's ``channels``, default all)."""
     if style not in STYLES:
         raise ValueError(f"style must be one of {STYLES}, got {style!r}")
-    ts = second_triggers(model, gps, style, rate)
+    ts = second_triggers(model, gps, style, rate, channels)
     keys = _keys(model, style)
     rows: dict[int, list[dict[str, float]]] = {}
     for c, t, s, f in zip(
@@ -72,7 +89,10 @@ def message(model: SyntheticModel, gps: int, style: str, rate: int = 16) -> byte
         for c in sorted(rows):
             features[keys[c]] = list(rows[c])
         return json.dumps({"time": gps, "features": features}).encode()
+    wanted = range(len(keys)) if channels is None else frozenset(channels)
     for c, key in enumerate(keys):
+        if c not in wanted:
+            continue
         padded: list[dict[str, float] | None] = [None] * rate
         for row in rows.get(c, []):
             padded[min(rate - 1, math.floor((row["time"] - gps) * rate))] = row
@@ -81,11 +101,16 @@ def message(model: SyntheticModel, gps: int, style: str, rate: int = 16) -> byte
 
 
 def messages(
-    model: SyntheticModel, start: int, end: int, style: str, rate: int = 16
+    model: SyntheticModel,
+    start: int,
+    end: int,
+    style: str,
+    rate: int = 16,
+    channels: Sequence[int] | None = None,
 ) -> Iterator[tuple[int, bytes]]:
     """``(gps, payload)`` for every second of ``[start, end)``."""
     for gps in range(int(start), int(end)):
-        yield gps, message(model, gps, style, rate)
+        yield gps, message(model, gps, style, rate, channels)
 
 
 def expected_triggers(

@@ -1,17 +1,23 @@
 """The ingest loop: SNAX/sgnax JSON in, ``feature_batch`` out.
 
-Reads ``[ingest] source_topic`` (every partition, assigned by hand: one replica per
-source; the consumer group ``idq.<ifo>.ingest`` only keeps the committed progress),
-turns each message into one ``feature_batch`` of ``message_seconds`` with
+Reads ``[ingest] source_topic`` (every partition, assigned by hand: one replica; the
+consumer group ``idq.<ifo>.ingest`` only keeps the committed progress) and turns each
+message into one ``feature_batch`` of ``message_seconds`` with
 :class:`~idq_common.io.publish.FeaturePublisher` (same keys, timestamps, ``seq``
-numbering and partitioning as ``idq produce``), and sends every message it cannot use
-to the dead-letter topic with the reason (:mod:`idq_common.io.snax`).
+numbering and partitioning as ``idq produce``). Every message it cannot use goes to
+the dead-letter topic with the reason (:mod:`idq_common.io.snax`).
+
+Jobs. A site splits its channels over several feature-extractor jobs, each sending its
+own message per second on the same topic, told apart by the message key. Each job is
+its own feature *source* (``<source_id>`` for an unkeyed job, ``<source_id>.<key>``
+otherwise) with its own ``seq`` numbering and its own duplicate / out-of-order check;
+readers wait until every source is complete, so a stalled job shows as missing data.
 
 Progress. Offsets are committed only after the batches (and dead letters) produced
 from the messages before them are flushed: at-least-once. The commit metadata holds
-the publisher's next ``seq`` and the last ingested second, so a restart goes on with
-the same numbering (a batch produced again after a crash carries the same ``seq`` and
-readers drop it as a duplicate) and keeps refusing seconds it already published.
+each job's next ``seq`` and last second, so a restart goes on with the same numbering
+(a batch produced again after a crash carries the same ``seq``, and readers drop it)
+and keeps refusing seconds already published.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 
@@ -35,35 +42,39 @@ log = logging.getLogger("idq.ingest")
 
 #: messages read per consume() call; also the most produced between two commits
 BATCH = 200
+#: a job key (message key) becomes part of a source id
+_JOB = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+def load_progress(committed: list[TopicPartition]) -> dict[str, tuple[int, float | None]]:
+    """``{job: (next seq, last second)}``: the furthest recorded on any partition."""
+    out: dict[str, tuple[int, float | None]] = {}
+    for tp in committed:
+        if not tp.metadata:
+            continue
+        try:
+            jobs = json.loads(tp.metadata)["jobs"]
+            items = [
+                (str(j), int(v[0]), None if v[1] is None else float(v[1])) for j, v in jobs.items()
+            ]
+        except (ValueError, KeyError, TypeError, AttributeError, IndexError):
+            log.warning("ignoring unreadable ingest progress %r", tp.metadata)
+            continue
+        for job, seq, last in items:
+            old_seq, old_last = out.get(job, (0, None))
+            newest = (
+                last if old_last is None or (last is not None and last > old_last) else old_last
+            )
+            out[job] = (max(seq, old_seq), newest)
+    return out
 
 
 @dataclass
-class Progress:
-    """What a restart needs: the publisher's next ``seq`` and the last second ingested."""
+class Job:
+    """One feature-extractor job: its publisher (a feature source) and its last second."""
 
-    seq: int = 0
-    last: float | None = None
-
-    def metadata(self) -> str:
-        return json.dumps({"seq": self.seq, "last": self.last})
-
-    @classmethod
-    def from_committed(cls, committed: list[TopicPartition]) -> Progress:
-        """The furthest progress recorded on any partition."""
-        out = cls()
-        for tp in committed:
-            if not tp.metadata:
-                continue
-            try:
-                meta = json.loads(tp.metadata)
-                seq, last = int(meta["seq"]), meta["last"]
-            except (ValueError, KeyError, TypeError):
-                log.warning("ignoring unreadable ingest progress %r", tp.metadata)
-                continue
-            out.seq = max(out.seq, seq)
-            if last is not None and (out.last is None or float(last) > out.last):
-                out.last = float(last)
-        return out
+    publisher: FeaturePublisher
+    tracker: SecondTracker
 
 
 class IngestStage:
@@ -75,6 +86,7 @@ class IngestStage:
         self.settings = settings
         self.ifo = settings.general.ifo
         self.source_topic = ingest.source_topic
+        self.source_id = ingest.source_id
         self.gps_start: float | None = ns.gps_start
         self.gps_end: float | None = ns.gps_end
         self.format = JsonFormat(
@@ -90,15 +102,19 @@ class IngestStage:
         self.runtime.closers.append(self.consumer.close)
         try:
             self.partitions = partitions_of(self.consumer, self.source_topic)
-        except Exception as exc:
-            raise BrokerError(f"source topic {self.source_topic!r}: {exc}") from exc
+            self.feature_partitions = len(
+                partitions_of(self.consumer, settings.kafka.topics.features)
+            )
+        except BrokerError as exc:
+            raise BrokerError(f"{exc} (ingest.source_topic / kafka.topics.features)") from exc
         tps = [TopicPartition(self.source_topic, p) for p in self.partitions]
         committed = self.consumer.committed(tps, timeout=10)
-        progress = Progress.from_committed(committed)
+        self.jobs: dict[str, Job] = {}
+        for job, (seq, last) in load_progress(committed).items():
+            # --from-start re-reads the source; numbering goes on (readers order by seq)
+            self._job(job, seq, None if ns.from_start else last)
         if ns.from_start:
-            # re-read the source from its beginning; numbering goes on (readers order by seq)
             log.info("ingest: --from-start: reading %s from its beginning", self.source_topic)
-            progress.last = None
             starts = [
                 TopicPartition(self.source_topic, p, OFFSET_BEGINNING) for p in self.partitions
             ]
@@ -111,33 +127,41 @@ class IngestStage:
                 )
                 for tp in committed
             ]
-        self.progress = progress
-        self.tracker = SecondTracker(progress.last)
-        self.publisher = FeaturePublisher(
-            self.runtime.producer,
-            settings.kafka.topics.features,
-            self.ifo,
-            ingest.source_id,
-            batch_seconds=ingest.message_seconds,
-            partitioner="round_robin",
-            partitions=len(partitions_of(self.consumer, settings.kafka.topics.features)),
-            seq=progress.seq,
-        )
         self.consumer.assign(starts)
-        #: next offset to commit per partition (None: nothing consumed since the last commit)
+        #: next offset to commit per partition (cleared at each commit)
         self.position: dict[int, int] = {}
         self.accepted = 0
         self.rejected = 0
+        #: a bounded run has seen data at or after --gps-end
+        self.past_end = False
+        #: partitions that reached --gps-end (nothing after is consumed in this run)
+        self.ended: set[int] = set()
         self.runtime.metrics.set_ready(True)
         log.info(
-            "ingest: %s (%s) -> %s as source %r, seq %d, last second %s",
+            "ingest: %s (%s) -> %s, %d job(s) known",
             self.source_topic,
             ingest.format,
             settings.kafka.topics.features,
-            ingest.source_id,
-            progress.seq,
-            progress.last,
+            len(self.jobs),
         )
+
+    def _job(self, job: str, seq: int = 0, last: float | None = None) -> Job:
+        found = self.jobs.get(job)
+        if found is None:
+            source = self.source_id if not job else f"{self.source_id}.{job}"
+            publisher = FeaturePublisher(
+                self.runtime.producer,
+                self.settings.kafka.topics.features,
+                self.ifo,
+                source,
+                batch_seconds=self.format.message_seconds,
+                partitioner="round_robin",
+                partitions=self.feature_partitions,
+                seq=seq,
+            )
+            found = self.jobs[job] = Job(publisher, SecondTracker(last))
+            log.info("ingest: job %r -> source %r from seq %d", job, source, seq)
+        return found
 
     # -- loop -----------------------------------------------------------------------
     def run(self) -> int:
@@ -147,18 +171,24 @@ class IngestStage:
             self.runtime.metrics.heartbeat()
             msgs = self.consumer.consume(num_messages=BATCH, timeout=1.0)
             t0 = time.monotonic()
-            before = self.accepted
+            before, last = self.accepted, None
             for msg in msgs:
-                if self._handle(msg):
+                outcome = self._handle(msg)
+                if outcome is True:
                     done = True
                     break
+                if isinstance(outcome, float):
+                    last = outcome
             if self.position:
                 self._commit()
-            if self.accepted > before and self.tracker.last is not None:
-                end = self.tracker.last + self.format.message_seconds
-                self.runtime.metrics.stride_done(
-                    self.tracker.last, end, time.monotonic() - t0, self.accepted - before
-                )
+            if not msgs and self.gps_end is not None and (self.past_end or self._all_done()):
+                # a bounded run ends drained: every partition read to its end, and the
+                # data reached --gps-end (a job whose last seconds were refused stays short)
+                done = True
+            if last is not None:
+                end = last + self.format.message_seconds
+                n = self.accepted - before
+                self.runtime.metrics.stride_done(last, end, time.monotonic() - t0, n)
         log.info(
             "ingest: %d messages published, %d dead-lettered in this run",
             self.accepted,
@@ -166,56 +196,74 @@ class IngestStage:
         )
         return 0
 
-    def _handle(self, msg: Message) -> bool:
-        """Use one message; True when a bounded run has reached ``--gps-end``."""
+    def _handle(self, msg: Message) -> bool | float:
+        """Use one message; its start when published, else False."""
         err = msg.error()
         if err is not None:
             if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", err)
             return False
         part, offset = msg.partition() or 0, msg.offset() or 0
+        if part in self.ended:
+            return False  # this partition reached --gps-end: leave the rest for a later run
         try:
+            key = msg.key()
+            job = key.decode("utf-8", "replace") if key else ""
+            if job and not _JOB.match(job):
+                raise IngestRejected("bad_envelope", f"message key {job[:80]!r} is not a job name")
             parsed = parse_message(msg.value(), self.format)
             if self.gps_end is not None and parsed.start >= self.gps_end:
-                return True  # not consumed: a later run goes on from here
+                # not consumed (a later run reads it); other jobs may still be behind
+                self.past_end = True
+                self.ended.add(part)
+                return False
             if self.gps_start is not None and parsed.end <= self.gps_start:
                 self.position[part] = offset + 1  # before the requested span: skipped
                 return False
-            self.tracker.check(parsed.start)
+            target = self._job(job)
+            target.tracker.check(parsed.start)
         except IngestRejected as exc:
             self.runtime.deadletters.publish_message(exc.reason, msg)
             self.rejected += 1
             self.position[part] = offset + 1
             return False
-        self.publisher.publish_batch(parsed.triggers, parsed.start, parsed.end, extra=parsed.extra)
+        target.publisher.publish_batch(
+            parsed.triggers, parsed.start, parsed.end, extra=parsed.extra
+        )
         self.accepted += 1
         self.position[part] = offset + 1
-        return self.gps_end is not None and parsed.end >= self.gps_end
+        return parsed.start
+
+    def _all_done(self) -> bool:
+        """Every known job has reached ``--gps-end``."""
+        assert self.gps_end is not None
+        step = self.format.message_seconds
+        return all(
+            j.tracker.last is not None and j.tracker.last + step >= self.gps_end
+            for j in self.jobs.values()
+        )
 
     def _commit(self) -> None:
         """Flush what was produced, then commit the offsets behind it (at-least-once)."""
-        self.publisher.flush()
+        for job in self.jobs.values():
+            job.publisher.flush()
         self.runtime.deadletters.flush()
-        self.progress.seq = self.publisher.seq
-        self.progress.last = self.tracker.last
-        meta = self.progress.metadata()
+        meta = json.dumps(
+            {"jobs": {name: [j.publisher.seq, j.tracker.last] for name, j in self.jobs.items()}}
+        )
         offsets = [
             TopicPartition(self.source_topic, p, off, metadata=meta)
             for p, off in sorted(self.position.items())
         ]
         self.consumer.commit(offsets=offsets, asynchronous=False)
         self.position.clear()
-        if self.tracker.last is not None:
-            self.runtime.metrics.lag(
-                self.source_topic,
-                sum(self._lag(p) for p in self.partitions),
-            )
-
-    def _lag(self, partition: int) -> int:
-        tp = TopicPartition(self.source_topic, partition)
-        _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=True)
-        pos = self.consumer.position([tp])[0].offset
-        return max(0, high - pos) if pos >= 0 else 0
+        lag = 0
+        for p in self.partitions:
+            tp = TopicPartition(self.source_topic, p)
+            _, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=True)
+            pos = self.consumer.position([tp])[0].offset
+            lag += max(0, high - pos) if pos >= 0 else 0
+        self.runtime.metrics.lag(self.source_topic, lag)
 
     def close(self) -> None:
         """Ordered shutdown (the producer is flushed before the consumer closes)."""
