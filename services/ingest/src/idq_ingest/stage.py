@@ -238,7 +238,7 @@ class IngestStage:
         """Every known job has reached ``--gps-end``."""
         assert self.gps_end is not None
         step = self.format.message_seconds
-        return all(
+        return bool(self.jobs) and all(
             j.tracker.last is not None and j.tracker.last + step >= self.gps_end
             for j in self.jobs.values()
         )
