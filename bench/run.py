@@ -37,6 +37,8 @@ FULL: dict[str, Any] = {
     "classifiers": {"train_span": 240.0, "predict_s": 16.0, "repeats": 3},
     # bench.query: +-8 s alert queries over a day of one-second frames (cached)
     "query": {"span": 86400.0, "queries": 200},
+    # bench.ingest: seconds of SNAX and of sgnax JSON at 1,000 channels through idq-ingest
+    "ingest_span": 300.0,
     # models and calibrations must appear within the shortest replay (~0.6 samples/s)
     "overrides": {"train.min_new_samples": "100", "calibrate.min_new_samples": "100"},
 }
@@ -47,6 +49,7 @@ QUICK: dict[str, Any] = {
     "invariance_span": 32.0,
     "classifiers": {"train_span": 60.0, "predict_s": 2.0, "repeats": 1},
     "query": {"span": 600.0, "queries": 50},
+    "ingest_span": 30.0,
     # a minute of data holds ~40 samples: train and calibrate must fire on fewer
     "overrides": {"train.min_new_samples": "20", "calibrate.min_new_samples": "20"},
 }
@@ -165,6 +168,9 @@ def run_suite(
 
         create_run_topics(live_cfg)
         result["live"] = live.measure(live_cfg, plan["live_s"], warmup_s=5.0 if quick else 10.0)
+        from bench import ingest
+
+        result["ingest"] = ingest.measure(workdir, bootstrap, plan["ingest_span"], TARGET_CHANNELS)
     finally:
         broker.stop()
     result["science"] = science.measure(plan["science_span"], plan["invariance_span"])
@@ -235,6 +241,13 @@ def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
         "ovl >= hveto",
         hv.get("ovl_efficiency", 0) >= hv.get("efficiency", 1),
     )
+    for x in r.get("ingest", {}).get("styles", []):
+        add(
+            f"idq-ingest {x['style']} JSON x_realtime @{x['channels']}ch",
+            x["x_realtime"],
+            ">= 20",
+            x["valid"] and x["x_realtime"] >= 20,
+        )
     q = r.get("query")
     if q:
         add(
@@ -268,6 +281,11 @@ def print_table(r: dict[str, Any]) -> None:
                 f"{name:24s}{c['model_bytes'] / 1024:>11,.0f}{c['load_s']:>9.4f}"
                 f"{c['predict_samples_per_s']:>16,.0f}"
             )
+    for x in r.get("ingest", {}).get("styles", []):
+        print(
+            f"ingest {x['style']} @{x['channels']}ch ({x['jobs']} jobs): {x['x_realtime']}x real "
+            f"time, {x['rows_per_s']:,} rows/s, {x['mib_per_s']} MiB/s of JSON"
+        )
     q = r.get("query")
     if q:
         print(

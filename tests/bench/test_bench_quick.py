@@ -49,6 +49,10 @@ def test_quick_suite_writes_every_field(tmp_path: Path) -> None:
     assert set(sc["calibration_coverage"]) == {"0.1", "0.01"}
     assert math.isfinite(sc["stride_invariance_max_abs_diff"])
     assert {"deadtime", "efficiency", "ovl_efficiency"} <= set(sc["hveto"])
+    ing = r["ingest"]
+    assert {x["style"] for x in ing["styles"]} == {"snax", "sgnax"}
+    for x in ing["styles"]:
+        assert x["valid"] and x["channels"] == 1000 and x["x_realtime"] > 0, x
     cl = r["classifiers"]
     assert cl["channels"] == 1000 and cl["train_samples"] > 0
     assert set(cl["flavors"]) == {

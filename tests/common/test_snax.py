@@ -91,6 +91,10 @@ BAD = [
     ("bad_value", json.dumps({"time": GPS, "features": {"L1:A-B": [_row(snr=math.nan)]}})),
     ("bad_value", json.dumps({"time": GPS, "features": {"L1:A-B": [_row(snr=math.inf)]}})),
     ("bad_value", json.dumps({"time": GPS, "features": {"L1:A-B": [_row(q=math.nan)]}})),
+    (
+        "bad_value",
+        json.dumps({"time": GPS, "features": {"L1:A-B": [_row()]}}).replace("7.0", "1e999"),
+    ),
     ("bad_value", json.dumps({"time": GPS, "features": {"L1:A-B": [_row(snr="7")]}})),
     ("bad_value", json.dumps({"time": GPS, "features": {"L1:A-B": [_row(snr=None)]}})),
     ("bad_value", json.dumps({"time": GPS, "features": {"L1:A-B": [_row(time=GPS + 1.0)]}})),

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import orjson
 
 from idq_common.data.triggers import TriggerSet
 from idq_common.exceptions import InvalidMessageError
@@ -153,9 +154,15 @@ def parse_message(payload: bytes | str | None, fmt: JsonFormat) -> ParsedMessage
     if payload is None:
         raise IngestRejected("bad_json", "empty message")
     try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise IngestRejected("bad_json", f"not JSON: {exc}") from None
+        # orjson: ~5x the standard library's speed, and parsing is most of ingest's time
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        # orjson refuses NaN/Infinity literals and overflowing numbers; the standard
+        # library reads them as non-finite floats, so the reason can say what is wrong
+        try:
+            doc = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            raise IngestRejected("bad_json", f"not JSON: {exc}") from None
     if not isinstance(doc, dict):
         raise IngestRejected("bad_json", f"expected a JSON object, got {type(doc).__name__}")
     kind, gps = _envelope(doc, fmt)
@@ -230,32 +237,29 @@ def _rows(
 def _columns(
     parsed: tuple[list[str], list[int], list[Any]], start: float, end: float
 ) -> tuple[TriggerSet, dict[str, np.ndarray]]:
+    # Column-wise comprehensions and type sets run at C speed; this is the hot path
+    # (16,000 rows per second at 1,000 channels).
     channels, chan_of_row, rows = parsed
     n = len(rows)
-    cols: dict[str, list[Any]] = {"time": [], "snr": [], "frequency": []}
-    extra_present = dict.fromkeys(EXTRA_COLUMNS, 0)
-    extra: dict[str, list[Any]] = {c: [] for c in EXTRA_COLUMNS}
-    for row in rows:
-        if not isinstance(row, dict):
-            raise IngestRejected("bad_value", f"a row is {type(row).__name__}, not an object")
-        t = row.get("time", row.get("trigger_time"))
-        snr = row.get("snr")
-        freq = row.get("frequency")
-        if t is None or snr is None or freq is None:
-            raise IngestRejected("bad_value", f"row {str(row)[:120]} lacks time, snr or frequency")
-        cols["time"].append(t)
-        cols["snr"].append(snr)
-        cols["frequency"].append(freq)
-        for c in EXTRA_COLUMNS:
-            v = row.get(c)
-            if v is not None:
-                extra_present[c] += 1
-            extra[c].append(v)
-    arrays: dict[str, np.ndarray] = {}
-    for name, values in cols.items():
-        arrays[name] = _floats(name, values)
-    # an optional column travels only when every row has it (no invented values)
-    out_extra = {c: _floats(c, extra[c]) for c in EXTRA_COLUMNS if n and extra_present[c] == n}
+    if set(map(type, rows)) - {dict}:
+        bad = next(r for r in rows if type(r) is not dict)
+        raise IngestRejected("bad_value", f"a row is {type(bad).__name__}, not an object")
+    time_values = [r.get("time") for r in rows]
+    if None in time_values:  # older SNAX spelled it trigger_time
+        time_values = [r.get("time", r.get("trigger_time")) for r in rows]
+    arrays = {
+        "time": _floats("time", time_values),
+        "snr": _floats("snr", [r.get("snr") for r in rows]),
+        "frequency": _floats("frequency", [r.get("frequency") for r in rows]),
+    }
+    out_extra: dict[str, np.ndarray] = {}
+    for c in EXTRA_COLUMNS:
+        if not n or c not in rows[0]:
+            continue  # absent from one row: the column does not travel (no full pass)
+        values = [r.get(c) for r in rows]
+        # an optional column travels only when every row has it (no invented values)
+        if n and None not in values:
+            out_extra[c] = _floats(c, values)
     for name, arr in (*arrays.items(), *out_extra.items()):
         if not np.isfinite(arr).all():
             raise IngestRejected("bad_value", f"non-finite {name}")
@@ -278,16 +282,16 @@ def _columns(
     return ts, out_extra
 
 
+_NUMBER_TYPES = frozenset({float, int})
+
+
 def _floats(name: str, values: list[Any]) -> np.ndarray:
-    for v in values:
-        # bool is an int subclass; strings would be parsed by numpy: refuse both
-        if isinstance(v, bool | str):
-            raise IngestRejected("bad_value", f"{name} {v!r} is not a number")
-    try:
-        return np.asarray(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        bad = next((v for v in values if not isinstance(v, int | float)), None)
-        raise IngestRejected("bad_value", f"{name} {str(bad)[:60]!r} is not a number") from None
+    # exact types: bool is an int subclass and numpy would parse strings; refuse both
+    if set(map(type, values)) - _NUMBER_TYPES:
+        bad = next(v for v in values if type(v) not in _NUMBER_TYPES)
+        what = "missing" if bad is None else f"{str(bad)[:60]!r} is not a number"
+        raise IngestRejected("bad_value", f"{name} {what}")
+    return np.asarray(values, dtype=np.float64)
 
 
 class SecondTracker:

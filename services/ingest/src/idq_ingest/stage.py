@@ -29,7 +29,14 @@ import re
 import time
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from idq_common.config import Settings
 from idq_common.exceptions import BrokerError
@@ -108,7 +115,7 @@ class IngestStage:
         except BrokerError as exc:
             raise BrokerError(f"{exc} (ingest.source_topic / kafka.topics.features)") from exc
         tps = [TopicPartition(self.source_topic, p) for p in self.partitions]
-        committed = self.consumer.committed(tps, timeout=10)
+        committed = self._committed(tps)
         self.jobs: dict[str, Job] = {}
         for job, (seq, last) in load_progress(committed).items():
             # --from-start re-reads the source; numbering goes on (readers order by seq)
@@ -136,6 +143,9 @@ class IngestStage:
         self.past_end = False
         #: partitions that reached --gps-end (nothing after is consumed in this run)
         self.ended: set[int] = set()
+        #: monotonic times of the first message read and the last commit (throughput)
+        self.first_message: float | None = None
+        self.last_commit: float | None = None
         self.runtime.metrics.set_ready(True)
         log.info(
             "ingest: %s (%s) -> %s, %d job(s) known",
@@ -144,6 +154,25 @@ class IngestStage:
             settings.kafka.topics.features,
             len(self.jobs),
         )
+
+    def _committed(self, tps: list[TopicPartition], timeout: float = 60.0) -> list[TopicPartition]:
+        """The group's committed offsets, retried while the group coordinator is loading
+        (a freshly started broker answers NOT_COORDINATOR for a while)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                return list(self.consumer.committed(tps, timeout=10))
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                transient = isinstance(err, KafkaError) and (
+                    err.retriable()
+                    or err.code()
+                    in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
+                )
+                if not transient or time.monotonic() > deadline:
+                    raise
+                log.info("ingest: committed offsets not available yet (%s): retrying", err)
+                time.sleep(0.5)
 
     def _job(self, job: str, seq: int = 0, last: float | None = None) -> Job:
         found = self.jobs.get(job)
@@ -189,10 +218,17 @@ class IngestStage:
                 end = last + self.format.message_seconds
                 n = self.accepted - before
                 self.runtime.metrics.stride_done(last, end, time.monotonic() - t0, n)
+        busy = (
+            self.last_commit - self.first_message
+            if self.first_message is not None and self.last_commit is not None
+            else 0.0
+        )
         log.info(
-            "ingest: %d messages published, %d dead-lettered in this run",
+            "ingest: %d messages published, %d dead-lettered in this run; "
+            "%.3f s from the first message to the last commit",
             self.accepted,
             self.rejected,
+            busy,
         )
         return 0
 
@@ -203,6 +239,8 @@ class IngestStage:
             if err.code() != KafkaError._PARTITION_EOF:
                 log.warning("consumer error: %s", err)
             return False
+        if self.first_message is None:
+            self.first_message = time.monotonic()
         part, offset = msg.partition() or 0, msg.offset() or 0
         if part in self.ended:
             return False  # this partition reached --gps-end: leave the rest for a later run
@@ -256,6 +294,7 @@ class IngestStage:
             for p, off in sorted(self.position.items())
         ]
         self.consumer.commit(offsets=offsets, asynchronous=False)
+        self.last_commit = time.monotonic()
         self.position.clear()
         lag = 0
         for p in self.partitions:

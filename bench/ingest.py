@@ -1,0 +1,162 @@
+"""``idq-ingest`` throughput: SNAX and sgnax JSON at 1,000 channels (target >= 20x real time).
+
+For each JSON style, ``span`` seconds of the synthetic model at the production feature
+rate (16 rows/s/channel, 1,000 channels split over ``jobs`` extractor jobs, one message
+per job per second, as sites run it) are put on a source topic first; then the
+``idq-ingest`` service (its own process) ingests them in a bounded run. The processing
+time is what the service reports from its first message read to its last commit
+(consume, parse, validate, produce, flush, commit); ``x_realtime = span / processing``;
+``x_realtime_with_startup`` divides by the whole process's wall time instead. The
+features topic is checked to hold every batch (``valid``).
+
+    python -m bench.ingest [--span 60] [--channels 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from bench._infra import ROW_RATE, WITNESSES, create_run_topics, write_config
+
+STYLES = ("sgnax", "snax")
+
+
+_BUSY = re.compile(r"([0-9.]+) s from the first message to the last commit")
+
+
+def _ingest(config: Path, gps_end: float, log: Path) -> tuple[float, float]:
+    """(wall seconds, processing seconds as the service reports them) of a bounded run."""
+    argv = [sys.executable, "-m", "idq_ingest.cli", "--config", str(config)]
+    argv += ["--gps-end", repr(gps_end), "--metrics-port", "0"]
+    t0 = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    wall = time.monotonic() - t0
+    log.write_text(proc.stdout + proc.stderr)
+    found = _BUSY.findall(proc.stderr)
+    if proc.returncode != 0 or not found:
+        raise RuntimeError(f"idq-ingest failed ({proc.returncode}); see {log}")
+    return wall, float(found[-1])
+
+
+def _count(settings: Any, topic: str) -> int:
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer(settings.kafka.consumer_config("bench.ingest.count"))
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        total = 0
+        for p in parts:
+            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            total += high - low
+        return total
+    finally:
+        c.close()
+
+
+def measure_style(
+    workdir: Path, bootstrap: str, style: str, channels: int, span: float, jobs: int, start: int
+) -> dict[str, Any]:
+    from confluent_kafka import Producer
+
+    from idq_common.config import load_settings
+    from idq_common.data.synthetic import SyntheticModel
+    from idq_common.gpstime import gps_to_kafka_ms
+    from idq_common.io.kafka.topics import TopicSpec, create_topics
+    from idq_dev.testing.snax_json import message
+
+    cfg = write_config(workdir, f"ingest-{style}", bootstrap, channels)
+    source = f"bench.ingest-{style}.json"
+    with open(cfg.path, "a") as fh:
+        fh.write(f'\n[ingest]\nsource_topic = "{source}"\nformat = "{style}"\n')
+    create_run_topics(cfg)
+    settings = load_settings(cfg.path, env={})
+    create_topics(settings.kafka.admin_config(), [TopicSpec(source, partitions=2)])
+    model = SyntheticModel(
+        seed=1,
+        ifo=settings.general.ifo,
+        target_channel=settings.samples.target_channel,
+        n_witness=WITNESSES,
+        n_noise=channels - WITNESSES,
+        glitch_rate=0.3,
+        witness_background_rate=ROW_RATE,
+        noise_background_rate=ROW_RATE,
+    )
+    n = len(model.channels)
+    groups = [range(j * n // jobs, (j + 1) * n // jobs) for j in range(jobs)]
+    producer = Producer(settings.kafka.producer_config())
+    t0 = time.monotonic()
+    json_bytes = rows = 0
+    for gps in range(start, start + int(span)):
+        for j, group in enumerate(groups):
+            payload = message(model, gps, style, channels=group)
+            json_bytes += len(payload)
+            producer.produce(
+                source, payload, key=f"job{j}".encode(), timestamp=gps_to_kafka_ms(gps)
+            )
+            producer.poll(0)
+        rows += len(model.generate(float(gps), float(gps + 1)).time)
+    producer.flush(60)
+    generate_s = time.monotonic() - t0
+    wall_s, processing = _ingest(cfg.path, float(start + span), cfg.workdir / "ingest.log")
+    batches = _count(settings, settings.kafka.topics.features)
+    processing = max(processing, 1e-3)
+    return {
+        "style": style,
+        "channels": channels,
+        "jobs": jobs,
+        "span_s": span,
+        "rows": rows,
+        "json_mib": round(json_bytes / 2**20, 1),
+        "generate_s": round(generate_s, 1),
+        "processing_s": round(processing, 2),
+        "wall_s": round(wall_s, 2),
+        "x_realtime": round(span / processing, 1),
+        "x_realtime_with_startup": round(span / wall_s, 1),
+        "rows_per_s": round(rows / processing),
+        "mib_per_s": round(json_bytes / 2**20 / processing, 1),
+        "batches": batches,
+        "valid": batches == jobs * int(span),
+    }
+
+
+def measure(
+    workdir: Path, bootstrap: str, span: float, channels: int = 1000, jobs: int = 4
+) -> dict[str, Any]:
+    """Both styles; ``{"styles": [...], "x_realtime_min": ...}``."""
+    from idq_common.gpstime import gps_now
+
+    start = int(gps_now()) - 86400
+    out = [measure_style(workdir, bootstrap, s, channels, span, jobs, start) for s in STYLES]
+    return {"styles": out, "x_realtime_min": min(x["x_realtime"] for x in out)}
+
+
+def main(args: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="bench.ingest", description=__doc__)
+    p.add_argument("--span", type=float, default=60.0)
+    p.add_argument("--channels", type=int, default=1000)
+    p.add_argument("--jobs", type=int, default=4)
+    ns = p.parse_args(args)
+    from idq_dev.broker import LocalBroker
+
+    workdir = Path(tempfile.mkdtemp(prefix="idq-bench-ingest-"))
+    broker = LocalBroker(workdir / "kafka")
+    status = broker.start()
+    try:
+        r = measure(workdir, str(status.bootstrap), ns.span, ns.channels, ns.jobs)
+    finally:
+        broker.stop()
+    print(json.dumps(r, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
