@@ -38,7 +38,7 @@ from bench._infra import (
 )
 from idq_common.contracts import STAGES
 
-log = logging.getLogger("bench.replay")
+log = logging.getLogger(__name__)
 #: data produced beyond the replayed span on each side (windows look across edges)
 MARGIN = 16.0
 #: the bench config lowers the evaluate idle timeout so calibrate's end-of-replay wait

@@ -22,8 +22,9 @@ from typing import Any
 
 from bench import replay
 from bench._infra import REPO, machine
+from idq_common.logs import setup_logging
 
-log = logging.getLogger("bench")
+log = logging.getLogger(__name__)
 RESULTS = REPO / "bench" / "results" / "latest.json"
 
 #: channels -> replayed seconds
@@ -75,7 +76,7 @@ def main(args: Sequence[str] | None = None) -> int:
         ns.out = RESULTS.with_name("quick.json") if ns.quick else RESULTS
     # SIGTERM unwinds like Ctrl-C, so the broker and service processes are stopped
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    setup_logging(logging.INFO)
     # the in-process science run would log every stride of the library at INFO
     logging.getLogger("idq_common").setLevel(logging.WARNING)
     plan = QUICK if ns.quick else FULL

@@ -13,7 +13,6 @@ from igwn_segments import segment, segmentlist
 from idq_common.data.synthetic import SyntheticSource
 from idq_common.exceptions import ClassifierError, NotCalibratedError, NotTrainedError
 from idq_common.science.classifiers import FLAVORS, Model, is_incremental, make_classifier
-from idq_common.science.classifiers.base import ModelSpec
 from idq_common.science.features import FeatureSpec
 from idq_common.science.merit import DEFAULT_FAPS, efficiency_at_fap
 from idq_common.science.quiver import Quiver
@@ -116,7 +115,7 @@ def test_malformed_and_untrusted_payloads_are_refused(model: Any, trained: dict[
         rf.from_bytes(bytes(blob))
     # a well-formed model whose skops payload holds a type outside the trusted list
     evil = sio.dumps({"estimator": segment(0, 1)})
-    bad = Model("random_forest", evil, ModelSpec.from_spec(spec))
+    bad = Model("random_forest", evil, spec)
     with pytest.raises(ClassifierError, match="untrusted"):
         rf.from_bytes(bad.to_bytes())
     with pytest.raises(ClassifierError, match="flavor"):

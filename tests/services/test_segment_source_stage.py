@@ -32,7 +32,7 @@ def test_topic_segments_use_the_stage_timeout_and_do_not_leak(
     _, settings = pipeline_config(tmp_path, kafka_bootstrap, "segsrc", edit=edit)
     start = float(int(gps_now()) // 64 * 64 - 640)
     ns = argparse.Namespace(gps_start=start, gps_end=start + 64, metrics_port=0, from_start=True)
-    stage = EvaluateStage(settings, ns)
+    stage = EvaluateStage.from_settings(settings, ns)
     try:
         first = stage.segments
         assert first.wait == 3  # was 17: the timeseries timeout, for every stage

@@ -113,6 +113,10 @@ class IntegrityError(StoreError):
     """An artifact's bytes do not match its recorded sha256 (truncated or tampered)."""
 
 
+class FrameError(IDQError):
+    """A GWF frame could not be written or read (LALFrame/gwpy failed, not iDQ's frame)."""
+
+
 # -- infrastructure ----------------------------------------------------------------
 class BrokerError(IDQError):
     """The local Kafka broker could not be fetched, started or reached."""

@@ -30,6 +30,7 @@ from importlib.metadata import entry_points
 from types import ModuleType
 
 from idq_common.exceptions import IDQError
+from idq_common.logs import setup_logging
 
 PREFIX = "cmd_"
 ENTRY_POINT_GROUP = "idq.commands"
@@ -93,7 +94,7 @@ def main(args: Sequence[str] | None = None) -> int:
     parser = build_parser()
     ns = parser.parse_args(args)
     level = (logging.WARNING, logging.INFO, logging.DEBUG)[min(ns.verbose, 2)]
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(level, debug_third_party=ns.verbose > 1)
     run = getattr(ns, "_run", None)
     if run is None:
         parser.print_help()

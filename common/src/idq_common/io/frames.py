@@ -25,6 +25,8 @@ import lal
 import lalframe
 import numpy as np
 
+from idq_common.exceptions import FrameError
+
 GPS_DIR_SPAN = 100_000  # seconds of frames per directory (LIGO's GPS5 layout)
 
 _NAME = re.compile(r"^(?P<obs>[A-Z]+)-(?P<desc>[A-Za-z0-9_]+)-(?P<start>\d+)-(?P<dur>\d+)\.gwf$")
@@ -172,8 +174,12 @@ def write_frame(
     # LALFrame stamps history and file records with the wall-clock time, so a
     # re-written stride is equal in name, channels and provenance, not byte for byte.
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    lalframe.FrameWrite(frame, str(tmp))
-    os.replace(tmp, path)
+    try:
+        lalframe.FrameWrite(frame, str(tmp))
+        os.replace(tmp, path)
+    except (RuntimeError, OSError) as exc:  # LAL reports failures as RuntimeError
+        tmp.unlink(missing_ok=True)
+        raise FrameError(f"cannot write frame {path}: {exc}") from exc
     return path
 
 
@@ -182,16 +188,24 @@ def read_provenance(path: str | Path) -> dict[str, Any]:
 
     Returns the JSON object stored as the frame header's name: per classifier,
     the ``model_id`` and ``calibration_id`` the products were computed with.
+
+    Raises
+    ------
+    FrameError
+        The file is not a readable frame, or holds no iDQ provenance.
     """
-    stream = lalframe.FrameUFrFileOpen(str(path), "r")
-    header = lalframe.FrameUFrameHRead(stream, 0)
-    name = lalframe.FrameUFrameHQueryName(header)
+    try:
+        stream = lalframe.FrameUFrFileOpen(str(path), "r")
+        header = lalframe.FrameUFrameHRead(stream, 0)
+        name = lalframe.FrameUFrameHQueryName(header)
+    except RuntimeError as exc:  # LAL reports failures as RuntimeError
+        raise FrameError(f"{path}: unreadable frame: {exc}") from exc
     try:
         obj = json.loads(name)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: frame name {name[:40]!r} is not iDQ provenance") from exc
+        raise FrameError(f"{path}: frame name {name[:40]!r} is not iDQ provenance") from exc
     if not isinstance(obj, dict) or obj.pop("_idq", None) != 1:
-        raise ValueError(f"{path}: no iDQ provenance record")
+        raise FrameError(f"{path}: no iDQ provenance record")
     return obj
 
 

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 
 from idq_common.contracts import channel_name
-from idq_common.io.frames import find_frames, frame_path, parse_frame_name
+from idq_common.exceptions import FrameError
+from idq_common.io.frames import find_frames, frame_path, parse_frame_name, read_provenance
 
 #: products a query reads
 QUERY_PRODUCTS = ("FAP", "PGLITCH", "OK")
@@ -51,11 +52,9 @@ class Window:
         chunk = int(np.searchsorted(sizes, index, side="right"))
         ids = self.ids[min(chunk, len(self.ids) - 1)]
         if isinstance(ids, Path):
-            from idq_common.io.frames import read_provenance
-
             try:
                 ids = dict(read_provenance(ids).get(classifier, {}))
-            except (ValueError, RuntimeError):
+            except FrameError:
                 ids = {}
         return {k: ids.get(k) for k in ("model_id", "calibration_id")}
 

@@ -23,9 +23,10 @@ row of each non-empty range comes from an O(1) range-argmax query on a sparse ta
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -58,6 +59,7 @@ class FeatureSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "channels", tuple(self.channels))
         object.__setattr__(self, "columns", tuple(self.columns))
+        object.__setattr__(self, "window", float(self.window))
         if not self.window > 0:
             raise ValueError(f"window must be > 0, got {self.window}")
         bad = [c for c in self.columns if c not in FEATURE_COLUMNS]
@@ -73,7 +75,26 @@ class FeatureSpec:
 
     @property
     def width(self) -> int:
+        """Columns of the matrix."""
         return len(self.channels) * len(self.columns)
+
+    @property
+    def n_features(self) -> int:
+        """Columns of the matrix (what a model is trained on)."""
+        return self.width
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (stored in a model's header)."""
+        return {
+            "channels": list(self.channels),
+            "window": self.window,
+            "columns": list(self.columns),
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> FeatureSpec:
+        """Inverse of :meth:`to_dict`."""
+        return cls(tuple(d["channels"]), float(d["window"]), tuple(d["columns"]))
 
     def column_index(self, channel: str, column: str) -> int:
         """Matrix column of ``channel``'s ``column``."""

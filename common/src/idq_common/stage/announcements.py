@@ -1,30 +1,152 @@
-"""Follow the compacted models and calibrations topics.
+"""Model and calibration announcements: typed records, and following their compacted topics.
 
 Train announces models and calibrate announces calibration maps; evaluate and
 timeseries follow those announcements, load the artifact from the store, verify its
-sha256 and swap it in live. A failed load keeps the artifact already in use.
+sha256 and swap it in live. :class:`Announcements` is the in-memory log (latest per
+classifier, every one by id); :class:`AnnouncementTracker` fills it from a topic.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-from idq_common.exceptions import BrokerError, DecodeError
-from idq_common.io.avro import decode
+from idq_common.exceptions import BrokerError, DecodeError, InvalidMessageError
+from idq_common.io.avro import decode, encode
 
 log = logging.getLogger(__name__)
 
 DeadLetterFn = Callable[[str, str, int, int, bytes | None], None]
 
 
-@dataclass
-class AnnouncementTracker:
-    """Keep the latest announcement per classifier, and every one by id.
+@dataclass(frozen=True)
+class ModelAnnouncement:
+    """A trained model in the store (``model_announcement`` on the models topic)."""
+
+    kind: ClassVar[str] = "model_announcement"
+
+    ifo: str
+    classifier: str
+    flavor: str
+    model_id: str
+    uri: str
+    sha256: str
+    created_gps: float
+    start: float
+    end: float
+    n_samples: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ident(self) -> str:
+        """The artifact id."""
+        return self.model_id
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> ModelAnnouncement:
+        """From a decoded Avro record (raises :class:`InvalidMessageError` if incomplete)."""
+        return _from_record(cls, record)
+
+    def to_record(self) -> dict[str, Any]:
+        """The Avro record."""
+        return dataclasses.asdict(self)
+
+    def encode(self) -> bytes:
+        """Avro single-object encoding."""
+        return encode(self.kind, self.to_record())
+
+
+@dataclass(frozen=True)
+class CalibrationAnnouncement:
+    """A calibration map in the store, and the model whose ranks it calibrates."""
+
+    kind: ClassVar[str] = "calibration_announcement"
+
+    ifo: str
+    classifier: str
+    calibration_id: str
+    model_id: str
+    uri: str
+    sha256: str
+    created_gps: float
+    start: float
+    end: float
+    n_glitch: int
+    n_clean: int
+    healthy: bool
+    #: where the model is, for a reader that has not seen its announcement
+    model_uri: str = ""
+    model_sha256: str = ""
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ident(self) -> str:
+        """The artifact id."""
+        return self.calibration_id
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> CalibrationAnnouncement:
+        """From a decoded Avro record (raises :class:`InvalidMessageError` if incomplete)."""
+        return _from_record(cls, record)
+
+    def to_record(self) -> dict[str, Any]:
+        """The Avro record."""
+        return dataclasses.asdict(self)
+
+    def encode(self) -> bytes:
+        """Avro single-object encoding."""
+        return encode(self.kind, self.to_record())
+
+
+A = TypeVar("A", ModelAnnouncement, CalibrationAnnouncement)
+
+
+def _from_record(cls: type[A], record: Mapping[str, Any]) -> A:
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+        return cls(**{k: v for k, v in record.items() if k in names})
+    except TypeError as exc:
+        raise InvalidMessageError(f"{cls.kind}: {exc}") from exc
+
+
+class Announcements(Generic[A]):
+    """The announcements seen so far: the latest per classifier, and every one by id.
+
+    Filled by :meth:`add`; :class:`AnnouncementTracker` adds what a topic holds. Used
+    as is, it is the in-memory log a stage reads in a unit test.
+    """
+
+    def __init__(self) -> None:
+        self.latest: dict[str, A] = {}
+        self.by_id: dict[str, A] = {}
+
+    def add(self, ann: A) -> None:
+        """Record ``ann``; the latest per classifier is the newest ``(created_gps, id)``."""
+        self.by_id[ann.ident] = ann
+        current = self.latest.get(ann.classifier)
+        if current is None or (ann.created_gps, ann.ident) >= (current.created_gps, current.ident):
+            self.latest[ann.classifier] = ann
+
+    def refresh(self, timeout: float = 0.0, max_messages: int = 1000) -> int:
+        """Absorb new announcements; return how many were new (none here: see :meth:`add`)."""
+        return 0
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Whether ``predicate()`` holds (in memory nothing arrives by waiting)."""
+        return predicate()
+
+    def close(self) -> None:
+        """Release what the log holds (nothing here)."""
+
+
+class AnnouncementTracker(Announcements[A]):
+    """:class:`Announcements` read from a compacted topic, from its beginning.
 
     Parameters
     ----------
@@ -33,33 +155,34 @@ class AnnouncementTracker:
         assigned, offsets never committed: the whole compacted topic is read).
     topic : str
         ``models`` or ``calibrations`` topic.
-    kind : str
-        Avro kind expected: ``model_announcement`` or ``calibration_announcement``.
-    id_field : str
-        Field holding the artifact id (``model_id`` / ``calibration_id``).
+    record_type : type
+        :class:`ModelAnnouncement` or :class:`CalibrationAnnouncement`.
     deadletter : callable, optional
         Called with (reason, topic, partition, offset, payload) for undecodable messages.
     """
 
-    consumer_config: dict[str, Any]
-    topic: str
-    kind: str
-    id_field: str
-    deadletter: DeadLetterFn | None = None
-    latest: dict[str, dict[str, Any]] = field(default_factory=dict)
-    by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        cfg = dict(self.consumer_config)
+    def __init__(
+        self,
+        consumer_config: dict[str, Any],
+        topic: str,
+        record_type: type[A],
+        deadletter: DeadLetterFn | None = None,
+    ) -> None:
+        super().__init__()
+        self.topic = topic
+        self.record_type: type[A] = record_type
+        self.deadletter = deadletter
+        cfg = dict(consumer_config)
         cfg["enable.auto.commit"] = False
         cfg.pop("enable.auto.offset.store", None)
         self._consumer = Consumer(cfg)
-        md = self._consumer.list_topics(self.topic, timeout=10)
-        meta = md.topics.get(self.topic)
+        md = self._consumer.list_topics(topic, timeout=10)
+        meta = md.topics.get(topic)
         if meta is None or meta.error is not None:
-            raise BrokerError(f"topic {self.topic!r} is not available")
+            self._consumer.close()
+            raise BrokerError(f"topic {topic!r} is not available")
         self._consumer.assign(
-            [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
         )
 
     def refresh(self, timeout: float = 0.0, max_messages: int = 1000) -> int:
@@ -84,31 +207,20 @@ class AnnouncementTracker:
             part, offset = msg.partition() or 0, msg.offset() or 0
             try:
                 kind, record = decode(payload)
-                if kind != self.kind:
-                    raise DecodeError(f"expected {self.kind}, got {kind}")
-            except DecodeError as exc:
+                if kind != self.record_type.kind:
+                    raise DecodeError(f"expected {self.record_type.kind}, got {kind}")
+                ann = self.record_type.from_record(record)
+            except (DecodeError, InvalidMessageError) as exc:
                 log.error("%s[%d]@%d: %s", self.topic, part, offset, exc)
                 if self.deadletter is not None:
                     self.deadletter(str(exc), self.topic, part, offset, payload)
                 continue
-            self._absorb(record)
+            self.add(ann)
             n += 1
         return n
 
-    def _absorb(self, record: dict[str, Any]) -> None:
-        ident = record[self.id_field]
-        self.by_id[ident] = record
-        current = self.latest.get(record["classifier"])
-        if current is None or (record["created_gps"], ident) >= (
-            current["created_gps"],
-            current[self.id_field],
-        ):
-            self.latest[record["classifier"]] = record
-
     def wait_for(self, predicate: Callable[[], bool], timeout: float) -> bool:
         """Refresh until ``predicate()`` holds or ``timeout`` seconds of polling pass."""
-        import time
-
         deadline = time.monotonic() + timeout
         while not predicate():
             left = deadline - time.monotonic()

@@ -15,12 +15,11 @@ from typing import Protocol
 
 from confluent_kafka import KafkaException
 
+from idq_common import logs
 from idq_common.config import Settings, load_settings_or_exit
 from idq_common.exceptions import IDQError
 
 log = logging.getLogger(__name__)
-
-LOG_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
 class Stage(Protocol):
@@ -69,13 +68,7 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
 def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     """One readable line per event on stderr."""
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
-    logging.basicConfig(level=level, format=LOG_FORMAT, stream=sys.stderr, force=True)
-    if verbose < 2:
-        # third-party chatter is only useful when debugging. Not "astropy": creating its
-        # logger before astropy is imported makes astropy's own logger setup fail
-        # (AttributeError: '_set_defaults') in a process that imports gwpy later.
-        for name in ("gwpy", "urllib3", "botocore", "s3fs", "fsspec"):
-            logging.getLogger(name).setLevel(logging.WARNING)
+    logs.setup_logging(level, debug_third_party=verbose > 1)
 
 
 def run_service(

@@ -14,36 +14,26 @@ abandoned whole and redone after restart.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from abc import ABC, abstractmethod
-from typing import ClassVar
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
 import numpy as np
-from confluent_kafka import Consumer
 from igwn_segments import segmentlist
 
 from idq_common.config import Settings, StreamSettings
-from idq_common.contracts import group_id
 from idq_common.data.base import ClassifierData, InMemoryData
 from idq_common.data.triggers import TriggerSet
-from idq_common.exceptions import ConfigError
-from idq_common.gpstime import Clock, WallClock, gps_now, gps_to_kafka_ms
+from idq_common.gpstime import Clock, gps_to_kafka_ms
 from idq_common.science.features import FeatureSpec
 from idq_common.science.quiver import Quiver, build_quiver
 from idq_common.stage.runtime import ServiceRuntime
-from idq_common.streaming.cadence import CadenceManager, DataClock
-from idq_common.streaming.checkpoint import Checkpoint
-from idq_common.streaming.kafka_source import KafkaFeatureSource
-from idq_common.streaming.processor import Gap, StreamBatch, StreamProcessor
-from idq_common.streaming.segments import (
-    AllTime,
-    DQSegDBSegments,
-    SegmentSource,
-    StaticSegments,
-    TopicSegments,
-)
+from idq_common.streaming.cadence import CadenceManager
+from idq_common.streaming.processor import Gap, SpanSource, StreamBatch, StreamProcessor
+from idq_common.streaming.segments import AllTime, SegmentSource
 
 log = logging.getLogger(__name__)
 
@@ -51,37 +41,77 @@ log = logging.getLogger(__name__)
 MAX_POLL_SECONDS = 64.0
 
 
-def segment_source(
-    settings: Settings, runtime: ServiceRuntime, start: float, wait: float
-) -> SegmentSource:
-    """The segment source ``[segments]`` names.
+class Progress(Protocol):
+    """Where a stage's progress is committed (:class:`~idq_common.streaming.checkpoint.Checkpoint`)."""
 
-    ``wait`` (the stage's own ``stream.timeout``) is how long a query may wait for a
-    span the source does not know yet (topic not there yet, DQSegDB lagging).
+    def load(self) -> float | None: ...
+
+    def load_metadata(self) -> dict[str, Any] | None: ...
+
+    def save(
+        self, next_gps: float, pad: float = 0.0, extra: dict[str, Any] | None = None
+    ) -> None: ...
+
+    def serve(self, timeout: float = 0.0) -> None: ...
+
+    def reassigned(self) -> bool: ...
+
+    def owns(self, stride_index: int) -> bool: ...
+
+    def lag(self) -> int: ...
+
+
+class FeatureSource(SpanSource, Protocol):
+    """Features by GPS span that can be re-read from an earlier time (after a rebalance)."""
+
+    def seek(self, gps: float) -> None: ...
+
+
+def stage_pad(settings: Settings) -> float:
+    """Seconds of data a stride needs on each side.
+
+    The feature window, and the dirty window (a random time near a stride edge must see
+    the target triggers that would exclude it).
     """
-    seg = settings.segments
-    if seg.source == "none":
-        return AllTime()
-    if seg.source == "static":
-        if seg.file is not None:
-            return StaticSegments.from_file(seg.file)
-        return StaticSegments(seg.segments or ())
-    if seg.source == "dqsegdb":
-        assert seg.flag is not None and seg.host is not None
-        return DQSegDBSegments(seg.flag, seg.host, wait=wait)
-    if seg.source == "topic":
-        cfg = settings.kafka.consumer_config(
-            group_id(settings.general.ifo, runtime.stage, "segments")
-        )
-        return TopicSegments(
-            Consumer(cfg),
-            settings.kafka.topics.segments,
-            flag=seg.flag,
-            start=start,
-            wait=wait,
-            dead_letter=runtime.deadletters.publish,
-        )
-    raise ConfigError("segments.source", f"unknown source {seg.source!r}")
+    return max(float(settings.features.window), float(settings.samples.dirty_window))
+
+
+@dataclass
+class StageParts:
+    """What a stride-driven stage is built from.
+
+    :func:`idq_common.stage.factory.streaming_parts` builds them from the settings
+    (Kafka checkpoint and source, wall or data clock); a unit test builds them in
+    memory.
+
+    Parameters
+    ----------
+    runtime : ServiceRuntime
+        Producer, metrics, dead letters, stop flag, ordered shutdown.
+    checkpoint : Progress
+        Committed progress (and, shared, which strides are this replica's).
+    source : FeatureSource
+        Features by span.
+    clock : Clock
+        The stage's now: wall clock live, the data watermark in replay, manual in tests.
+    start : float
+        GPS time of the first stride.
+    end : float, optional
+        Stop after this GPS time (a bounded run).
+    replay : bool
+        A replay never skips ahead, however far behind the clock it is.
+    segments : callable
+        ``start -> SegmentSource``; called again when a rebalance rebuilds the processor.
+    """
+
+    runtime: ServiceRuntime
+    checkpoint: Progress
+    source: FeatureSource
+    clock: Clock
+    start: float
+    end: float | None = None
+    replay: bool = False
+    segments: Callable[[float], SegmentSource] = field(default=lambda start: AllTime())
 
 
 class StreamingStage(ABC):
@@ -91,8 +121,8 @@ class StreamingStage(ABC):
     ----------
     settings : Settings
         The validated configuration.
-    ns : argparse.Namespace
-        Parsed CLI arguments (``gps_start``, ``gps_end``, ``metrics_port``).
+    parts : StageParts
+        Runtime, checkpoint, source, clock and span (see :class:`StageParts`).
     """
 
     stage: ClassVar[str]
@@ -101,40 +131,25 @@ class StreamingStage(ABC):
     #: replicas share the strides through the consumer group (pure functions of a stride)
     shared: ClassVar[bool] = False
 
-    def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
+    def __init__(self, settings: Settings, parts: StageParts) -> None:
         self.settings = settings
         self.ifo = settings.general.ifo
         self.topics = settings.kafka.topics
         self.stream: StreamSettings = getattr(settings, self.stage).stream
-        # data around each stride: the feature window, and the dirty window (a random time
-        # near a stride edge must see the target triggers that would exclude it)
-        self.pad = max(float(settings.features.window), float(settings.samples.dirty_window))
-        self.runtime = ServiceRuntime.for_stage(self.stage, settings, ns.metrics_port)
+        self.pad = stage_pad(settings)
+        self.runtime = parts.runtime
+        self.checkpoint = parts.checkpoint
+        self.source = parts.source
+        self.clock = parts.clock
+        self.runtime.clock = parts.clock
+        self.end = parts.end
+        self.replay = parts.replay
+        self._segment_source = parts.segments
+        self.segments: SegmentSource | None = None
         self._sorted_for: StreamBatch | None = None
         self._sorted: tuple[TriggerSet, np.ndarray, np.ndarray] | None = None
-        self.group = group_id(self.ifo, self.stage)
-        self.checkpoint = Checkpoint(
-            settings.kafka.consumer_config(self.group), self.topics.features, shared=self.shared
-        )
-        self.runtime.closers.append(self.checkpoint.close)
-        start = self._start_time(ns.gps_start, getattr(ns, "from_start", False))
-        self.source = KafkaFeatureSource(
-            Consumer(settings.kafka.consumer_config(group_id(self.ifo, self.stage, "reader"))),
-            self.topics.features,
-            start=start - self.pad,
-            idle_timeout=self.stream.timeout,
-            dead_letter=self.runtime.deadletters.publish,
-        )
-        self.runtime.closers.append(self.source.close)
-        clock: Clock
-        if ns.gps_start is not None:
-            clock = DataClock(self.source, start, idle_timeout=self.stream.timeout)
-        else:
-            clock = WallClock()
-        self.runtime.clock = clock
-        self.ns = ns
-        self._build(start)
-        self.runtime.closers.append(self._close_segments)
+        self._build(parts.start)
+        self.runtime.on_close(self._close_segments)
         self.checkpoint.reassigned()  # the first assignment is what we started from
         log.info(
             "%s: starting at GPS %.0f, stride %g s, delay %g s, %s mode",
@@ -142,30 +157,27 @@ class StreamingStage(ABC):
             self.cadence.timestamp,
             self.stream.stride,
             self.stream.delay,
-            "replay" if ns.gps_start is not None else "live",
+            "replay" if self.replay else "live",
         )
 
     def _build(self, start: float) -> None:
         """Cadence manager and stream processor starting at ``start``."""
         # a replay reprocesses a span on purpose: it never skips ahead (live mode does,
         # when it falls further behind real time than the configured bound)
-        ns = self.ns
-        replay = ns.gps_start is not None
+        replay = self.replay
         self.cadence = CadenceManager(
             start,
             self.stream.stride,
             self.stream.delay,
-            self.runtime.clock,
-            max_timestamp=ns.gps_end,
+            self.clock,
+            max_timestamp=self.end,
             enforce_integer_strides=self.stream.enforce_integer_strides,
             max_lag_strides=None if replay else self.stream.max_lag_strides,
             max_lag_seconds=None if replay else self.stream.max_lag_seconds,
         )
         # one segment source at a time: a resync replaces it (closing its consumer)
-        old = getattr(self, "segments", None)
-        if old is not None and hasattr(old, "close"):
-            old.close()
-        self.segments = segment_source(self.settings, self.runtime, start, self.stream.timeout)
+        self._close_segments()
+        self.segments = self._segment_source(start)
         self.processor = StreamProcessor(
             self.cadence,
             self.source,
@@ -173,20 +185,6 @@ class StreamingStage(ABC):
             pad=self.pad,
             max_strides=max(1, round(MAX_POLL_SECONDS / self.stream.stride)),
         )
-
-    def _start_time(self, gps_start: float | None, from_start: bool = False) -> float:
-        if from_start and gps_start is not None:
-            log.info("%s: reprocessing from GPS %.3f (--from-start)", self.stage, gps_start)
-            return gps_start
-        resumed = self.checkpoint.load()
-        if resumed is not None and (gps_start is None or resumed >= gps_start):
-            log.info("%s: resuming from the committed checkpoint at GPS %.3f", self.stage, resumed)
-            return resumed
-        if gps_start is not None:
-            return gps_start
-        # live start without history: the most recent whole stride
-        stride = self.stream.stride
-        return (gps_now() // stride - 1) * stride
 
     # -- the loop -----------------------------------------------------------------------
     def run(self) -> int:
@@ -240,8 +238,9 @@ class StreamingStage(ABC):
             self._build(resumed)
 
     def _close_segments(self) -> None:
-        if hasattr(self.segments, "close"):
-            self.segments.close()
+        close = getattr(self.segments, "close", None)
+        if close is not None:
+            close()
 
     def owns(self, start: float) -> bool:
         """Whether the stride starting at ``start`` is this replica's to do."""

@@ -9,18 +9,24 @@ the store with its sha256 checked; a load that fails keeps what was in use.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from idq_common.config import Settings
+from idq_common.config import ClassifierSettings, Settings
 from idq_common.contracts import group_id
 from idq_common.exceptions import IDQError
 from idq_common.gpstime import unix_to_gps
 from idq_common.io.store import ArtifactStore
+from idq_common.metrics import StageMetrics
 from idq_common.science.calibration import CalibrationMap
 from idq_common.science.classifiers.base import Classifier, Model
 from idq_common.science.classifiers.factory import make_classifier
-from idq_common.stage.announcements import AnnouncementTracker
+from idq_common.stage.announcements import (
+    Announcements,
+    AnnouncementTracker,
+    CalibrationAnnouncement,
+    ModelAnnouncement,
+)
 from idq_common.stage.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -39,52 +45,67 @@ class Pair:
 
 
 class ModelBook:
-    """Follow the models (and optionally calibrations) topics for one stage.
+    """The models (and optionally calibrations) a stage uses, from their announcements.
 
     Parameters
     ----------
-    settings : Settings
-        For topics, store and the configured classifiers.
-    runtime : ServiceRuntime
-        For dead letters and metrics.
-    calibrations : bool
-        Also follow calibration announcements (timeseries).
+    classifiers : sequence of ClassifierSettings
+        The configured classifiers (nickname, flavor, params).
+    store : ArtifactStore
+        Where the artifacts are.
+    metrics : StageMetrics
+        For the model and calibration ids and ages in use.
+    models : Announcements
+        Model announcements (a topic's, or in memory).
+    calibrations : Announcements, optional
+        Calibration announcements (timeseries).
     """
 
     def __init__(
-        self, settings: Settings, runtime: ServiceRuntime, calibrations: bool = False
+        self,
+        classifiers: Sequence[ClassifierSettings],
+        store: ArtifactStore,
+        metrics: StageMetrics,
+        models: Announcements[ModelAnnouncement],
+        calibrations: Announcements[CalibrationAnnouncement] | None = None,
     ) -> None:
-        self.settings = settings
-        self.runtime = runtime
-        self.flavors = {c.nickname: c.flavor for c in settings.classifiers}
-        self.params = {c.nickname: c.params for c in settings.classifiers}
-        group = group_id(settings.general.ifo, runtime.stage, "announcements")
-        cfg = settings.kafka.consumer_config(group)
-        self.store = ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
-        self.models = AnnouncementTracker(
-            cfg,
-            settings.kafka.topics.models,
-            "model_announcement",
-            "model_id",
-            deadletter=runtime.deadletters.publish,
-        )
-        runtime.closers.append(self.models.close)
-        self.calibrations: AnnouncementTracker | None = None
-        if calibrations:
-            self.calibrations = AnnouncementTracker(
-                cfg,
-                settings.kafka.topics.calibrations,
-                "calibration_announcement",
-                "calibration_id",
-                deadletter=runtime.deadletters.publish,
-            )
-            runtime.closers.append(self.calibrations.close)
+        self.flavors = {c.nickname: c.flavor for c in classifiers}
+        self.params = {c.nickname: c.params for c in classifiers}
+        self.store = store
+        self.metrics = metrics
+        self.models = models
+        self.calibrations = calibrations
         self._classifiers: dict[tuple[str, str], Classifier] = {}
         self._cmaps: dict[str, CalibrationMap] = {}
         self._current: dict[str, Classifier] = {}
         self._pairs: dict[str, Pair] = {}
         #: newest calibration passed over (unhealthy while a healthy one is in use)
         self._skipped: dict[str, str] = {}
+
+    @classmethod
+    def from_settings(
+        cls, settings: Settings, runtime: ServiceRuntime, calibrations: bool = False
+    ) -> ModelBook:
+        """Follow the models (and calibrations) topics the settings name."""
+        cfg = settings.kafka.consumer_config(
+            group_id(settings.general.ifo, runtime.stage, "announcements")
+        )
+        topics = settings.kafka.topics
+        models = AnnouncementTracker(
+            cfg, topics.models, ModelAnnouncement, deadletter=runtime.deadletters.publish
+        )
+        runtime.on_close(models.close)
+        cals: Announcements[CalibrationAnnouncement] | None = None
+        if calibrations:
+            cals = AnnouncementTracker(
+                cfg,
+                topics.calibrations,
+                CalibrationAnnouncement,
+                deadletter=runtime.deadletters.publish,
+            )
+            runtime.on_close(cals.close)
+        store = ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
+        return cls(settings.classifiers, store, runtime.metrics, models, cals)
 
     def refresh(self, timeout: float = 0.0) -> None:
         """Absorb new announcements and load what changed."""
@@ -120,14 +141,14 @@ class ModelBook:
         if ann is None or name not in self.flavors:
             return self._current.get(name)
         try:
-            clf = self._load_classifier(name, ann["uri"], ann["sha256"], ann["model_id"])
+            clf = self._load_classifier(name, ann.uri, ann.sha256, ann.model_id)
         except IDQError as exc:
             log.error(
-                "%s: cannot load model %s, keeping the one in use: %s", name, ann["model_id"], exc
+                "%s: cannot load model %s, keeping the one in use: %s", name, ann.model_id, exc
             )
             return self._current.get(name)
         if self._current.get(name) is not clf:
-            self.runtime.metrics.set_model(name, ann["model_id"], ann["created_gps"])
+            self.metrics.set_model(name, ann.model_id, ann.created_gps)
         self._current[name] = clf
         return clf
 
@@ -138,7 +159,7 @@ class ModelBook:
         if ann is None or name not in self.flavors:
             return self._pairs.get(name)
         current = self._pairs.get(name)
-        if current is not None and ann["calibration_id"] in (
+        if current is not None and ann.calibration_id in (
             current.calibration_id,
             self._skipped.get(name),
         ):
@@ -150,18 +171,18 @@ class ModelBook:
                 "%s: keeping calibration %s: the newer %s is unhealthy",
                 name,
                 current.calibration_id,
-                ann["calibration_id"],
+                ann.calibration_id,
             )
-            self._skipped[name] = ann["calibration_id"]
+            self._skipped[name] = ann.calibration_id
             return current
         if pair is not None and pair is not current:
             self._pairs[name] = pair
-            self.runtime.metrics.set_calibration(name, ann["calibration_id"], ann["created_gps"])
+            self.metrics.set_calibration(name, ann.calibration_id, ann.created_gps)
             log.info(
                 "%s: now using calibration %s of model %s%s",
                 name,
-                ann["calibration_id"],
-                ann["model_id"],
+                ann.calibration_id,
+                ann.model_id,
                 "" if pair.healthy else " (UNHEALTHY: OK will be 0)",
             )
         return pair
@@ -185,33 +206,35 @@ class ModelBook:
             ann = tracker.by_id.get(calibration_id)
         return None if ann is None else self._load_pair(name, ann, None)
 
-    def _load_pair(self, name: str, ann: dict[str, Any], current: Pair | None) -> Pair | None:
+    def _load_pair(
+        self, name: str, ann: CalibrationAnnouncement, current: Pair | None
+    ) -> Pair | None:
         try:
-            model_ann: dict[str, Any] | None = self.models.by_id.get(ann["model_id"])
-            uri = model_ann["uri"] if model_ann else ann.get("model_uri", "")
-            sha = model_ann["sha256"] if model_ann else ann.get("model_sha256", "")
+            model_ann = self.models.by_id.get(ann.model_id)
+            uri = model_ann.uri if model_ann else ann.model_uri
+            sha = model_ann.sha256 if model_ann else ann.model_sha256
             if not uri:
                 log.warning(
                     "%s: calibration %s names model %s, not announced yet",
                     name,
-                    ann["calibration_id"],
-                    ann["model_id"],
+                    ann.calibration_id,
+                    ann.model_id,
                 )
                 return current
-            clf = self._load_classifier(name, uri, sha, ann["model_id"])
-            cmap = CalibrationMap.from_bytes(self.store.get(ann["uri"], ann["sha256"]))
+            clf = self._load_classifier(name, uri, sha, ann.model_id)
+            cmap = CalibrationMap.from_bytes(self.store.get(ann.uri, ann.sha256))
         except IDQError as exc:
             log.error(
                 "%s: cannot load calibration %s, keeping the one in use: %s",
                 name,
-                ann["calibration_id"],
+                ann.calibration_id,
                 exc,
             )
             return current
         healthy, reason = cmap.health()
         if not healthy:
-            log.warning("%s: calibration %s is unhealthy: %s", name, ann["calibration_id"], reason)
-        healthy = healthy and bool(ann["healthy"])
-        model_created = model_ann["created_gps"] if model_ann else unix_to_gps(clf.model.created)
-        self.runtime.metrics.set_model(name, ann["model_id"], model_created)
-        return Pair(clf, cmap, ann["model_id"], ann["calibration_id"], healthy, ann["created_gps"])
+            log.warning("%s: calibration %s is unhealthy: %s", name, ann.calibration_id, reason)
+        healthy = healthy and ann.healthy
+        model_created = model_ann.created_gps if model_ann else unix_to_gps(clf.model.created)
+        self.metrics.set_model(name, ann.model_id, model_created)
+        return Pair(clf, cmap, ann.model_id, ann.calibration_id, healthy, ann.created_gps)

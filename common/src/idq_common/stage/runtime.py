@@ -2,8 +2,12 @@
 
 Signals only set a stop flag (and wake a sleeping clock); the loop checks the flag
 between strides, so a stride is either finished and committed or abandoned whole.
-Shutdown is ordered: stop the loop, flush the producer, close consumers, then stop
-the metrics server (SeldonIO/MLServer style).
+Shutdown is ordered: stop the loop, flush the producer, close consumers (an
+:class:`~contextlib.ExitStack`: last opened, first closed), then stop the metrics
+server (SeldonIO/MLServer style).
+
+The producer is an argument: the factory (:meth:`ServiceRuntime.for_stage`) gives a
+Kafka producer, a unit test an in-memory one (``idq_dev.testing.fakes``).
 """
 
 from __future__ import annotations
@@ -12,13 +16,15 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaException, Producer
 
 from idq_common.config import Settings
+from idq_common.exceptions import BrokerError
 from idq_common.gpstime import Clock, WallClock
 from idq_common.io.avro import encode
 from idq_common.io.kafka.clients import DeliveryTracker, flush
@@ -72,34 +78,38 @@ class ServiceRuntime:
         Stage name (``train``, ``evaluate``, ``calibrate``, ``timeseries``).
     ifo : str
         Instrument.
-    producer_config : dict
-        librdkafka producer configuration.
+    producer : Producer
+        Where outputs and dead letters go (a Kafka producer, or an in-memory one in tests).
     deadletter_topic : str
         Where undecodable or unusable input goes.
     metrics_host, metrics_port : str, int
         Where /metrics, /healthz and /readyz are served (port 0: a free port).
     clock : Clock
         The stage's notion of now (wall clock live, data-driven in replay).
+    install_signals : bool
+        Route SIGTERM/SIGINT to the stop flag (a service process; not a unit test).
     """
 
     stage: str
     ifo: str
-    producer_config: dict[str, Any]
+    producer: Producer
     deadletter_topic: str
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
     clock: Clock = field(default_factory=WallClock)
     stop: StopFlag = field(default_factory=StopFlag)
-    closers: list[Callable[[], None]] = field(default_factory=list)
+    install_signals: bool = True
 
     def __post_init__(self) -> None:
+        self._resources = ExitStack()
         self.metrics = StageMetrics(self.stage, self.ifo)
         self.server = MetricsServer(self.metrics_host, self.metrics_port, self.metrics)
         self.server.start()
+        # closed last: /metrics and /healthz answer until everything else is down
+        self._resources.callback(self.server.stop)
         log.info(
             "%s: metrics on http://%s:%d/metrics", self.stage, self.metrics_host, self.server.port
         )
-        self.producer = Producer(self.producer_config)
         self._tracker = DeliveryTracker()
         self.deadletters = DeadLetterPublisher(
             self.producer,
@@ -107,7 +117,7 @@ class ServiceRuntime:
             self.stage,
             on_publish=lambda reason: self.metrics.deadletter(reason.split(":")[0][:60]),
         )
-        if threading.current_thread() is threading.main_thread():
+        if self.install_signals and threading.current_thread() is threading.main_thread():
             self.stop.install()
         # the clock may be replaced after start (replay: a data-driven clock), so look it up late
         self.stop.on_set(lambda: getattr(self.clock, "wake", lambda: None)())
@@ -121,7 +131,7 @@ class ServiceRuntime:
         runtime = cls(
             stage=stage,
             ifo=settings.general.ifo,
-            producer_config=settings.kafka.producer_config(),
+            producer=Producer(settings.kafka.producer_config()),
             deadletter_topic=settings.kafka.topics.deadletter,
             metrics_host=settings.metrics.host,
             metrics_port=settings.metrics.port if metrics_port is None else metrics_port,
@@ -151,6 +161,8 @@ class ServiceRuntime:
             except BufferError:
                 # the local queue is full: let deliveries drain, then try again
                 self.producer.poll(0.5)
+            except KafkaException as exc:
+                raise BrokerError(f"cannot produce to {topic!r}: {exc}") from exc
         self.producer.poll(0)
 
     def flush(self, timeout: float = 30.0) -> None:
@@ -162,16 +174,22 @@ class ServiceRuntime:
         flush(self.producer, timeout, tracker)
 
     # -- shutdown -------------------------------------------------------------------
+    def on_close(self, closer: Callable[[], None]) -> None:
+        """Close ``closer``'s resource at shutdown, before those registered earlier."""
+
+        def logged() -> None:
+            try:
+                closer()
+            except Exception:  # shutdown must go on
+                log.exception("error while closing")
+
+        self._resources.callback(logged)
+
     def close(self) -> None:
         """Ordered shutdown: flush the producer, close registered resources, stop metrics."""
         try:
             self.producer.flush(10)
         except Exception:  # shutdown must go on
             log.exception("producer flush at shutdown failed")
-        for closer in reversed(self.closers):
-            try:
-                closer()
-            except Exception:
-                log.exception("error while closing")
-        self.server.stop()
+        self._resources.close()
         log.info("%s: stopped", self.stage)

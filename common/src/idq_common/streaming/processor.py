@@ -86,6 +86,9 @@ class FunctionSource:
     def fetch(self, start: float, end: float) -> TriggerSet:
         return self.fn(start, end)
 
+    def seek(self, gps: float) -> None:
+        """Nothing to do: a function serves any span, in any order."""
+
 
 @dataclass(frozen=True)
 class Gap:

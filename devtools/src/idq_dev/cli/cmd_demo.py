@@ -50,7 +50,7 @@ def run(ns: argparse.Namespace) -> int:
     from idq_dev.pipeline.local import LocalPipeline
     from idq_dev.pipeline.summary import print_summary, summarize_run
 
-    log = logging.getLogger("idq.demo")
+    log = logging.getLogger(__name__)
     t_begin = time.monotonic()
     workdir = Path(ns.workdir).resolve()
     settings = load_settings_or_exit(ns.config)

@@ -14,7 +14,7 @@ def main(args: Sequence[str] | None = None) -> int:
     return run_service(
         "calibrate",
         "Mini-batch evaluated quivers per classifier, fit calibration maps, store and announce them.",
-        CalibrateStage,
+        CalibrateStage.from_settings,
         args,
     )
 

@@ -19,22 +19,37 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Protocol, Self
 
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from idq_common.config import Settings
 from idq_common.contracts import group_id
-from idq_common.exceptions import DecodeError, InvalidMessageError
+from idq_common.exceptions import BrokerError, DecodeError, InvalidMessageError
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
 from idq_common.io.avro import decode
 from idq_common.io.avro.convert import record_to_quiver
 from idq_common.io.store import ArtifactStore
 from idq_common.science.calibration import CalibrationMap
+from idq_common.stage.announcements import (
+    Announcements,
+    AnnouncementTracker,
+    CalibrationAnnouncement,
+    ModelAnnouncement,
+)
+from idq_common.stage.factory import closed_on_error, runtime_for, store_for
 from idq_common.stage.runtime import ServiceRuntime
 from idq_common.streaming.checkpoint import Checkpoint
 
-log = logging.getLogger("idq.calibrate")
+log = logging.getLogger(__name__)
+
+
+class UpstreamProgress(Protocol):
+    """Evaluate's committed progress (its checkpoint), read to end a bounded run."""
+
+    def load(self) -> float | None: ...
+
 
 #: samples of each class a calibration map needs to be healthy (CalibrationMap.fit default)
 MIN_PER_CLASS = 50
@@ -83,12 +98,20 @@ class MiniBatch:
 class CalibrateStage:
     """The calibrate service: quivers in, calibration announcements out."""
 
-    def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: ServiceRuntime,
+        consumer: Consumer,
+        models: Announcements[ModelAnnouncement],
+        upstream: UpstreamProgress,
+        store: ArtifactStore,
+        gps_end: float | None = None,
+    ) -> None:
         self.settings = settings
         self.ifo = settings.general.ifo
         self.topics = settings.kafka.topics
-        self.gps_end = ns.gps_end
-        self.gps_start = ns.gps_start
+        self.gps_end = gps_end
         cfg = settings.calibrate
         self.min_new = cfg.min_new_samples
         self.max_samples = cfg.max_samples
@@ -96,8 +119,10 @@ class CalibrateStage:
         #: the calibration map's health minimum per class
         self.min_per_class = MIN_PER_CLASS
         self.poll_seconds = float(cfg.stream.stride)
-        self.runtime = ServiceRuntime.for_stage("calibrate", settings, ns.metrics_port)
-        self.store = ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
+        self.runtime = runtime
+        self.clock = runtime.clock
+        self.store = store
+        self.models = models
         self.known = {c.nickname for c in settings.classifiers}
         self.batches: dict[str, MiniBatch] = {}
         #: per partition: offsets consumed and not yet settled
@@ -108,15 +133,33 @@ class CalibrateStage:
         #: stride starts consumed per classifier (duplicates after an evaluate restart)
         self.seen: dict[str, set[float]] = defaultdict(set)
         self.last_end = -np.inf
-        group = group_id(self.ifo, "calibrate")
-        self.consumer = Consumer(settings.kafka.consumer_config(group))
+        self.consumer = consumer
         self.consumer.subscribe([self.topics.quivers], on_assign=self._on_assign)
-        self.runtime.closers.append(self._close_consumer)
+        self.runtime.on_close(self._close_consumer)
         # evaluate's progress (its committed checkpoint) tells a bounded run when to end
-        self._evaluate_progress = Checkpoint(
-            settings.kafka.consumer_config(group_id(self.ifo, "evaluate")), self.topics.features
-        )
-        self.runtime.closers.append(self._evaluate_progress.close)
+        self._evaluate_progress = upstream
+
+    @classmethod
+    def from_settings(cls, settings: Settings, ns: argparse.Namespace) -> Self:
+        """The stage as the settings and command line describe it (Kafka, store)."""
+        runtime = runtime_for("calibrate", settings, ns)
+        ifo, topics = settings.general.ifo, settings.kafka.topics
+        with closed_on_error(runtime):
+            upstream = Checkpoint(
+                settings.kafka.consumer_config(group_id(ifo, "evaluate")), topics.features
+            )
+            runtime.on_close(upstream.close)
+            models = AnnouncementTracker(
+                settings.kafka.consumer_config(group_id(ifo, "calibrate", "models")),
+                topics.models,
+                ModelAnnouncement,
+                deadletter=runtime.deadletters.publish,
+            )
+            runtime.on_close(models.close)
+            consumer = Consumer(settings.kafka.consumer_config(group_id(ifo, "calibrate")))
+            return cls(
+                settings, runtime, consumer, models, upstream, store_for(settings), ns.gps_end
+            )
 
     # -- lifecycle ----------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -142,14 +185,14 @@ class CalibrateStage:
             self.max_samples,
             self.poll_seconds,
         )
-        next_check = time.monotonic()
+        next_check = self.clock.now()
         while not self.runtime.stop:
             self.runtime.metrics.heartbeat()
             msgs = self.consumer.consume(num_messages=500, timeout=min(1.0, self.poll_seconds))
             for msg in msgs:
                 self._absorb(msg)
-            if time.monotonic() >= next_check or msgs:
-                next_check = time.monotonic() + self.poll_seconds
+            if self.clock.now() >= next_check or msgs:
+                next_check = self.clock.now() + self.poll_seconds
                 self._fit_ready()
                 self.runtime.flush()
                 self._commit()
@@ -265,7 +308,10 @@ class CalibrateStage:
                 TopicPartition(self.topics.quivers, part, min(pending) if pending else pos)
             )
         if offsets:
-            self.consumer.commit(offsets=offsets, asynchronous=False)
+            try:
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            except KafkaException as exc:
+                raise BrokerError(f"cannot commit {self.topics.quivers} offsets: {exc}") from exc
 
     # -- fitting --------------------------------------------------------------------
     def _fit_ready(self) -> None:
@@ -313,30 +359,30 @@ class CalibrateStage:
             },
         )
         created = gps_now()
-        record = {
-            "ifo": self.ifo,
-            "classifier": name,
-            "calibration_id": ref.id,
-            "model_id": batch.model_id,
-            "model_uri": model.get("uri", "") if model else "",
-            "model_sha256": model.get("sha256", "") if model else "",
-            "uri": ref.uri,
-            "sha256": ref.sha256,
-            "created_gps": created,
-            "start": start,
-            "end": end,
-            "n_glitch": len(glitch),
-            "n_clean": len(clean),
-            "healthy": bool(healthy),
-            "metrics": {
+        ann = CalibrationAnnouncement(
+            ifo=self.ifo,
+            classifier=name,
+            calibration_id=ref.id,
+            model_id=batch.model_id,
+            model_uri=model.uri if model else "",
+            model_sha256=model.sha256 if model else "",
+            uri=ref.uri,
+            sha256=ref.sha256,
+            created_gps=created,
+            start=start,
+            end=end,
+            n_glitch=len(glitch),
+            n_clean=len(clean),
+            healthy=bool(healthy),
+            metrics={
                 "bandwidth_glitch": cmap.bandwidth_glitch,
                 "bandwidth_clean": cmap.bandwidth_clean,
             },
-        }
+        )
         self.runtime.produce(
             self.topics.calibrations,
-            "calibration_announcement",
-            record,
+            ann.kind,
+            ann.to_record(),
             key=name,
             timestamp_ms=gps_to_kafka_ms(end),
         )
@@ -360,20 +406,9 @@ class CalibrateStage:
             "" if healthy else f" (UNHEALTHY: {reason})",
         )
 
-    def _model_announcement(self, name: str, model_id: str) -> dict | None:
-        tracker = getattr(self, "_models", None)
-        if tracker is None:
-            from idq_common.stage.announcements import AnnouncementTracker
-
-            tracker = self._models = AnnouncementTracker(
-                self.settings.kafka.consumer_config(group_id(self.ifo, "calibrate", "models")),
-                self.topics.models,
-                "model_announcement",
-                "model_id",
-                deadletter=self.runtime.deadletters.publish,
-            )
-            self.runtime.closers.append(tracker.close)
-        tracker.refresh(timeout=0.5)
-        if model_id not in tracker.by_id:
-            tracker.wait_for(lambda: model_id in tracker.by_id, timeout=5.0)
-        return tracker.by_id.get(model_id)
+    def _model_announcement(self, name: str, model_id: str) -> ModelAnnouncement | None:
+        """The announcement of the model whose ranks are calibrated (for its uri and sha256)."""
+        self.models.refresh(timeout=0.5)
+        if model_id not in self.models.by_id:
+            self.models.wait_for(lambda: model_id in self.models.by_id, timeout=5.0)
+        return self.models.by_id.get(model_id)

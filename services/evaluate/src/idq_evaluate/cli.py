@@ -15,7 +15,7 @@ def main(args: Sequence[str] | None = None) -> int:
         "evaluate",
         "Build glitch and clean samples per stride, rank them with the newest announced "
         "model and publish the evaluated quivers for calibration.",
-        EvaluateStage,
+        EvaluateStage.from_settings,
         args,
     )
 

@@ -14,19 +14,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import Self
 
 import numpy as np
 from igwn_segments import segment, segmentlist
 
 from idq_common.config import Settings
 from idq_common.io.avro.convert import quiver_to_record
-from idq_common.science.features import FeatureSpec
 from idq_common.science.quiver import Quiver
-from idq_common.stage.loop import StreamingStage
+from idq_common.stage.factory import closed_on_error, streaming_parts
+from idq_common.stage.loop import StageParts, StreamingStage
 from idq_common.stage.models import ModelBook
 from idq_common.streaming.processor import StreamBatch
 
-log = logging.getLogger("idq.evaluate")
+log = logging.getLogger(__name__)
 
 
 class EvaluateStage(StreamingStage):
@@ -35,14 +36,21 @@ class EvaluateStage(StreamingStage):
     stage = "evaluate"
     shared = True
 
-    def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
-        super().__init__(settings, ns)
+    def __init__(self, settings: Settings, parts: StageParts, book: ModelBook) -> None:
+        super().__init__(settings, parts)
         self.max_samples = settings.evaluate.max_samples
         self.names = [c.nickname for c in settings.classifiers]
-        self.book = ModelBook(settings, self.runtime)
+        self.book = book
         self.book.refresh(timeout=2.0)
         self.produced = 0
         self.unevaluated_strides = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, ns: argparse.Namespace) -> Self:
+        """The stage as the settings and command line describe it (Kafka, store, clock)."""
+        parts = streaming_parts(cls.stage, settings, ns, shared=cls.shared)
+        with closed_on_error(parts.runtime):
+            return cls(settings, parts, ModelBook.from_settings(settings, parts.runtime))
 
     def ready(self) -> bool:
         return any(self.book.model(n) is not None for n in self.names)
@@ -78,7 +86,7 @@ class EvaluateStage(StreamingStage):
                 if key not in samples:
                     samples[key] = self.samples_of(
                         data,
-                        FeatureSpec(spec.channels, spec.window, spec.columns),
+                        spec,
                         valid,
                         max_samples=self.max_samples,
                         rng_seed=self.settings.samples.seed + int(start),

@@ -39,13 +39,14 @@ from confluent_kafka import (
 )
 
 from idq_common.config import Settings
+from idq_common.contracts import group_id
 from idq_common.exceptions import BrokerError
 from idq_common.io.kafka.clients import partitions_of
 from idq_common.io.publish import FeaturePublisher
 from idq_common.io.snax import IngestRejected, JsonFormat, SecondTracker, parse_message
 from idq_common.stage.runtime import ServiceRuntime
 
-log = logging.getLogger("idq.ingest")
+log = logging.getLogger(__name__)
 
 #: messages read per consume() call; also the most produced between two commits
 BATCH = 200
@@ -105,8 +106,8 @@ class IngestStage:
             snax_rate=ingest.snax_rate,
         )
         self.runtime = ServiceRuntime.for_stage("ingest", settings, ns.metrics_port)
-        self.consumer = Consumer(settings.kafka.consumer_config(f"idq.{self.ifo}.ingest"))
-        self.runtime.closers.append(self.consumer.close)
+        self.consumer = Consumer(settings.kafka.consumer_config(group_id(self.ifo, "ingest")))
+        self.runtime.on_close(self.consumer.close)
         try:
             self.partitions = partitions_of(self.consumer, self.source_topic)
             self.feature_partitions = len(

@@ -15,7 +15,7 @@ def main(args: Sequence[str] | None = None) -> int:
         "timeseries",
         "Rank a regular grid with the current model and calibration; write one GWF frame "
         "per stride and publish the products.",
-        TimeseriesStage,
+        TimeseriesStage.from_settings,
         args,
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Self
 
 import numpy as np
 from igwn_segments import segment, segmentlist
@@ -21,15 +22,17 @@ from igwn_segments import segment, segmentlist
 from idq_common.config import Settings
 from idq_common.contracts import PRODUCTS, channel_name
 from idq_common.data.triggers import in_segments
+from idq_common.exceptions import FrameError
 from idq_common.io.avro.convert import timeseries_to_record
 from idq_common.io.frames import frame_path, read_provenance, write_frame
 from idq_common.science.features import FeatureSpec, feature_matrix, grid_times
 from idq_common.science.products import compute_products, invalid_products
-from idq_common.stage.loop import StreamingStage
+from idq_common.stage.factory import closed_on_error, streaming_parts
+from idq_common.stage.loop import StageParts, StreamingStage
 from idq_common.stage.models import ModelBook, Pair
 from idq_common.streaming.processor import StreamBatch
 
-log = logging.getLogger("idq.timeseries")
+log = logging.getLogger(__name__)
 
 
 class TimeseriesStage(StreamingStage):
@@ -38,17 +41,25 @@ class TimeseriesStage(StreamingStage):
     stage = "timeseries"
     shared = True
 
-    def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
-        super().__init__(settings, ns)
+    def __init__(self, settings: Settings, parts: StageParts, book: ModelBook) -> None:
+        super().__init__(settings, parts)
         ts = settings.timeseries
         self.rate = ts.sample_rate
         self.output_dir = Path(ts.output_dir)
         self.description = ts.description
         self.fmin, self.fmax = ts.fmin, ts.fmax
         self.names = [c.nickname for c in settings.classifiers]
-        self.book = ModelBook(settings, self.runtime, calibrations=True)
+        self.book = book
         self.book.refresh(timeout=2.0)
         self.frames_written = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings, ns: argparse.Namespace) -> Self:
+        """The stage as the settings and command line describe it (Kafka, store, clock)."""
+        parts = streaming_parts(cls.stage, settings, ns, shared=cls.shared)
+        with closed_on_error(parts.runtime):
+            book = ModelBook.from_settings(settings, parts.runtime, calibrations=True)
+            return cls(settings, parts, book)
 
     def ready(self) -> bool:
         return all(self.book.pair(n) is not None for n in self.names)
@@ -147,7 +158,7 @@ class TimeseriesStage(StreamingStage):
     def _pairs_of(self, path: Path) -> dict[str, Pair | None]:
         try:
             prov = read_provenance(path)
-        except (ValueError, RuntimeError) as exc:
+        except FrameError as exc:
             log.warning("timeseries: %s exists but is unreadable (%s): rewriting it", path, exc)
             return {n: self.book.pair(n) for n in self.names}
         log.info("timeseries: redoing %s with the ids it recorded", path.name)

@@ -15,7 +15,7 @@ def main(args: Sequence[str] | None = None) -> int:
         "train",
         "Gather glitch and clean samples from each new stride, train every configured "
         "classifier once enough new samples have accumulated, store and announce the models.",
-        TrainStage,
+        TrainStage.from_settings,
         args,
     )
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
+from typing import Self
 
 from idq_common.config import Settings
 from idq_common.contracts import group_id
@@ -28,12 +29,17 @@ from idq_common.science.classifiers.base import Classifier, Model
 from idq_common.science.classifiers.factory import is_incremental, make_classifier
 from idq_common.science.features import FeatureSpec
 from idq_common.science.quiver import Quiver
-from idq_common.stage.announcements import AnnouncementTracker
-from idq_common.stage.loop import StreamingStage
+from idq_common.stage.announcements import (
+    Announcements,
+    AnnouncementTracker,
+    ModelAnnouncement,
+)
+from idq_common.stage.factory import closed_on_error, store_for, streaming_parts
+from idq_common.stage.loop import StageParts, StreamingStage
 from idq_common.streaming.processor import StreamBatch
 from idq_train.history import TrainingSet
 
-log = logging.getLogger("idq.train")
+log = logging.getLogger(__name__)
 
 
 class TrainStage(StreamingStage):
@@ -42,14 +48,20 @@ class TrainStage(StreamingStage):
     stage = "train"
     commit_every_batch = False
 
-    def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
-        super().__init__(settings, ns)
+    def __init__(
+        self,
+        settings: Settings,
+        parts: StageParts,
+        store: ArtifactStore,
+        announced: Announcements[ModelAnnouncement],
+    ) -> None:
+        super().__init__(settings, parts)
         cfg = settings.train
         self.min_new = cfg.min_new_samples
         self.max_samples = cfg.max_samples
         self.max_stride = cfg.max_stride
         self.samples = settings.samples
-        self.store = ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
+        self.store = store
         self.spec: FeatureSpec | None = None
         self.classifiers: dict[str, Classifier] = {}
         self.history = TrainingSet(
@@ -58,36 +70,41 @@ class TrainStage(StreamingStage):
             self.max_stride,
         )
         self.models_published = 0
-        self._resume_models()
+        self._resume_models(announced)
         self._resume_history()
 
+    @classmethod
+    def from_settings(cls, settings: Settings, ns: argparse.Namespace) -> Self:
+        """The stage as the settings and command line describe it (Kafka, store, clock)."""
+        parts = streaming_parts(cls.stage, settings, ns, shared=cls.shared)
+        with closed_on_error(parts.runtime):
+            runtime = parts.runtime
+            announced = AnnouncementTracker(
+                settings.kafka.consumer_config(group_id(runtime.ifo, cls.stage, "resume")),
+                settings.kafka.topics.models,
+                ModelAnnouncement,
+                deadletter=runtime.deadletters.publish,
+            )
+            try:
+                return cls(settings, parts, store_for(settings), announced)
+            finally:
+                announced.close()  # read once, at start
+
     # -- start-up -------------------------------------------------------------------
-    def _resume_models(self) -> None:
+    def _resume_models(self, announced: Announcements[ModelAnnouncement]) -> None:
         """Continue from the models already announced (incremental ones keep learning)."""
-        tracker = AnnouncementTracker(
-            self.settings.kafka.consumer_config(group_id(self.ifo, self.stage, "resume")),
-            self.topics.models,
-            "model_announcement",
-            "model_id",
-            deadletter=self.runtime.deadletters.publish,
-        )
-        try:
-            tracker.refresh(timeout=2.0)
-            for c in self.settings.classifiers:
-                ann = tracker.latest.get(c.nickname)
-                if ann is None:
-                    continue
-                model = Model.from_bytes(self.store.get(ann["uri"], ann["sha256"]))
-                clf = make_classifier(c.nickname, c.flavor, c.params, model.spec)
-                clf.model = model
-                self.classifiers[c.nickname] = clf
-                self.spec = self.spec or FeatureSpec(
-                    model.spec.channels, model.spec.window, model.spec.columns
-                )
-                self.runtime.metrics.set_model(c.nickname, model.id, ann["created_gps"])
-                log.info("train: resuming %s from model %s", c.nickname, model.id)
-        finally:
-            tracker.close()
+        announced.refresh(timeout=2.0)
+        for c in self.settings.classifiers:
+            ann = announced.latest.get(c.nickname)
+            if ann is None:
+                continue
+            model = Model.from_bytes(self.store.get(ann.uri, ann.sha256))
+            clf = make_classifier(c.nickname, c.flavor, c.params, model.spec)
+            clf.model = model
+            self.classifiers[c.nickname] = clf
+            self.spec = self.spec or model.spec
+            self.runtime.metrics.set_model(c.nickname, model.id, ann.created_gps)
+            log.info("train: resuming %s from model %s", c.nickname, model.id)
 
     def _resume_history(self) -> None:
         """The training set committed with the checkpoint we resume from, if any."""
@@ -204,27 +221,27 @@ class TrainStage(StreamingStage):
             },
         )
         created = gps_now()
-        record = {
-            "ifo": self.ifo,
-            "classifier": name,
-            "flavor": flavor,
-            "model_id": model.id,
-            "uri": ref.uri,
-            "sha256": ref.sha256,
-            "created_gps": created,
-            "start": float(model.span[0]),
-            "end": float(model.span[1]),
-            "n_samples": int(model.n_samples),
-            "metrics": {
+        ann = ModelAnnouncement(
+            ifo=self.ifo,
+            classifier=name,
+            flavor=flavor,
+            model_id=model.id,
+            uri=ref.uri,
+            sha256=ref.sha256,
+            created_gps=created,
+            start=float(model.span[0]),
+            end=float(model.span[1]),
+            n_samples=int(model.n_samples),
+            metrics={
                 "train_seconds": seconds,
                 "n_glitch": float(data.n_glitch),
                 "n_clean": float(data.n_clean),
             },
-        }
+        )
         self.runtime.produce(
             self.topics.models,
-            "model_announcement",
-            record,
+            ann.kind,
+            ann.to_record(),
             key=name,
             timestamp_ms=self.kafka_ms(float(model.span[1])),
         )

@@ -11,17 +11,16 @@ which stages route to the dead-letter topic.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from igwn_segments import segment, segmentlist
 from numpy.typing import ArrayLike
 
+# io sits above data and science (docs/ARCHITECTURE.md): they never import avro
+from idq_common.data.triggers import TriggerSet
 from idq_common.exceptions import InvalidMessageError
-
-if TYPE_CHECKING:
-    from idq_common.data.triggers import TriggerSet
-    from idq_common.science.quiver import Quiver
+from idq_common.science.quiver import Quiver
 
 __all__ = [
     "TIMESERIES_COLUMNS",
@@ -168,7 +167,6 @@ def batch_to_triggers(record: Mapping[str, Any]) -> TriggerSet:
         Columns of different lengths or not whole items, channel indices outside
         the channel table, times outside ``[start, end)`` (or NaN).
     """
-    from idq_common.data.triggers import TriggerSet  # local: data imports avro
 
     time = unpack(record, "time", F8)
     n = len(time)
@@ -314,7 +312,6 @@ def record_to_quiver(record: Mapping[str, Any]) -> Quiver:
     InvalidMessageError
         Columns not of ``n`` rows, labels other than 0/1, bad segments.
     """
-    from idq_common.science.quiver import Quiver  # local: quiver may import avro helpers
 
     n = int(record["n"])
     times = unpack(record, "times", F8, n)

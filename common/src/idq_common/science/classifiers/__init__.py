@@ -4,7 +4,6 @@ from idq_common.science.classifiers.base import (
     Classifier,
     IncrementalSupervisedClassifier,
     Model,
-    ModelSpec,
     SupervisedClassifier,
 )
 from idq_common.science.classifiers.factory import FLAVORS, is_incremental, make_classifier
@@ -14,7 +13,6 @@ __all__ = [
     "Classifier",
     "IncrementalSupervisedClassifier",
     "Model",
-    "ModelSpec",
     "SupervisedClassifier",
     "is_incremental",
     "make_classifier",

@@ -28,56 +28,17 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from idq_common.exceptions import ClassifierError, NotCalibratedError, NotTrainedError
+from idq_common.science.features import FeatureSpec
 
 if TYPE_CHECKING:
     from idq_common.science.calibration import CalibrationMap
 
 _MAGIC = b"IDQM1"
-
-
-class SpecLike(Protocol):
-    """What a classifier needs of ``idq_common.science.features.FeatureSpec``."""
-
-    channels: tuple[str, ...]
-    window: float
-    columns: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """The feature layout a model was trained on (a plain copy of a FeatureSpec)."""
-
-    channels: tuple[str, ...]
-    window: float
-    columns: tuple[str, ...]
-
-    @classmethod
-    def from_spec(cls, spec: SpecLike) -> ModelSpec:
-        return cls(tuple(spec.channels), float(spec.window), tuple(spec.columns))
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "channels": list(self.channels),
-            "window": self.window,
-            "columns": list(self.columns),
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> ModelSpec:
-        return cls(tuple(d["channels"]), float(d["window"]), tuple(d["columns"]))
-
-    def column_index(self, channel: str, column: str) -> int:
-        """Index of ``channel.column`` in the channel-major feature matrix."""
-        return self.channels.index(channel) * len(self.columns) + self.columns.index(column)
-
-    @property
-    def n_features(self) -> int:
-        return len(self.channels) * len(self.columns)
 
 
 @dataclass(frozen=True)
@@ -90,7 +51,7 @@ class Model:
         Classifier flavor that can load ``payload``.
     payload : bytes
         Flavor-specific safe serialisation (skops zip or JSON).
-    spec : ModelSpec
+    spec : FeatureSpec
         Feature layout the model expects.
     created : float
         Unix time of creation.
@@ -107,7 +68,7 @@ class Model:
 
     flavor: str
     payload: bytes
-    spec: ModelSpec
+    spec: FeatureSpec
     created: float = field(default_factory=time.time)
     n_samples: int = 0
     span: tuple[float, float] = (0.0, 0.0)
@@ -148,7 +109,7 @@ class Model:
             model = cls(
                 flavor=str(header["flavor"]),
                 payload=bytes(data[start + n :]),
-                spec=ModelSpec.from_dict(header["spec"]),
+                spec=FeatureSpec.from_dict(header["spec"]),
                 created=float(header["created"]),
                 n_samples=int(header["n_samples"]),
                 span=(float(header["span"][0]), float(header["span"][1])),
@@ -179,7 +140,7 @@ class Classifier(ABC):
         Name used in channel names and metrics (``H1:IDQ-FAP_{NICKNAME}_...``).
     params : mapping, optional
         Flavor parameters; unknown keys raise :class:`ClassifierError`.
-    feature_spec : FeatureSpec-like
+    feature_spec : FeatureSpec
         Channels, window and columns of the feature matrices this classifier sees.
     """
 
@@ -201,7 +162,7 @@ class Classifier(ABC):
                 f"known: {sorted(self.defaults)}"
             )
         self.params: dict[str, Any] = {**self.defaults, **params}
-        self.feature_spec = ModelSpec.from_spec(feature_spec)
+        self.feature_spec = feature_spec
         self._model: Model | None = None
         self._calibration: CalibrationMap | None = None
 
@@ -302,11 +263,10 @@ class Classifier(ABC):
             Ranks outside ``segs`` are NaN (never a number that could be mistaken
             for a real rank); the timeseries stage sets OK = 0 there.
         """
-        from idq_common.science.features import FeatureSpec, feature_matrix, grid_times
+        from idq_common.science.features import feature_matrix, grid_times
 
         if spec is None:
-            fs = self.feature_spec
-            spec = FeatureSpec(fs.channels, fs.window, fs.columns)
+            spec = self.feature_spec
         segs = data.segs if segs is None else segs
         times = grid_times(float(data.start), float(data.end), sample_rate)
         n = times.size
@@ -316,8 +276,8 @@ class Classifier(ABC):
         ranks = np.full(n, np.nan)
         if inside.any():
             X = feature_matrix(data.triggers(), times[inside], spec)
-            if ModelSpec.from_spec(spec) != self.feature_spec:
-                X = _align_to(X, ModelSpec.from_spec(spec), self.feature_spec)
+            if spec != self.feature_spec:
+                X = _align_to(X, spec, self.feature_spec)
             ranks[inside] = self.rank(X)
         return times, ranks
 
@@ -331,11 +291,11 @@ class Classifier(ABC):
         """Serialise the fitted state (safe format)."""
 
     @abstractmethod
-    def _load(self, payload: bytes, spec: ModelSpec) -> None:
+    def _load(self, payload: bytes, spec: FeatureSpec) -> None:
         """Restore the fitted state from ``_dump`` output."""
 
     # -- helpers ---------------------------------------------------------------------
-    def _align(self, X: np.ndarray, target: ModelSpec) -> np.ndarray:
+    def _align(self, X: np.ndarray, target: FeatureSpec) -> np.ndarray:
         if X.shape[1] != self.feature_spec.n_features:
             raise ClassifierError(
                 f"{self.nickname}: feature matrix has {X.shape[1]} columns, "
@@ -375,7 +335,7 @@ class Classifier(ABC):
         return model
 
 
-def _align_to(X: np.ndarray, have: ModelSpec, want: ModelSpec) -> np.ndarray:
+def _align_to(X: np.ndarray, have: FeatureSpec, want: FeatureSpec) -> np.ndarray:
     """Re-lay ``X`` from spec ``have`` to spec ``want``.
 
     Channels the model knows but the data lacks get the "no trigger" defaults

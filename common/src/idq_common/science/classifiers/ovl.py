@@ -58,7 +58,8 @@ import numpy as np
 from scipy.stats import poisson
 
 from idq_common.exceptions import ClassifierError
-from idq_common.science.classifiers.base import ModelSpec, SupervisedClassifier
+from idq_common.science.classifiers.base import SupervisedClassifier
+from idq_common.science.features import FeatureSpec
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ class OVL(SupervisedClassifier):
 
         return self._make_model(int(y.size), _quiver_span(quiver))
 
-    def _cells(self, X: np.ndarray, spec: ModelSpec) -> tuple[np.ndarray, ...]:
+    def _cells(self, X: np.ndarray, spec: FeatureSpec) -> tuple[np.ndarray, ...]:
         """Sparse (sample, channel, cell) entries of rows above the lowest threshold."""
         k = len(spec.columns)
         S = X[:, spec.columns.index("snr") :: k]
@@ -243,7 +244,7 @@ class OVL(SupervisedClassifier):
         return ranks
 
     @property
-    def _spec_loaded(self) -> ModelSpec:
+    def _spec_loaded(self) -> FeatureSpec:
         return self._model.spec if self._model is not None else self.feature_spec
 
     def _dump(self) -> bytes:
@@ -256,7 +257,7 @@ class OVL(SupervisedClassifier):
         }
         return json.dumps(body, sort_keys=True).encode()
 
-    def _load(self, payload: bytes, spec: ModelSpec) -> None:
+    def _load(self, payload: bytes, spec: FeatureSpec) -> None:
         try:
             body = json.loads(payload)
             if body.get("format") != "idq-ovl-1":

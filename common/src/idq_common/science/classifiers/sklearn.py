@@ -45,9 +45,9 @@ from sklearn.utils.class_weight import compute_sample_weight
 from idq_common.exceptions import ClassifierError
 from idq_common.science.classifiers.base import (
     IncrementalSupervisedClassifier,
-    ModelSpec,
     SupervisedClassifier,
 )
+from idq_common.science.features import FeatureSpec
 
 #: Types skops does not trust by default but we do (scikit-learn internals of the
 #: estimators below).  Anything else in a payload is refused.
@@ -57,7 +57,7 @@ TRUSTED_TYPES: tuple[str, ...] = (
 )
 
 
-def preprocess(X: np.ndarray, spec: ModelSpec, signed_dt: bool = False) -> np.ndarray:
+def preprocess(X: np.ndarray, spec: FeatureSpec, signed_dt: bool = False) -> np.ndarray:
     """Map raw features to learnable ones (see the module docstring)."""
     k = len(spec.columns)
     out = np.empty_like(X)
@@ -96,11 +96,11 @@ def _loads(payload: bytes) -> dict[str, Any]:
 class _SklearnMixin:
     """Shared rank/dump/load for wrappers holding ``self._est`` (+ optional scaler)."""
 
-    feature_spec: ModelSpec
+    feature_spec: FeatureSpec
     params: dict[str, Any]
     _est: Any = None
     _scaler: Any = None
-    _spec: ModelSpec | None = None
+    _spec: FeatureSpec | None = None
 
     def _prep(self, X: np.ndarray) -> np.ndarray:
         spec = self._spec or self.feature_spec
@@ -125,7 +125,7 @@ class _SklearnMixin:
     def _dump(self) -> bytes:
         return _dumps({"estimator": self._est, "scaler": self._scaler})
 
-    def _load(self, payload: bytes, spec: ModelSpec) -> None:
+    def _load(self, payload: bytes, spec: FeatureSpec) -> None:
         obj = _loads(payload)
         self._est, self._scaler, self._spec = obj["estimator"], obj.get("scaler"), spec
 

@@ -26,6 +26,13 @@ from typing import Any
 import dqsegdb2
 import requests
 from igwn_segments import segment, segmentlist
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from idq_common.exceptions import BadSpanError, SegmentQueryError
 from idq_common.streaming.segments.base import clip
@@ -149,47 +156,55 @@ class DQSegDBSegments:
     def _query_retrying(self, start: float, end: float) -> tuple[segmentlist, segmentlist]:
         if end <= start:
             return segmentlist(), segmentlist()
-        delay = self.backoff
-        last: BaseException | None = None
-        for attempt in range(self.retries + 1):
-            try:
-                out = self._query_once(start, end)
-            except requests.HTTPError as exc:
-                status = exc.response.status_code if exc.response is not None else None
-                if status is not None and 400 <= status < 500:
-                    raise SegmentQueryError(
-                        f"DQSegDB {self.host} refused {self.flag} [{start}, {end}): HTTP {status}"
-                    ) from exc
-                last = exc
-            except (
-                requests.RequestException,
-                json.JSONDecodeError,
-                ValueError,
-                KeyError,
-                TypeError,
-            ) as exc:
-                # connection refused/reset, timeouts, garbage bodies, malformed segments
-                last = exc
-            else:
-                known = clip(out["known"], start, end)
-                return known, clip(out["active"], start, end) & known
-            if attempt < self.retries:
-                log.warning(
-                    "DQSegDB query %s [%s, %s) failed (attempt %d/%d: %s); retrying in %.2f s",
-                    self.flag,
-                    start,
-                    end,
-                    attempt + 1,
-                    self.retries + 1,
-                    _short(last),
-                    delay,
-                )
-                self._sleep(delay)
-                delay *= 2
-        raise SegmentQueryError(
-            f"DQSegDB {self.host}: query for {self.flag} [{start}, {end}) failed after "
-            f"{self.retries + 1} attempts; last error: {_short(last)}"
-        ) from last
+
+        def log_retry(state: RetryCallState) -> None:
+            assert state.outcome is not None and state.next_action is not None
+            log.warning(
+                "DQSegDB query %s [%s, %s) failed (attempt %d/%d: %s); retrying in %.2f s",
+                self.flag,
+                start,
+                end,
+                state.attempt_number,
+                self.retries + 1,
+                _short(state.outcome.exception()),
+                state.next_action.sleep,
+            )
+
+        retrying = Retrying(
+            stop=stop_after_attempt(self.retries + 1),
+            # backoff, 2 x backoff, 4 x backoff ...
+            wait=wait_exponential(multiplier=self.backoff, exp_base=2, min=0),
+            # connection refused/reset, timeouts, HTTP 5xx, garbage bodies; a 4xx is
+            # turned into SegmentQueryError by _attempt and not retried
+            retry=retry_if_exception_type(_RETRYABLE),
+            sleep=self._sleep,
+            before_sleep=log_retry,
+            reraise=True,
+        )
+        try:
+            out = retrying(self._attempt, start, end)
+        except _RETRYABLE as exc:
+            raise SegmentQueryError(
+                f"DQSegDB {self.host}: query for {self.flag} [{start}, {end}) failed after "
+                f"{self.retries + 1} attempts; last error: {_short(exc)}"
+            ) from exc
+        known = clip(out["known"], start, end)
+        return known, clip(out["active"], start, end) & known
+
+    def _attempt(self, start: float, end: float) -> dict[str, Any]:
+        try:
+            return self._query_once(start, end)
+        except requests.HTTPError as exc:
+            status = exc.response.status_code if exc.response is not None else None
+            if status is not None and 400 <= status < 500:
+                raise SegmentQueryError(
+                    f"DQSegDB {self.host} refused {self.flag} [{start}, {end}): HTTP {status}"
+                ) from exc
+            raise
+
+
+#: what a retry may cure
+_RETRYABLE = (requests.RequestException, json.JSONDecodeError, ValueError, KeyError, TypeError)
 
 
 def _short(exc: BaseException | None) -> str:

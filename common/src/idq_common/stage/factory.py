@@ -1,0 +1,161 @@
+"""Build a stage's parts from the settings and the command line: the only place that does.
+
+A stage takes its runtime, checkpoint, source and clock as arguments
+(:class:`~idq_common.stage.loop.StageParts`); this module makes the real ones a
+service runs with: a Kafka producer and metrics server, the consumer group's committed
+offsets as progress, the features topic as source, and the wall clock live or the data
+watermark in a replay. Unit tests build the same parts in memory instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+
+from confluent_kafka import Consumer, KafkaException
+
+from idq_common.config import Settings
+from idq_common.contracts import group_id
+from idq_common.exceptions import BrokerError, ConfigError
+from idq_common.gpstime import Clock, WallClock, gps_now
+from idq_common.io.store import ArtifactStore
+from idq_common.stage.loop import Progress, StageParts, stage_pad
+from idq_common.stage.runtime import ServiceRuntime
+from idq_common.streaming.cadence import DataClock
+from idq_common.streaming.checkpoint import Checkpoint
+from idq_common.streaming.kafka_source import KafkaFeatureSource
+from idq_common.streaming.segments import (
+    AllTime,
+    DQSegDBSegments,
+    SegmentSource,
+    StaticSegments,
+    TopicSegments,
+)
+
+log = logging.getLogger(__name__)
+
+
+def segment_source(
+    settings: Settings, runtime: ServiceRuntime, start: float, wait: float
+) -> SegmentSource:
+    """The segment source ``[segments]`` names.
+
+    ``wait`` (the stage's own ``stream.timeout``) is how long a query may wait for a
+    span the source does not know yet (topic not there yet, DQSegDB lagging).
+    """
+    seg = settings.segments
+    if seg.source == "none":
+        return AllTime()
+    if seg.source == "static":
+        if seg.file is not None:
+            return StaticSegments.from_file(seg.file)
+        return StaticSegments(seg.segments or ())
+    if seg.source == "dqsegdb":
+        assert seg.flag is not None and seg.host is not None
+        return DQSegDBSegments(seg.flag, seg.host, wait=wait)
+    if seg.source == "topic":
+        cfg = settings.kafka.consumer_config(
+            group_id(settings.general.ifo, runtime.stage, "segments")
+        )
+        return TopicSegments(
+            Consumer(cfg),
+            settings.kafka.topics.segments,
+            flag=seg.flag,
+            start=start,
+            wait=wait,
+            dead_letter=runtime.deadletters.publish,
+        )
+    raise ConfigError("segments.source", f"unknown source {seg.source!r}")
+
+
+def start_time(
+    stage: str,
+    checkpoint: Progress,
+    gps_start: float | None,
+    stride: float,
+    from_start: bool = False,
+) -> float:
+    """Where a stage starts: ``--from-start``, else the committed progress, else
+    ``--gps-start``, else (live, no history) the most recent whole stride."""
+    if from_start and gps_start is not None:
+        log.info("%s: reprocessing from GPS %.3f (--from-start)", stage, gps_start)
+        return gps_start
+    resumed = checkpoint.load()
+    if resumed is not None and (gps_start is None or resumed >= gps_start):
+        log.info("%s: resuming from the committed checkpoint at GPS %.3f", stage, resumed)
+        return resumed
+    if gps_start is not None:
+        return gps_start
+    return (gps_now() // stride - 1) * stride
+
+
+def runtime_for(stage: str, settings: Settings, ns: argparse.Namespace) -> ServiceRuntime:
+    """The runtime of ``stage`` (``--metrics-port`` overrides ``[metrics] port``)."""
+    return ServiceRuntime.for_stage(stage, settings, getattr(ns, "metrics_port", None))
+
+
+def store_for(settings: Settings) -> ArtifactStore:
+    """The artifact store ``[store]`` names."""
+    return ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
+
+
+@contextmanager
+def closed_on_error(runtime: ServiceRuntime) -> Iterator[ServiceRuntime]:
+    """Close ``runtime`` (and what it holds) if building the stage fails halfway.
+
+    A Kafka client that cannot be made (bad configuration, no broker) is a
+    :class:`BrokerError`, like every other broker failure.
+    """
+    try:
+        yield runtime
+    except KafkaException as exc:
+        runtime.close()
+        raise BrokerError(f"{runtime.stage}: {exc}") from exc
+    except BaseException:
+        runtime.close()
+        raise
+
+
+def streaming_parts(
+    stage: str, settings: Settings, ns: argparse.Namespace, shared: bool = False
+) -> StageParts:
+    """The parts of a stride-driven stage as the settings and command line describe them."""
+    stream = getattr(settings, stage).stream
+    pad = stage_pad(settings)
+    ifo = settings.general.ifo
+    runtime = runtime_for(stage, settings, ns)
+    with closed_on_error(runtime):
+        checkpoint = Checkpoint(
+            settings.kafka.consumer_config(group_id(ifo, stage)),
+            settings.kafka.topics.features,
+            shared=shared,
+        )
+        runtime.on_close(checkpoint.close)
+        start = start_time(
+            stage, checkpoint, ns.gps_start, stream.stride, getattr(ns, "from_start", False)
+        )
+        source = KafkaFeatureSource(
+            Consumer(settings.kafka.consumer_config(group_id(ifo, stage, "reader"))),
+            settings.kafka.topics.features,
+            start=start - pad,
+            idle_timeout=stream.timeout,
+            dead_letter=runtime.deadletters.publish,
+        )
+        runtime.on_close(source.close)
+        replay = ns.gps_start is not None
+        clock: Clock = (
+            DataClock(source, start, idle_timeout=stream.timeout) if replay else WallClock()
+        )
+        return StageParts(
+            runtime=runtime,
+            checkpoint=checkpoint,
+            source=source,
+            clock=clock,
+            start=start,
+            end=ns.gps_end,
+            replay=replay,
+            segments=partial(segment_source, settings, runtime, wait=stream.timeout),
+        )
