@@ -49,7 +49,7 @@ def run(ns: argparse.Namespace) -> int:
     from idq_common.io.triggerfiles import find_trigger_files, read_triggers
     from idq_common.progress import Progress
 
-    log = logging.getLogger("idq.ingest.files")
+    log = logging.getLogger(__name__)
     if not ns.gps_end > ns.gps_start:
         print("idq ingest files: --gps-end must be after --gps-start", file=sys.stderr)
         return 2
