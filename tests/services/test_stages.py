@@ -96,6 +96,30 @@ def _metric(runtime: ServiceRuntime, name: str, **labels: str) -> float:
     return 0.0 if value is None else value
 
 
+def _run_with_book(
+    chain: Chain,
+    cls: type[EvaluateStage] | type[TimeseriesStage],
+    span: tuple[float, float],
+    calibrations: bool,
+) -> None:
+    """Run a stage that follows the announcements so far over ``span``; keep its results."""
+    progress = MemoryProgress()
+    parts = _parts(chain, cls.stage, span, progress)
+    book = ModelBook(
+        chain.settings.classifiers,
+        chain.store,
+        parts.runtime.metrics,
+        chain.models,
+        chain.calibrations if calibrations else None,
+    )
+    stage = cls(chain.settings, parts, book)
+    try:
+        assert stage.run() == 0
+    finally:
+        stage.close()
+    chain.results[cls.stage] = (parts.runtime, progress, _producer(parts.runtime))
+
+
 @pytest.fixture(scope="module")
 def chain(tmp_path_factory: pytest.TempPathFactory) -> Chain:
     tmp = tmp_path_factory.mktemp("stages")
@@ -145,15 +169,7 @@ def test_train_announces_models_and_commits_after_them(trained: Chain) -> None:
 @pytest.fixture(scope="module")
 def evaluated(trained: Chain) -> Chain:
     chain = trained
-    progress = MemoryProgress()
-    parts = _parts(chain, "evaluate", EVAL_SPAN, progress)
-    book = ModelBook(chain.settings.classifiers, chain.store, parts.runtime.metrics, chain.models)
-    stage = EvaluateStage(chain.settings, parts, book)
-    try:
-        assert stage.run() == 0
-    finally:
-        stage.close()
-    chain.results["evaluate"] = (parts.runtime, progress, _producer(parts.runtime))
+    _run_with_book(chain, EvaluateStage, EVAL_SPAN, calibrations=False)
     return chain
 
 
@@ -232,21 +248,7 @@ def test_calibrate_announces_maps_for_the_models_and_settles_offsets(calibrated:
 @pytest.fixture(scope="module")
 def timeseries(calibrated: Chain) -> Chain:
     chain = calibrated
-    progress = MemoryProgress()
-    parts = _parts(chain, "timeseries", TS_SPAN, progress)
-    book = ModelBook(
-        chain.settings.classifiers,
-        chain.store,
-        parts.runtime.metrics,
-        chain.models,
-        chain.calibrations,
-    )
-    stage = TimeseriesStage(chain.settings, parts, book)
-    try:
-        assert stage.run() == 0
-    finally:
-        stage.close()
-    chain.results["timeseries"] = (parts.runtime, progress, _producer(parts.runtime))
+    _run_with_book(chain, TimeseriesStage, TS_SPAN, calibrations=True)
     return chain
 
 

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, Self, TypeVar
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
@@ -25,94 +25,78 @@ log = logging.getLogger(__name__)
 DeadLetterFn = Callable[[str, str, int, int, bytes | None], None]
 
 
-@dataclass(frozen=True)
-class ModelAnnouncement:
-    """A trained model in the store (``model_announcement`` on the models topic)."""
+@dataclass(frozen=True, kw_only=True)
+class _Announcement:
+    """What both announcement records share: the artifact's place and span, the model,
+    the Avro kind, record and encoding."""
 
-    kind: ClassVar[str] = "model_announcement"
+    kind: ClassVar[str]
 
     ifo: str
     classifier: str
-    flavor: str
+    #: the model (of a calibration: the model whose ranks it calibrates)
     model_id: str
     uri: str
     sha256: str
     created_gps: float
     start: float
     end: float
-    n_samples: int
     metrics: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> Self:
+        """From a decoded Avro record (raises :class:`InvalidMessageError` if incomplete)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        try:
+            return cls(**{k: v for k, v in record.items() if k in names})
+        except TypeError as exc:
+            raise InvalidMessageError(f"{cls.kind}: {exc}") from exc
+
+    def to_record(self) -> dict[str, Any]:
+        """The Avro record."""
+        return dataclasses.asdict(self)
+
+    def encode(self) -> bytes:
+        """Avro single-object encoding."""
+        return encode(self.kind, self.to_record())
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelAnnouncement(_Announcement):
+    """A trained model in the store (``model_announcement`` on the models topic)."""
+
+    kind: ClassVar[str] = "model_announcement"
+
+    flavor: str
+    n_samples: int
 
     @property
     def ident(self) -> str:
         """The artifact id."""
         return self.model_id
 
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> ModelAnnouncement:
-        """From a decoded Avro record (raises :class:`InvalidMessageError` if incomplete)."""
-        return _from_record(cls, record)
 
-    def to_record(self) -> dict[str, Any]:
-        """The Avro record."""
-        return dataclasses.asdict(self)
-
-    def encode(self) -> bytes:
-        """Avro single-object encoding."""
-        return encode(self.kind, self.to_record())
-
-
-@dataclass(frozen=True)
-class CalibrationAnnouncement:
+@dataclass(frozen=True, kw_only=True)
+class CalibrationAnnouncement(_Announcement):
     """A calibration map in the store, and the model whose ranks it calibrates."""
 
     kind: ClassVar[str] = "calibration_announcement"
 
-    ifo: str
-    classifier: str
     calibration_id: str
-    model_id: str
-    uri: str
-    sha256: str
-    created_gps: float
-    start: float
-    end: float
     n_glitch: int
     n_clean: int
     healthy: bool
     #: where the model is, for a reader that has not seen its announcement
     model_uri: str = ""
     model_sha256: str = ""
-    metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def ident(self) -> str:
         """The artifact id."""
         return self.calibration_id
 
-    @classmethod
-    def from_record(cls, record: Mapping[str, Any]) -> CalibrationAnnouncement:
-        """From a decoded Avro record (raises :class:`InvalidMessageError` if incomplete)."""
-        return _from_record(cls, record)
-
-    def to_record(self) -> dict[str, Any]:
-        """The Avro record."""
-        return dataclasses.asdict(self)
-
-    def encode(self) -> bytes:
-        """Avro single-object encoding."""
-        return encode(self.kind, self.to_record())
-
 
 A = TypeVar("A", ModelAnnouncement, CalibrationAnnouncement)
-
-
-def _from_record(cls: type[A], record: Mapping[str, Any]) -> A:
-    names = {f.name for f in dataclasses.fields(cls)}
-    try:
-        return cls(**{k: v for k, v in record.items() if k in names})
-    except TypeError as exc:
-        raise InvalidMessageError(f"{cls.kind}: {exc}") from exc
 
 
 class Announcements(Generic[A]):
