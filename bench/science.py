@@ -5,8 +5,8 @@
   from :meth:`SyntheticModel.optimal_log_likelihood_ratio` on the same samples;
 * calibration coverage: a :class:`CalibrationMap` fitted on a third span's ranks,
   then the fraction of held-out clean samples with FAP <= p (ideal: p);
-* stride invariance: the timeseries products (the stage's computation: grid ->
-  feature_matrix -> rank -> compute_products) over one span polled by a
+* stride invariance: the timeseries products (the stage's computation,
+  :func:`idq_common.science.stride.stride_products`) over one span polled by a
   :class:`StreamProcessor` on ``FunctionSource(model.generate)`` with strides of 1 s,
   16 s and the whole span as one batch; the largest absolute difference of any
   product sample (NaN == NaN counts as equal);
@@ -117,12 +117,8 @@ def measure(span: float = 4000.0, invariance_span: float = 256.0) -> dict[str, A
 def _products_over(
     model: Any, trained: dict[str, Any], settings: Any, start: float, end: float, stride: float
 ) -> dict[str, np.ndarray]:
-    from igwn_segments import segment, segmentlist
-
-    from idq_common.data.triggers import in_segments
     from idq_common.gpstime import ManualClock
-    from idq_common.science.features import FeatureSpec, feature_matrix, grid_times
-    from idq_common.science.products import compute_products
+    from idq_common.science.stride import Calibrated, Stride, stride_products
     from idq_common.streaming.cadence import CadenceManager
     from idq_common.streaming.processor import FunctionSource, StreamProcessor
     from idq_common.streaming.segments import AllTime
@@ -135,20 +131,16 @@ def _products_over(
         start, stride, delay, clock, max_timestamp=end, enforce_integer_strides=False
     )
     proc = StreamProcessor(cadence, FunctionSource(model.generate), AllTime(), pad=pad)
+    models = {name: Calibrated(clf, clf.calibration_map) for name, clf in trained.items()}
     series: dict[str, list[np.ndarray]] = {}
     while not cadence.finished:
         clock.set(cadence.due_at())
         batch = proc.poll()
-        trig = batch.umbrella.triggers()
-        for s, e in batch.strides:
-            times = grid_times(s, e, rate)
-            inside = in_segments(times, batch.segs & segmentlist([segment(s, e)]))
-            for name, clf in trained.items():
-                sp = clf.feature_spec
-                fm = feature_matrix(trig, times, FeatureSpec(sp.channels, sp.window, sp.columns))
-                rank = np.full(times.size, np.nan)
-                rank[inside] = clf.rank(fm[inside])
-                for prod, v in compute_products(rank, inside, clf.calibration_map).items():
+        # every stride of the poll in one call, as the stage does
+        strides = [Stride(s, e, batch.segs) for s, e in batch.strides]
+        for out in stride_products(batch.umbrella.triggers(), strides, rate, models):
+            for name, products in out.products.items():
+                for prod, v in products.items():
                     series.setdefault(f"{name}.{prod}", []).append(v)
         proc.flush()
     return {k: np.concatenate(v) for k, v in series.items()}

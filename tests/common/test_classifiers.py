@@ -8,9 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 import skops.io as sio
-from igwn_segments import segment, segmentlist
+from igwn_segments import segment
 
-from idq_common.data.synthetic import SyntheticSource
 from idq_common.exceptions import ClassifierError, NotCalibratedError, NotTrainedError
 from idq_common.science.classifiers import FLAVORS, Model, is_incremental, make_classifier
 from idq_common.science.features import FeatureSpec
@@ -169,22 +168,6 @@ def test_model_spec_alignment(model: Any, trained: dict[str, Any], test_q: Quive
         other = make_classifier("x", flavor, FAST[flavor], spec2)
         other.from_bytes(trained[flavor].to_bytes())
         assert np.array_equal(other.rank(X2), trained[flavor].rank(X))
-
-
-def test_timeseries_nan_outside_segments(model: Any, trained: dict[str, Any]) -> None:
-    segs = segmentlist([segment(T0 + 10, T0 + 14), segment(T0 + 20, T0 + 22)])
-    src = SyntheticSource(model, T0 + 8, T0 + 24, segs=segmentlist([segment(T0 + 8, T0 + 24)]))
-    clf = trained["random_forest"]
-    times, ranks = clf.timeseries(src, segs=segs, sample_rate=128)
-    assert times.size == 16 * 128 and times[0] == T0 + 8 and times[1] - times[0] == 1 / 128
-    inside = np.zeros(times.size, dtype=bool)
-    for s in segs:
-        inside |= (times >= s[0]) & (times < s[1])
-    assert np.all(np.isnan(ranks[~inside]))
-    assert np.all((ranks[inside] >= 0) & (ranks[inside] <= 1))
-    # default segments: the data's own
-    _, full = clf.timeseries(src, sample_rate=16)
-    assert np.all(np.isfinite(full))
 
 
 def test_efficiency_vs_bayes_optimal(

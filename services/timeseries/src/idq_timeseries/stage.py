@@ -21,12 +21,10 @@ from igwn_segments import segment, segmentlist
 
 from idq_common.config import Settings
 from idq_common.contracts import PRODUCTS, channel_name
-from idq_common.data.triggers import in_segments
 from idq_common.exceptions import FrameError
 from idq_common.io.avro.convert import timeseries_to_record
 from idq_common.io.frames import frame_path, read_provenance, write_frame
-from idq_common.science.features import FeatureSpec, feature_matrix, grid_times
-from idq_common.science.products import compute_products, invalid_products
+from idq_common.science.stride import MAX_CELLS, Stride, StrideProducts, stride_products
 from idq_common.stage.factory import closed_on_error, streaming_parts
 from idq_common.stage.loop import StageParts, StreamingStage
 from idq_common.stage.models import ModelBook, Pair
@@ -67,54 +65,73 @@ class TimeseriesStage(StreamingStage):
     def process(self, batch: StreamBatch) -> None:
         self.book.refresh()
         pairs = {name: self.book.pair(name) for name in self.names}
+        todo: list[Stride] = []
         for gap in batch.gaps:
             # skipped spans lie outside the polled strides: write their frames as OK = 0
             for start in np.arange(gap.start, gap.end, self.stream.stride):
                 if self.owns(start) and not any(s <= start < e for s, e in batch.strides):
-                    self._emit(
-                        float(start),
-                        float(min(start + self.stream.stride, gap.end)),
-                        None,
-                        segmentlist(),
-                        pairs,
-                    )
-        if not batch.strides:
-            return
+                    end = float(min(start + self.stream.stride, gap.end))
+                    todo.append(Stride(float(start), end, segmentlist()))
         for start, end in batch.strides:
-            if not self.owns(start):
-                continue  # another replica's stride
-            valid = batch.segs & segmentlist([segment(start, end)])
-            self._emit(start, end, self.stride_data(batch, start, end).triggers(), valid, pairs)
+            if self.owns(start):  # else another replica's stride
+                todo.append(Stride(start, end, batch.segs & segmentlist([segment(start, end)])))
+        # consecutive strides with the same models go through one computation (one rank
+        # call per classifier for many strides); a group's sample count is bounded so
+        # its memory is too
+        per_group = max(self.rate * self.stream.stride, MAX_CELLS // self._widest(pairs))
+        group: list[tuple[Stride, Path, dict[str, Pair | None]]] = []
+        for stride in todo:
+            path, used = self._target(stride, pairs)
+            if group and (
+                _ids(used) != _ids(group[0][2])
+                or (stride.end - group[0][0].start) * self.rate > per_group
+            ):
+                self._compute(batch, group)
+                group = []
+            group.append((stride, path, used))
+        if group:
+            self._compute(batch, group)
 
-    def _emit(
-        self, start: float, end: float, triggers, valid: segmentlist, pairs: dict[str, Pair | None]
-    ) -> None:
+    def _widest(self, pairs: dict[str, Pair | None]) -> int:
+        widths = [
+            len(p.classifier.feature_spec.channels) * len(p.classifier.feature_spec.columns)
+            for p in pairs.values()
+            if p is not None
+        ]
+        return max([1, *widths])
+
+    def _target(
+        self, stride: Stride, pairs: dict[str, Pair | None]
+    ) -> tuple[Path, dict[str, Pair | None]]:
+        """The frame of a stride and the models to compute it with."""
+        start, end = stride.start, stride.end
         obs = self.settings.general.observatory
         path = frame_path(self.output_dir, obs, self.description, start, end - start)
-        fname = path.name
         if path.exists():
             # a stride done before a restart: redo it with the model and calibration it
             # used then, so the frame and messages come out the same
-            pairs = self._pairs_of(path)
-        times = grid_times(start, end, self.rate)
-        inside = in_segments(times, valid)
-        features: dict[object, np.ndarray] = {}
+            return path, self._pairs_of(path)
+        return path, pairs
+
+    def _compute(
+        self, batch: StreamBatch, group: list[tuple[Stride, Path, dict[str, Pair | None]]]
+    ) -> None:
+        strides = [g[0] for g in group]
+        triggers = None
+        if any(abs(s.valid) for s in strides):
+            triggers = self.stride_data(batch, strides[0].start, strides[-1].end).triggers()
+        results = stride_products(triggers, strides, self.rate, group[0][2])
+        for (_, path, used), result in zip(group, results, strict=True):
+            self._emit(result, path, used)
+
+    def _emit(self, result: StrideProducts, path: Path, pairs: dict[str, Pair | None]) -> None:
+        start, end = result.start, result.end
         series: dict[str, np.ndarray] = {}
         provenance: dict[str, dict[str, str | None]] = {}
         records = []
         for name in self.names:
             pair = pairs.get(name)
-            if triggers is None or pair is None or not pair.healthy or not inside.any():
-                products = invalid_products(times.size)
-            else:
-                spec = pair.classifier.feature_spec
-                key = (spec.channels, spec.window, spec.columns)
-                if key not in features:
-                    fspec = FeatureSpec(spec.channels, spec.window, spec.columns)
-                    features[key] = feature_matrix(triggers, times, fspec)
-                rank = np.full(times.size, np.nan)
-                rank[inside] = pair.classifier.rank(features[key][inside])
-                products = compute_products(rank, inside, pair.calibration)
+            products = result.products[name]
             for product in PRODUCTS:
                 series[channel_name(self.ifo, product, name, self.fmin, self.fmax)] = products[
                     product
@@ -153,7 +170,7 @@ class TimeseriesStage(StreamingStage):
                 timestamp_ms=self.kafka_ms(start),
             )
         oks = ", ".join(f"{n}={float(p['OK'].mean()):.2f}" for n, p, _ in records)
-        log.info("timeseries: stride [%.0f, %.0f) -> %s (OK %s)", start, end, fname, oks)
+        log.info("timeseries: stride [%.0f, %.0f) -> %s (OK %s)", start, end, path.name, oks)
 
     def _pairs_of(self, path: Path) -> dict[str, Pair | None]:
         try:
@@ -165,3 +182,11 @@ class TimeseriesStage(StreamingStage):
         return {
             n: self.book.pair_for_ids(n, prov.get(n, {}).get("calibration_id")) for n in self.names
         }
+
+
+def _ids(pairs: dict[str, Pair | None]) -> tuple[tuple[str, str | None, bool], ...]:
+    """What makes two strides' models the same: ids and health per classifier."""
+    return tuple(
+        (n, p.calibration_id if p else None, p.healthy if p else False)
+        for n, p in sorted(pairs.items())
+    )

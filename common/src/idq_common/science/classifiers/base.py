@@ -237,50 +237,6 @@ class Classifier(ABC):
             return np.zeros(0)
         return np.clip(self._rank(X), 0.0, 1.0).astype(np.float64)
 
-    def timeseries(
-        self,
-        data: Any,
-        segs: Any = None,
-        sample_rate: float = 128,
-        spec: Any = None,
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Rank a regular grid over ``data``'s span.
-
-        Parameters
-        ----------
-        data : ClassifierData
-            Source of triggers (``data.triggers()``, ``data.start``, ``data.end``).
-        segs : segmentlist, optional
-            Where ranks are wanted; default ``data.segs``.
-        sample_rate : float
-            Grid rate in Hz; times are ``start + k / sample_rate``.
-        spec : FeatureSpec, optional
-            Feature layout to compute with; default the classifier's.
-
-        Returns
-        -------
-        times, ranks : np.ndarray
-            Ranks outside ``segs`` are NaN (never a number that could be mistaken
-            for a real rank); the timeseries stage sets OK = 0 there.
-        """
-        from idq_common.science.features import feature_matrix, grid_times
-
-        if spec is None:
-            spec = self.feature_spec
-        segs = data.segs if segs is None else segs
-        times = grid_times(float(data.start), float(data.end), sample_rate)
-        n = times.size
-        inside = np.zeros(n, dtype=bool)
-        for seg in segs:
-            inside |= (times >= float(seg[0])) & (times < float(seg[1]))
-        ranks = np.full(n, np.nan)
-        if inside.any():
-            X = feature_matrix(data.triggers(), times[inside], spec)
-            if spec != self.feature_spec:
-                X = _align_to(X, spec, self.feature_spec)
-            ranks[inside] = self.rank(X)
-        return times, ranks
-
     # -- flavor hooks ----------------------------------------------------------------
     @abstractmethod
     def _rank(self, X: np.ndarray) -> np.ndarray:
