@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from igwn_segments import segment, segmentlist
 
-from idq_common.io.frames import PRODUCTS
+from idq_common.contracts import PRODUCTS
 from idq_common.science.calibration import CalibrationMap
 from idq_common.science.classifiers import make_classifier
 from idq_common.science.features import feature_matrix, grid_times

@@ -166,7 +166,7 @@ def stride_products(
     -------
     list of StrideProducts
         One per stride, in order; products keyed like
-        :data:`idq_common.io.frames.PRODUCTS`, OK = 0 outside ``valid``.
+        :data:`idq_common.contracts.PRODUCTS`, OK = 0 outside ``valid``.
     """
     grids = [grid_times(s.start, s.end, rate) for s in strides]
     inside = [
