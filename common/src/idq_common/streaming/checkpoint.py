@@ -55,6 +55,13 @@ class Checkpoint:
     ) -> None:
         cfg = dict(consumer_config)
         cfg.setdefault("enable.auto.commit", False)
+        if shared:
+            # a replica killed with -9 never leaves the group: until its session times
+            # out every rebalance waits for it (and each restart that gave up waiting
+            # added one more such member). The broker's minimum (6 s) evicts it quickly;
+            # heartbeats come from librdkafka's own thread, so a long stride is no risk.
+            cfg.setdefault("session.timeout.ms", 6000)
+            cfg.setdefault("heartbeat.interval.ms", 1500)
         self._consumer = Consumer(cfg)
         self._topic = topic
         self._timeout = timeout
@@ -69,6 +76,7 @@ class Checkpoint:
             while not self._reassigned and time.monotonic() < deadline:
                 self.serve(0.5)
             if not self._reassigned:
+                self._consumer.close()  # leave the group: a dangling member stalls it
                 raise BrokerError(f"no partition assignment from the group on {topic!r}")
 
     # -- shared work --------------------------------------------------------------------
