@@ -170,3 +170,30 @@ def test_quiver_rejects_unevaluated_and_bad_records() -> None:
         record_to_quiver({**record, "n": 2})
     with pytest.raises(InvalidMessageError):
         record_to_quiver({**record, "end": T0 - 1})
+
+
+@pytest.mark.parametrize(
+    ("column", "value"),
+    [("snr", np.nan), ("snr", np.inf), ("snr", -3.0), ("frequency", np.nan), ("frequency", -1.0)],
+)
+def test_batch_rejects_non_finite_or_negative_values(column: str, value: float) -> None:
+    # found by the chaos corpus: these were accepted, and a NaN or inf snr wins or
+    # poisons every "loudest trigger in the window" comparison downstream
+    record = triggers_to_batch(_triggers(20), "H1", "s", 0, T0, T0 + 1)
+    col = np.frombuffer(record[column], "<f8").copy()
+    col[3] = value
+    with pytest.raises(InvalidMessageError, match=column):
+        batch_to_triggers({**record, column: col.astype("<f8").tobytes()})
+
+
+@pytest.mark.parametrize("rank", [np.nan, 7.5, -0.1])
+def test_quiver_rejects_ranks_outside_unit_interval(rank: float) -> None:
+    # found by the chaos corpus: calibrate fitted KDEs on NaN / out-of-range ranks
+    t = np.array([T0 + 0.25, T0 + 0.5])
+    q = Quiver(t, [1, 0], np.empty((2, 0)), (), T0, T0 + 1, ranks=[0.2, 0.9])
+    q.classifier, q.model_id = "ovl", "m"
+    record = quiver_to_record(q, "H1", 3)
+    ranks = np.frombuffer(record["ranks"], "<f8").copy()
+    ranks[1] = rank
+    with pytest.raises(InvalidMessageError, match="ranks"):
+        record_to_quiver({**record, "ranks": ranks.tobytes()})

@@ -190,6 +190,8 @@ class KafkaFeatureSource:
                 batch_to_triggers(record),
             )
             source = str(record["source"])
+            if batch.seq < 0:
+                raise InvalidMessageError(f"seq {batch.seq} of source {source!r} is negative")
         except (DecodeError, InvalidMessageError, KeyError, ValueError, TypeError) as exc:
             self.dead_lettered += 1
             reason = f"{type(exc).__name__}: {exc}"

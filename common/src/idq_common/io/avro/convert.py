@@ -180,6 +180,11 @@ def batch_to_triggers(record: Mapping[str, Any]) -> TriggerSet:
             f"{len(channels)} channels"
         )
     _check_span(time, record["start"], record["end"])
+    # a NaN, infinite or negative snr/frequency would win or poison "loudest trigger"
+    # comparisons downstream: refused here (NaN fails both comparisons)
+    for name, col in (("snr", snr), ("frequency", frequency)):
+        if n and not (col.min() >= 0.0 and col.max() < np.inf):
+            raise InvalidMessageError(f"{name} spans [{col.min()}, {col.max()}]: not finite >= 0")
     try:
         return TriggerSet(
             channels=channels, channel=channel, time=time, snr=snr, frequency=frequency
@@ -202,6 +207,8 @@ def batch_extra(record: Mapping[str, Any]) -> dict[str, np.ndarray]:
 
 
 def _check_span(time: np.ndarray, start: float, end: float) -> None:
+    if not (np.isfinite(start) and np.isfinite(end)):
+        raise InvalidMessageError(f"batch span [{start}, {end}) is not finite")
     if not start <= end:
         raise InvalidMessageError(f"batch span [{start}, {end}) is inverted")
     # min/max rather than a mask: two passes, no temporary; NaN fails both tests.
@@ -319,6 +326,9 @@ def record_to_quiver(record: Mapping[str, Any]) -> Quiver:
     ranks = unpack(record, "ranks", F8, n)
     if n and not np.isin(labels, (0, 1)).all():
         raise InvalidMessageError("quiver labels must be 0 (clean) or 1 (glitch)")
+    # NaN fails both comparisons: a rank calibrate cannot place is refused here
+    if n and not (ranks.min() >= 0.0 and ranks.max() <= 1.0):
+        raise InvalidMessageError(f"quiver ranks span [{ranks.min()}, {ranks.max()}], not [0, 1]")
     try:
         return Quiver(
             times=times,
