@@ -61,9 +61,9 @@ class Model:
         GPS ``(start, end)`` of the training data (union over updates).
     id : str
         Content id: sha256 prefix of flavor, spec and payload (not of ``created``).
-        OVL payloads are canonical JSON, so retraining OVL on the same data gives the
-        same id; skops names its zip members after object ids and stamps times, so
-        a retrained scikit-learn model gets a new id even when its ranks are equal.
+        Payloads are canonical (OVL: JSON; scikit-learn: a skops zip with
+        process-independent member names and no timestamps), so retraining on the
+        same data gives the same id, in any process.
     """
 
     flavor: str

@@ -32,6 +32,9 @@ trusted types, never with pickle: a type outside the list raises ClassifierError
 
 from __future__ import annotations
 
+import io
+import re
+import zipfile
 from typing import Any, ClassVar
 
 import numpy as np
@@ -76,7 +79,49 @@ def preprocess(X: np.ndarray, spec: FeatureSpec, signed_dt: bool = False) -> np.
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
-    return bytes(sio.dumps(obj))
+    return canonical_skops(bytes(sio.dumps(obj)))
+
+
+_OBJ_ID = re.compile(r'"__id__": (\d+)|"(\d+)\.npy"')
+
+
+def canonical_skops(payload: bytes) -> bytes:
+    """The same skops zip with process-independent names and no timestamps.
+
+    skops names array members and memo ids after ``id(obj)`` and stamps the zip with
+    the wall clock, so the same estimator gave different bytes (and a different
+    model id) in every process: a train round redone after a crash announced a new
+    model for the same data, and downstream outputs named it. Here every such number
+    becomes its rank of first appearance in ``schema.json`` (consistently, so memo
+    references still match), members are written in sorted order at a fixed time.
+    """
+    with zipfile.ZipFile(io.BytesIO(payload)) as zin:
+        schema = zin.read("schema.json").decode()
+        order: dict[str, str] = {}
+        for m in _OBJ_ID.finditer(schema):
+            order.setdefault(m.group(1) or m.group(2), str(len(order)))
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(1) is not None:
+                return f'"__id__": {order[m.group(1)]}'
+            return f'"{order[m.group(2)]}.npy"'
+
+        members = {"schema.json": _OBJ_ID.sub(sub, schema).encode()}
+        kinds = {}
+        for info in zin.infolist():
+            kinds[info.filename] = info.compress_type
+            if info.filename == "schema.json":
+                continue
+            stem = info.filename[: -len(".npy")] if info.filename.endswith(".npy") else None
+            name = f"{order[stem]}.npy" if stem in order else info.filename
+            members[name] = zin.read(info.filename)
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w") as zout:
+        for name in sorted(members):
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = kinds.get(name, zipfile.ZIP_DEFLATED)
+            zout.writestr(info, members[name])
+    return out.getvalue()
 
 
 def _loads(payload: bytes) -> dict[str, Any]:
