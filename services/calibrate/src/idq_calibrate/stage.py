@@ -156,7 +156,15 @@ class CalibrateStage:
                 deadletter=runtime.deadletters.publish,
             )
             runtime.on_close(models.close)
-            consumer = Consumer(settings.kafka.consumer_config(group_id(ifo, "calibrate")))
+            # a calibrate killed with -9 never leaves its group: with the broker's minimum
+            # session (6 s, not librdkafka's 45 s) its replacement gets the partitions soon
+            consumer = Consumer(
+                {
+                    "session.timeout.ms": 6000,
+                    "heartbeat.interval.ms": 1500,
+                    **settings.kafka.consumer_config(group_id(ifo, "calibrate")),
+                }
+            )
             return cls(
                 settings, runtime, consumer, models, upstream, store_for(settings), ns.gps_end
             )
@@ -377,6 +385,9 @@ class CalibrateStage:
             metrics={
                 "bandwidth_glitch": cmap.bandwidth_glitch,
                 "bandwidth_clean": cmap.bandwidth_clean,
+                # samples first used by this calibration: summed over announcements
+                # they count what calibrate consumed (each exactly once)
+                "new_samples": float(batch.new),
             },
         )
         self.runtime.produce(
