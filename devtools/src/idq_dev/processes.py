@@ -38,6 +38,9 @@ def free_port() -> int:
 def port_free(port: int) -> bool:
     """True when ``port`` can be bound on 127.0.0.1."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        # as a listening server binds (Kafka does): connections of a just-stopped
+        # broker in TIME_WAIT must not make its own port look taken on restart
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind(("127.0.0.1", port))
         except OSError:

@@ -12,7 +12,7 @@ Paths (DQSegDB API, LIGO-T1300625 section 5.1, as built by ``dqsegdb2.api``)::
 
 Segments are clipped to ``[s, e)`` like the real server. Modes for failure tests:
 ``"ok"``; ``"down"`` (HTTP 503 on every request); ``"garbage"`` (HTTP 200 with a body
-that is not JSON). :meth:`DQSegDBServer.stop` then a request gives connection refused.
+that is not JSON); and ``delay`` seconds before every answer (a slow server). :meth:`DQSegDBServer.stop` then a request gives connection refused.
 Binds 127.0.0.1 on a free port; runs in a daemon thread.
 """
 
@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterable, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -53,6 +54,7 @@ class DQSegDBServer:
         for flag, segs in (flags or {}).items():
             self.set_flag(flag, segs["known"], segs["active"])
         self.mode = "ok"
+        self.delay = 0.0
         self.requests: list[str] = []  # paths served, for tests
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
@@ -112,6 +114,8 @@ class DQSegDBServer:
         with self._lock:
             self.requests.append(h.path)
             mode = self.mode
+        if self.delay > 0:  # a slow server (chaos): every answer takes this long
+            time.sleep(self.delay)
         if mode == "down":
             return self._send(h, 503, b'{"error": "service unavailable"}')
         if mode == "garbage":
