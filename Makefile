@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 PACKAGES := common services/train services/evaluate services/calibrate services/timeseries services/ingest devtools
 PYPROJECTS := $(addsuffix /pyproject.toml,$(PACKAGES))
 
-.PHONY: install system-deps kafka-jars test lint demo bench bench-quick clean help
+.PHONY: install system-deps kafka-jars test lint demo bench bench-quick chaos clean help
 
 help:
 	@echo "make demo        run the whole pipeline locally on synthetic data (the main job)"
@@ -17,6 +17,7 @@ help:
 	@echo "make lint        ruff + mypy"
 	@echo "make bench       full benchmarks -> bench/results/latest.json"
 	@echo "make bench-quick reduced benchmarks (< 2 min)"
+	@echo "make chaos       the chaos suite (kill -9, broker/S3 outages, bad inputs) -> bench/results/chaos.json"
 
 $(STAMP): $(PYPROJECTS) requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -58,6 +59,10 @@ bench: install
 
 bench-quick: install
 	$(PY) -m bench.run --quick
+
+# the full chaos suite; a reduced form runs in `make test` (tests/chaos)
+chaos: install
+	$(PY) -m idq_dev.chaos
 
 clean:
 	rm -rf .cache/demo .pytest_cache

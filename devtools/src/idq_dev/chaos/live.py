@@ -1,0 +1,171 @@
+"""Live mode with DQSegDB down, then slow (the chaos run's last scenario).
+
+idq-timeseries runs live (wall clock) on features produced in real time, with its
+analysis segments from a local DQSegDB server that knows the flag active at all
+times. The models and calibrations of the chaos run are announced again on this
+scenario's topics. Timeline: normal, server *down* (HTTP 503) for ``down`` seconds,
+then *slow* (every answer ``slow_delay`` s late) for ``slow`` seconds, then normal.
+
+Pass: every stride of the live window has exactly one frame; strides decided while
+the server was down have OK = 0 everywhere and are counted as published gaps
+(``idq_gaps_total``); once the server is back, OK returns (recovery time measured);
+the slow server costs no livetime.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from confluent_kafka import Producer
+
+from idq_common.config import Settings
+from idq_common.gpstime import gps_now
+from idq_common.io.avro import codec
+from idq_common.io.frames import find_frames, read_frame
+from idq_dev.broker import free_port
+from idq_dev.chaos.faults import scrape
+from idq_dev.pipeline.local import ServiceProcess
+from idq_dev.testing.dqsegdb_server import DQSegDBServer
+from idq_dev.testing.pipeline import pipeline_config
+
+log = logging.getLogger(__name__)
+
+FLAG = "H1:DMT-ANALYSIS_READY:1"
+
+
+def _copy_announcements(src: Settings, dst: Settings, read_topic: Any) -> int:
+    p = Producer(dst.kafka.producer_config())
+    n = 0
+    for kind in ("models", "calibrations"):
+        for _, _, value in read_topic(src, kind):
+            rec = codec.decode(value)[1]
+            p.produce(getattr(dst.kafka.topics, kind), value, key=rec["classifier"].encode())
+            n += 1
+    p.flush(30)
+    return n
+
+
+def _ok_fraction(path: Path) -> float:
+    frame = read_frame(path)
+    oks = [v for k, v in frame.items() if "-OK_" in k]
+    return float(np.mean([np.mean(v) for v in oks])) if oks else 0.0
+
+
+def live_dqsegdb(
+    workdir: Path,
+    bootstrap: str,
+    chaos: Settings,
+    store: dict[str, Any],
+    env: dict[str, str],
+    edit: Any,
+    read_topic: Any,
+    normal: float = 20.0,
+    down: float = 20.0,
+    slow: float = 20.0,
+    slow_delay: float = 2.0,
+) -> dict[str, Any]:
+    """Run the scenario; its part of the report."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    server = DQSegDBServer({FLAG: {"known": [(0, 2e9)], "active": [(0, 2e9)]}}).start()
+    try:
+
+        def live_edit(doc: dict[str, Any]) -> None:
+            edit(doc)
+            doc["segments"] = {"source": "dqsegdb", "flag": FLAG, "host": server.url}
+
+        config, settings = pipeline_config(
+            workdir, bootstrap, "live", store=store, edit=live_edit, env=env
+        )
+        copied = _copy_announcements(chaos, settings, read_topic)
+        bindir = Path(sys.executable).parent
+        total = normal + down + slow + normal
+        t_data = float(int(gps_now()))
+        full_env = {**env, "PYTHONUNBUFFERED": "1"}
+        full_env = {**os.environ, **full_env}
+        producer = ServiceProcess(
+            "produce",
+            [str(bindir / "idq"), "produce", "--config", str(config), "--gps-start",
+             str(t_data - 8), "--gps-end", str(t_data + total + 30), "--speed", "1",
+             "--witnesses", "6", "--noise-channels", "30", "--seed", "5"],
+            workdir / "logs" / "produce.log", full_env,
+        )  # fmt: skip
+        port = free_port()
+        ts = ServiceProcess(
+            "timeseries",
+            [str(bindir / "idq-timeseries"), "--config", str(config), "--metrics-port", str(port)],
+            workdir / "logs" / "timeseries.log",
+            full_env,
+        )
+        producer.start()
+        ts.start()
+        marks: dict[str, float] = {}
+        t0 = time.monotonic()
+
+        def at(seconds: float) -> None:
+            while time.monotonic() - t0 < seconds:
+                time.sleep(0.1)
+
+        at(normal)
+        marks["down_from"] = gps_now()
+        server.mode = "down"
+        at(normal + down)
+        server.mode = "ok"
+        server.delay = slow_delay
+        marks["down_to"] = marks["slow_from"] = gps_now()
+        at(normal + down + slow)
+        server.delay = 0.0
+        marks["slow_to"] = gps_now()
+        at(total)
+        gaps = scrape(port, "idq_gaps_total")
+        gap_seconds = scrape(port, "idq_gap_seconds_total")
+        ts.terminate()
+        producer.terminate()
+        out = Path(settings.timeseries.output_dir)
+        frames = find_frames(out, settings.general.ifo[0], settings.timeseries.description)
+        starts = [int(p.name.split("-")[-2]) for p in frames]
+        window = range(min(starts), max(starts) + 1) if starts else range(0)
+        missing = [t for t in window if t not in starts]
+        dupes = len(starts) - len(set(starts))
+        ok = {t: _ok_fraction(p) for t, p in zip(starts, frames, strict=True)}
+        # strides decided while the server was down: the stage polls a few seconds late
+        delay = settings.timeseries.stream.delay
+        in_down = [t for t in ok if marks["down_from"] + 2 <= t + delay + 1 <= marks["down_to"] - 8]
+        in_slow = [t for t in ok if marks["slow_from"] + 10 <= t <= marks["slow_to"] - 4]
+        before = [t for t in ok if t < marks["down_from"] - 3]
+        after = [t for t in ok if t >= marks["down_to"]]
+        first_ok_after = next((t for t in sorted(after) if ok[t] > 0), None)
+        recovery = None if first_ok_after is None else first_ok_after + 1 - marks["down_to"]
+        slow_ok = float(np.mean([ok[t] for t in in_slow])) if in_slow else 0.0
+        report: dict[str, Any] = {
+            "announcements_copied": copied,
+            "frames": len(starts),
+            "missing_strides": missing,
+            "duplicate_frames": dupes,
+            "strides_while_down": len(in_down),
+            "ok_while_down_max": max((ok[t] for t in in_down), default=None),
+            "ok_before_mean": float(np.mean([ok[t] for t in before])) if before else None,
+            "ok_while_slow_mean": slow_ok,
+            "gaps_published": gaps,
+            "gap_seconds_published": gap_seconds,
+            "dqsegdb_requests": len(server.requests),
+            "recovery_s": recovery,
+        }
+        report["ok"] = bool(
+            starts
+            and not missing
+            and not dupes
+            and in_down
+            and report["ok_while_down_max"] == 0.0
+            and (gaps or 0) > 0
+            and recovery is not None
+            and slow_ok > 0
+        )
+        return report
+    finally:
+        server.stop()
