@@ -25,6 +25,7 @@ from idq_common.gpstime import ManualClock
 from idq_common.io.avro.convert import record_to_timeseries
 from idq_common.io.frames import find_frames, read_frame, read_provenance
 from idq_common.io.store import ArtifactStore
+from idq_common.science.calibration import CalibrationMap
 from idq_common.stage.announcements import (
     Announcements,
     CalibrationAnnouncement,
@@ -237,6 +238,9 @@ def test_calibrate_announces_maps_for_the_models_and_settles_offsets(calibrated:
         assert (ann.model_uri, ann.model_sha256) == (model.uri, model.sha256)
         assert ann.n_glitch + ann.n_clean >= calibrated.settings.calibrate.min_new_samples
         assert calibrated.store.get(ann.uri, ann.sha256)
+        # the floor is the map's own FAP at rank 1, never below the conformal 1/(n+1)
+        cmap = CalibrationMap.from_json(calibrated.store.get(ann.uri, ann.sha256).decode())
+        assert ann.fap_floor == float(cmap.fap(np.ones(1))[0]) >= 1 / (ann.n_clean + 1)
         assert _metric(runtime, "idq_calibrations_published_total", classifier=key) >= 1
     dead = _producer(runtime).records(calibrated.settings.kafka.topics.deadletter)
     assert len(dead) == 1 and dead[0][1]["offset"] == len(consumer.messages) - 1

@@ -145,6 +145,12 @@ class CalibrateSettings:
     max_samples: int
     grid_points: int
     stream: StreamSettings
+    #: samples (of the model in use) also kept while within this many seconds of the
+    #: newest, beyond ``max_samples``: the clean ones set the smallest FAP a map can
+    #: claim, 1 / (n_clean + 1), so hours of them make FAP 1e-3 and below reachable
+    history_seconds: float = 0.0
+    #: bound on what the history keeps (memory: ~9 bytes per sample)
+    max_history_samples: int = 500_000
 
 
 @dataclass(frozen=True, slots=True)

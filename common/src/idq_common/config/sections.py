@@ -283,7 +283,18 @@ def evaluate(root: Table) -> EvaluateSettings:
 
 def calibrate(root: Table) -> CalibrateSettings:
     """``[calibrate]``; ``[calibrate.stream]`` keys not given come from ``[evaluate.stream]``."""
-    t = _section(root, "calibrate", ("min_new_samples", "max_samples", "grid_points", "stream"))
+    t = _section(
+        root,
+        "calibrate",
+        (
+            "min_new_samples",
+            "max_samples",
+            "grid_points",
+            "history_seconds",
+            "max_history_samples",
+            "stream",
+        ),
+    )
     min_new, max_samples = _sample_counts(t)
     own = t.raw_table("stream") or {}
     evaluate_stream = root.data["evaluate"]["stream"]  # validated by evaluate() already
@@ -293,6 +304,8 @@ def calibrate(root: Table) -> CalibrateSettings:
         max_samples=max_samples,
         grid_points=t.integer("grid_points", 501, min=2),
         stream=stream(Table(merged, t.key("stream"), t.ctx, _STREAM_KEYS)),
+        history_seconds=float(t.number("history_seconds", 0.0, ge=0.0)),
+        max_history_samples=t.integer("max_history_samples", 500_000, min=1),
     )
 
 

@@ -89,6 +89,8 @@ class CalibrationAnnouncement(_Announcement):
     #: where the model is, for a reader that has not seen its announcement
     model_uri: str = ""
     model_sha256: str = ""
+    #: the smallest FAP the map gives (0: not recorded, announcements before v3)
+    fap_floor: float = 0.0
 
     @property
     def ident(self) -> str:

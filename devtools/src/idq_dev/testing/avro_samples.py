@@ -84,6 +84,7 @@ def sample_records(seed: int = 7) -> dict[str, dict[str, Any]]:
             "n_glitch": 300,
             "n_clean": 3000,
             "healthy": True,
+            "fap_floor": 1 / 3001,
             "metrics": {"bandwidth_glitch": 0.03},
         },
         "timeseries_stride": {

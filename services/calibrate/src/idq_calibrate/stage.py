@@ -87,9 +87,15 @@ class MiniBatch:
         self.new += len(ranks)
         self.unsettled.append(origin)
 
-    def prune(self, max_samples: int) -> None:
-        """Keep the newest quivers holding at most ``max_samples`` samples (at least one)."""
+    def prune(self, max_samples: int, history_seconds: float = 0.0, max_history: int = 0) -> None:
+        """Keep the newest quivers holding at most ``max_samples`` samples (at least one),
+        and beyond those the quivers ending within ``history_seconds`` of the newest, up
+        to ``max_history`` samples in all."""
+        newest = max((e for _, e in self.spans), default=0.0)
         while len(self.ranks) > 1 and self.size - len(self.ranks[0]) >= max_samples:
+            in_history = self.spans[0][1] > newest - history_seconds
+            if in_history and self.size <= max(max_history, max_samples):
+                break
             self.ranks.pop(0)
             self.labels.pop(0)
             self.spans.pop(0)
@@ -116,6 +122,8 @@ class CalibrateStage:
         self.min_new = cfg.min_new_samples
         self.max_samples = cfg.max_samples
         self.grid_points = cfg.grid_points
+        self.history_seconds = cfg.history_seconds
+        self.max_history = cfg.max_history_samples
         #: the calibration map's health minimum per class
         self.min_per_class = MIN_PER_CLASS
         self.poll_seconds = float(cfg.stream.stride)
@@ -339,7 +347,7 @@ class CalibrateStage:
                     self.min_per_class,
                 )
                 continue
-            batch.prune(self.max_samples)
+            batch.prune(self.max_samples, self.history_seconds, self.max_history)
             self._fit(name, batch)
 
     def _fit(self, name: str, batch: MiniBatch) -> None:
@@ -352,6 +360,8 @@ class CalibrateStage:
             glitch, clean, grid_points=self.grid_points, min_samples=self.min_per_class
         )
         healthy, reason = cmap.health()
+        # the smallest FAP this map can give: what a FAP threshold below it cannot reach
+        fap_floor = float(cmap.fap(np.ones(1))[0])
         start = min(s for s, _ in batch.spans)
         end = max(e for _, e in batch.spans)
         ref = self.store.put(
@@ -382,6 +392,7 @@ class CalibrateStage:
             n_glitch=len(glitch),
             n_clean=len(clean),
             healthy=bool(healthy),
+            fap_floor=fap_floor,
             metrics={
                 "bandwidth_glitch": cmap.bandwidth_glitch,
                 "bandwidth_clean": cmap.bandwidth_clean,
@@ -405,7 +416,7 @@ class CalibrateStage:
         self.runtime.metrics.accumulated(name, 0)
         log.info(
             "%s: calibration %s for model %s from %d glitch + %d clean samples [%.0f, %.0f) "
-            "in %.2f s%s",
+            "(FAP floor %.2g) in %.2f s%s",
             name,
             ref.id,
             batch.model_id,
@@ -413,6 +424,7 @@ class CalibrateStage:
             len(clean),
             start,
             end,
+            fap_floor,
             time.monotonic() - t0,
             "" if healthy else f" (UNHEALTHY: {reason})",
         )
