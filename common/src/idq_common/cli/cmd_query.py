@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 
+from idq_common.cli.helpformat import HelpFormatter, plain
+
 NAME = "query"
 HELP = "min FAP / max PGLITCH with OK = 1 around a GPS time, as JSON"
 
@@ -19,8 +21,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p: argparse.ArgumentParser = subparsers.add_parser(
         NAME,
         help=HELP,
-        description=__doc__,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description=plain(__doc__),
+        formatter_class=HelpFormatter,
     )
     p.add_argument("-c", "--config", default="etc/idq.toml", help="TOML configuration")
     p.add_argument("--gps", type=float, required=True, help="GPS time of the candidate")

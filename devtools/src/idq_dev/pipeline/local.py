@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -143,10 +143,21 @@ class LocalPipeline:
         self.processes[stage].start()
         return status
 
-    def wait(self, names: Sequence[str], timeout: float, poll: float = 0.5) -> None:
-        """Wait until the named processes have exited; raise if one failed or time ran out."""
+    def wait(
+        self,
+        names: Sequence[str],
+        timeout: float,
+        poll: float = 0.5,
+        on_poll: Callable[[], None] | None = None,
+    ) -> None:
+        """Wait until the named processes have exited; raise if one failed or time ran out.
+
+        ``on_poll`` is called at every poll (e.g. a progress line).
+        """
         deadline = time.monotonic() + timeout
         while True:
+            if on_poll is not None:
+                on_poll()
             for name in names:
                 p = self.processes[name]
                 if p.proc is not None and p.proc.poll() not in (None, 0):
