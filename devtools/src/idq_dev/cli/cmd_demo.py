@@ -80,12 +80,12 @@ def run(ns: argparse.Namespace) -> int:
 
     from idq_common.cli.cmd_produce import model_from_args
     from idq_common.config import load_settings_or_exit
+    from idq_common.contracts import STAGES
     from idq_common.io.frames import find_frames
     from idq_common.io.kafka.topics import create_topics, topic_specs
     from idq_common.progress import Progress
     from idq_common.report import write_report
     from idq_dev.broker import LocalBroker
-    from idq_common.contracts import STAGES
     from idq_dev.pipeline.local import LocalPipeline
     from idq_dev.pipeline.summary import print_summary, summarize_run
 
