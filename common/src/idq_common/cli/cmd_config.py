@@ -18,11 +18,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     sub = parser.add_subparsers(dest="config_command", metavar="ACTION", required=True)
     check = sub.add_parser("check", help="validate FILE; exit 2 with one line on error")
     check.add_argument("file", metavar="FILE", help="TOML configuration file")
-    check.add_argument("--show", action="store_true", help="print the effective config (JSON)")
+    check.add_argument("--show", action="store_true", help="print the effective config")
+    check.add_argument(
+        "--format", choices=("toml", "json"), default="toml", help="of --show (default: toml)"
+    )
     return parser
 
 
 def run(ns: argparse.Namespace) -> int:
     from idq_common.config.cli_check import main
 
-    return main([ns.file, *(["--show"] if ns.show else [])])
+    return main([ns.file, *(["--show"] if ns.show else []), "--format", ns.format])

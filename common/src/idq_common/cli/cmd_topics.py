@@ -8,6 +8,7 @@ stand alone. Without any bootstrap, the local broker of ``idq kafka up`` is used
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +91,11 @@ def _plan(ns: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def run(ns: argparse.Namespace) -> int:
-    from confluent_kafka.admin import AdminClient
-
     from idq_common.io.kafka.topics import create_topics, topic_specs
 
     admin, spec = _plan(ns)
+    meta = _metadata(admin)
     if ns.topics_command == "list":
-        meta = AdminClient(admin).list_topics(timeout=30)
         for name in sorted(meta.topics):
             if not name.startswith("__"):
                 print(f"{name}\t{len(meta.topics[name].partitions)} partition(s)")
@@ -110,5 +109,37 @@ def run(ns: argparse.Namespace) -> int:
             policy = s.config.get("cleanup.policy", "")
             print(f"created  {s.name}  partitions={s.partitions} {policy}")
         else:
-            print(f"exists   {s.name}  (left as it is)")
+            have = meta.topics.get(s.name)
+            n = len(have.partitions) if have is not None else s.partitions
+            print(f"exists   {s.name}  partitions={n} (left as it is)")
+            if n < s.partitions:
+                # Kafka only adds partitions (kafka-topics --alter); fewer than the config
+                # asks for caps the replicas that can share the work
+                print(
+                    f"idq topics: warning: {s.name} has {n} partition(s), the config wants "
+                    f"{s.partitions}: at most {n} replicas of a stage share it",
+                    file=sys.stderr,
+                )
     return 0
+
+
+def _metadata(admin: dict[str, Any]) -> Any:
+    """Cluster metadata, or one line (BrokerError) when no broker answers.
+
+    librdkafka would otherwise log a FAIL line per retry until the timeout: its log
+    goes to a silenced logger, and the wait is short.
+    """
+    import logging
+
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    quiet = logging.getLogger("idq.topics.librdkafka")
+    quiet.setLevel(logging.CRITICAL)
+    quiet.propagate = False
+    bootstrap = admin.get("bootstrap.servers")
+    try:
+        return AdminClient({**admin, "logger": quiet}).list_topics(timeout=5)
+    except KafkaException as exc:
+        err = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else exc
+        raise BrokerError(f"no Kafka broker answers at {bootstrap} ({err})") from None

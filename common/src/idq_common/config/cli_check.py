@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from idq_common.config.load import load_settings_or_exit
 
@@ -41,9 +42,55 @@ def build_parser(prog: str = "idq config check") -> argparse.ArgumentParser:
     parser.add_argument(
         "--show",
         action="store_true",
-        help="print the effective configuration as JSON (secrets masked)",
+        help="print the effective configuration (secrets masked)",
+    )
+    parser.add_argument(
+        "--format",
+        choices=("toml", "json"),
+        default="toml",
+        help="of --show: TOML in the file's layout, or indented JSON",
     )
     return parser
+
+
+def show(settings: Any, fmt: str = "toml") -> str:
+    """The effective configuration as readable TOML (the file's layout) or JSON.
+
+    TOML has no null: unset optional keys are listed as comments, so every key the
+    program knows is visible either way.
+    """
+    import json
+
+    doc = settings.to_dict(mask_secrets=True)
+    source = doc.pop("source", None)
+    if fmt == "json":
+        return json.dumps(doc, indent=2)
+    import tomli_w
+
+    classifiers = doc.pop("classifiers", [])
+    unset: list[str] = []
+
+    def clean(d: dict[str, Any], path: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            if v is None:
+                unset.append(f"{path}{k}")
+            elif isinstance(v, dict):
+                out[k] = clean(v, f"{path}{k}.")
+            elif v in ("inf", "-inf"):
+                out[k] = float(v)
+            elif isinstance(v, list):
+                out[k] = [float(x) if x in ("inf", "-inf") else x for x in v]
+            else:
+                out[k] = v
+        return out
+
+    body = clean(doc, "")
+    body["classifier"] = [clean(c, "classifier.") for c in classifiers]
+    head = [f"# effective configuration of {source}" if source else "# effective configuration"]
+    if unset:
+        head.append("# unset (no value): " + ", ".join(unset))
+    return "\n".join(head) + "\n\n" + tomli_w.dumps(body)
 
 
 def main(args: Sequence[str] | None = None) -> int:
@@ -51,7 +98,7 @@ def main(args: Sequence[str] | None = None) -> int:
     ns = build_parser().parse_args(args)
     settings = load_settings_or_exit(ns.file)
     if ns.show:
-        print(settings.dump())
+        print(show(settings, ns.format))
     else:
         names = ", ".join(f"{c.nickname} ({c.flavor})" for c in settings.classifiers)
         print(f"idq: config OK: {ns.file} (ifo {settings.general.ifo}; classifiers {names})")

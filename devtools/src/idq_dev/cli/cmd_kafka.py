@@ -57,6 +57,16 @@ def _print_status(status: object, as_json: bool, text: str) -> None:
         print(text)
 
 
+def _print_export(bootstrap: str | None, as_json: bool) -> None:
+    """The line that points every ``idq`` command and service at this broker.
+
+    The port is a free one, not etc/idq.toml's 9092: the environment override wins
+    over the file (``IDQ_<SECTION>__<KEY>``).
+    """
+    if bootstrap and not as_json:
+        print(f"export IDQ_KAFKA__BOOTSTRAP_SERVERS={bootstrap}")
+
+
 def run(ns: argparse.Namespace) -> int:
     from idq_dev.broker import LocalBroker
     from idq_dev.jars import fetch_jars, jars_ready
@@ -79,6 +89,7 @@ def run(ns: argparse.Namespace) -> int:
                 f"kafka already up: bootstrap {now.bootstrap} (pid {now.pid}, "
                 f"{'ready' if now.ready else 'NOT ready'}, data {now.data_dir})",
             )
+            _print_export(now.bootstrap, ns.json)
             return 0 if now.ready else 1
         status = broker.start()
         _print_status(
@@ -87,6 +98,7 @@ def run(ns: argparse.Namespace) -> int:
             f"kafka up: bootstrap {status.bootstrap} (pid {status.pid}, "
             f"started in {status.start_seconds:.1f} s, data {status.data_dir})",
         )
+        _print_export(status.bootstrap, ns.json)
         return 0
 
     broker = LocalBroker(data_dir)
