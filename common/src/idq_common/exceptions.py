@@ -46,6 +46,10 @@ class NoDataError(IDQError):
     """A data source holds nothing for the requested span."""
 
 
+class StopRequested(IDQError):
+    """A stop (SIGTERM) was requested while waiting for data: abandon the stride."""
+
+
 class BadSpanError(IDQError):
     """A requested span is malformed or not (yet) available from the source."""
 

@@ -139,7 +139,8 @@ def _metadata(admin: dict[str, Any]) -> Any:
     quiet.propagate = False
     bootstrap = admin.get("bootstrap.servers")
     try:
-        return AdminClient({**admin, "logger": quiet}).list_topics(timeout=5)
+        conf: dict[str, Any] = {**admin, "logger": quiet}
+        return AdminClient(conf).list_topics(timeout=5)
     except KafkaException as exc:
         err = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else exc
         raise BrokerError(f"no Kafka broker answers at {bootstrap} ({err})") from None

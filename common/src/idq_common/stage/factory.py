@@ -145,6 +145,7 @@ def streaming_parts(
             dead_letter=runtime.deadletters.publish,
         )
         runtime.on_close(source.close)
+        source.should_stop = lambda: bool(runtime.stop)
         replay = ns.gps_start is not None
         clock: Clock = (
             DataClock(source, start, idle_timeout=stream.timeout) if replay else WallClock()

@@ -27,6 +27,7 @@ from igwn_segments import segmentlist
 from idq_common.config import Settings, StreamSettings
 from idq_common.data.base import ClassifierData, InMemoryData
 from idq_common.data.triggers import TriggerSet
+from idq_common.exceptions import StopRequested
 from idq_common.gpstime import Clock, gps_to_kafka_ms
 from idq_common.science.features import FeatureSpec
 from idq_common.science.quiver import Quiver, build_quiver
@@ -200,7 +201,10 @@ class StreamingStage(ABC):
                 self.cadence.wait()
                 continue
             t0 = time.monotonic()
-            batch = self.processor.poll()
+            try:
+                batch = self.processor.poll()
+            except StopRequested:
+                break  # nothing of the stride was produced or committed
             if rt.stop and not batch.strides:
                 break
             for gap in batch.gaps:

@@ -44,6 +44,7 @@ from idq_common.exceptions import (
     IncompleteDataError,
     InvalidMessageError,
     NoDataError,
+    StopRequested,
 )
 from idq_common.io.avro import codec
 from idq_common.io.avro.convert import batch_to_triggers
@@ -159,6 +160,8 @@ class KafkaFeatureSource:
         self.dead_lettered = 0
         self.consumed = 0
         self.seeks = 0
+        #: polled while waiting for a span: True abandons the wait (a stop was requested)
+        self.should_stop: Callable[[], bool] = lambda: False
 
     # -- positioning -------------------------------------------------------------------
     def seek(self, gps: float) -> None:
@@ -263,6 +266,10 @@ class KafkaFeatureSource:
             self.seek(start)
         last = self._monotonic()
         while not self._complete(end):
+            if self.should_stop():
+                # SIGTERM must not wait out idle_timeout: the stride is abandoned
+                # uncommitted and done again after a restart
+                raise StopRequested(f"features {self.topic} [{start}, {end}): stop requested")
             if self.advance(0.2):
                 last = self._monotonic()
             elif self._monotonic() - last >= self.idle_timeout:
