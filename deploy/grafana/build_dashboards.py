@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from idq_common.contracts import STAGES
+from idq_common.contracts import SERVICES
 
 OUT = Path(__file__).resolve().parent / "dashboards"
 DS = {"type": "prometheus", "uid": "${datasource}"}
@@ -336,6 +336,16 @@ def stage_dashboard(stage: str) -> dict[str, Any]:
                 )
             ],
         )
+    elif stage == "ingest":
+        lay.add(
+            "JSON messages refused per minute, by reason",
+            [
+                target(
+                    f"sum by (reason) (rate(idq_deadletter_messages_total{{{sel}}}[$__rate_interval])) * 60",
+                    "{{reason}}",
+                )
+            ],
+        )
     else:
         output_panels(lay, sel)
         artifact_panels(lay, sel, ("model", "calibration"))
@@ -354,7 +364,7 @@ def stage_dashboard(stage: str) -> dict[str, Any]:
 def build() -> dict[str, dict[str, Any]]:
     """File name -> dashboard document."""
     out = {"idq-overview.json": overview()}
-    for stage in STAGES:
+    for stage in SERVICES:
         out[f"idq-{stage}.json"] = stage_dashboard(stage)
     return out
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from idq_common.contracts import STAGES
+from idq_common.contracts import SERVICES
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "docker" / "Dockerfile"
@@ -170,7 +170,7 @@ def test_entrypoint_is_the_stage_console_script(dockerfile: tuple[str, list[Stag
     assert any("/usr/local/bin/idq-stage" in r and "idq-${STAGE}" in r for r in final.all("RUN"))
 
 
-@pytest.mark.parametrize("stage", STAGES)
+@pytest.mark.parametrize("stage", SERVICES)
 def test_every_stage_can_be_built(stage: str) -> None:
     """What ``--build-arg STAGE=<stage>`` names: a package with the idq-<stage> script."""
     data = tomllib.loads((ROOT / "services" / stage / "pyproject.toml").read_text())

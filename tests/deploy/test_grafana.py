@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from idq_common.contracts import STAGES
+from idq_common.contracts import SERVICES
 from idq_dev.testing.prometheus import (
     architecture_metric_names,
     extract_expressions,
@@ -31,7 +31,7 @@ def contract_names() -> set[str]:
 
 def test_dashboard_files() -> None:
     names = {p.name for p in DASHBOARDS}
-    assert names == {"idq-overview.json", *(f"idq-{s}.json" for s in STAGES)}
+    assert names == {"idq-overview.json", *(f"idq-{s}.json" for s in SERVICES)}
 
 
 @pytest.mark.parametrize("path", DASHBOARDS, ids=lambda p: p.name)

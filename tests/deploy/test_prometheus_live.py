@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-from idq_common.contracts import STAGES
+from idq_common.contracts import SERVICES
 from idq_dev.testing.prometheus import (
     Expression,
     PrometheusError,
@@ -99,7 +99,7 @@ def test_every_deploy_expression_parses(
     """All rule and dashboard PromQL is accepted by a real Prometheus, rules loaded too."""
     exprs = extract_expressions(RULES, DASHBOARDS)
     assert len(exprs) > 50
-    assert len(RULES) >= 1 and len(DASHBOARDS) == 5
+    assert len(RULES) >= 1 and len(DASHBOARDS) == 1 + len(SERVICES)
     prom = prometheus_factory([toy_endpoint[0]], rule_files=RULES)
     report = check_expressions(prom, exprs)
     assert report.ok, report.summary()
@@ -122,7 +122,7 @@ def test_stage_metrics_scraped_by_real_prometheus(
 
     servers = []
     try:
-        for stage in STAGES:
+        for stage in SERVICES:
             sm = metrics.StageMetrics(stage, "H1")
             server = metrics.MetricsServer("127.0.0.1", 0, sm)
             server.start()
@@ -149,7 +149,7 @@ def test_stage_metrics_scraped_by_real_prometheus(
         prom.wait_for_scrapes(n=2)
         assert prom.targets_up() == dict.fromkeys(targets, True)
         series = prom.query("count by (stage) (idq_strides_processed_total)")
-        assert {r["metric"]["stage"] for r in series} == set(STAGES)
+        assert {r["metric"]["stage"] for r in series} == set(SERVICES)
         report = check_expressions(prom, extract_expressions(RULES, DASHBOARDS))
         assert report.ok, report.summary()
         driven = [

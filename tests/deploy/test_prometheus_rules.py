@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from idq_common.contracts import SERVICES
+
 ROOT = Path(__file__).resolve().parents[2]
 PROM = ROOT / "deploy" / "prometheus"
 RULES = PROM / "rules" / "idq.rules.yml"
@@ -147,7 +149,7 @@ def test_kubernetes_discovery_selects_the_idq_services() -> None:
             check=True,
         ).stdout
         services = [d for d in yaml.safe_load_all(out) if d and d["kind"] == "Service"]
-        assert len(services) == 4
+        assert len(services) == len(SERVICES)
         for svc in services:
             assert svc["metadata"]["namespace"] in K8S_NAMESPACES
             for port in svc["spec"]["ports"]:
@@ -159,7 +161,7 @@ def test_kubernetes_discovery_selects_the_idq_services() -> None:
                 assert (
                     labels["component"] == svc["metadata"]["labels"]["app.kubernetes.io/component"]
                 )
-    assert len(kept) == 8
+    assert len(kept) == 2 * len(SERVICES)
     # a foreign Service in the same namespace is not scraped
     other = {"metadata": {"name": "kafka", "namespace": "idq-h1", "labels": {"app": "kafka"}}}
     assert _relabel_keep(job["relabel_configs"], _meta(other, {"name": "metrics"})) is None

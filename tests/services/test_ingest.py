@@ -138,7 +138,7 @@ def test_ingest_publishes_batches_and_dead_letters(kafka_bootstrap: str, tmp_pat
 def test_bad_ingest_config_exits_2_with_one_line(tmp_path: Path) -> None:
     src = Path(__file__).parents[2] / "etc" / "idq.toml"
     bad = tmp_path / "bad.toml"
-    bad.write_text(src.read_text() + '\n[ingest]\nformat = "snx"\n')
+    bad.write_text(src.read_text().replace('format = "auto"', 'format = "snx"'))
     proc = _run(bad)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0

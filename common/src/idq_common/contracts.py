@@ -10,6 +10,12 @@ from __future__ import annotations
 #: deploy generators, dashboards and the tests that go over every stage follow.
 STAGES: tuple[str, ...] = ("train", "evaluate", "calibrate", "timeseries")
 
+#: Adapters: services that feed the pipeline (idq-ingest: SNAX/sgnax JSON -> features).
+ADAPTERS: tuple[str, ...] = ("ingest",)
+
+#: Every service (its own package, image, Deployment and dashboard).
+SERVICES: tuple[str, ...] = (*STAGES, *ADAPTERS)
+
 #: The per-classifier timeseries products (DOMAIN.md), in frame/record order.
 PRODUCTS: tuple[str, ...] = ("PGLITCH", "LOGLIKE", "FAP", "EFF", "RANK", "OK")
 
