@@ -70,7 +70,7 @@ def measure_style(
     from idq_common.config import load_settings
     from idq_common.data.synthetic import SyntheticModel
     from idq_common.gpstime import gps_to_kafka_ms
-    from idq_common.io.kafka.topics import TopicSpec, create_topics
+    from idq_common.io.kafka.topics import NO_TIME_RETENTION, TopicSpec, create_topics
     from idq_dev.testing.snax_json import message
 
     cfg = write_config(workdir, f"ingest-{style}", bootstrap, channels)
@@ -79,7 +79,9 @@ def measure_style(
         fh.write(f'\n[ingest]\nsource_topic = "{source}"\nformat = "{style}"\n')
     create_run_topics(cfg)
     settings = load_settings(cfg.path, env={})
-    create_topics(settings.kafka.admin_config(), [TopicSpec(source, partitions=2)])
+    create_topics(
+        settings.kafka.admin_config(), [TopicSpec(source, partitions=2, config=NO_TIME_RETENTION)]
+    )
     model = SyntheticModel(
         seed=1,
         ifo=settings.general.ifo,

@@ -22,7 +22,7 @@ from confluent_kafka import Producer
 from idq_common.data.synthetic import SyntheticModel
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
 from idq_common.io.frames import find_frames, read_frame
-from idq_common.io.kafka.topics import TopicSpec, create_topics
+from idq_common.io.kafka.topics import NO_TIME_RETENTION, TopicSpec, create_topics
 from idq_dev.pipeline.local import MARGIN, STAGES, LocalPipeline, ServiceProcess
 from idq_dev.testing.pipeline import pipeline_config
 from idq_dev.testing.snax_json import message
@@ -33,7 +33,6 @@ DURATION = 320.0
 
 
 def _edit(doc: dict[str, Any]) -> None:
-    doc["ingest"] = {"source_topic": f"{doc['general']['tag']}.json"}
     doc["samples"]["random_rate"] = 2.0
     doc["train"]["min_new_samples"] = 150
     doc["calibrate"]["min_new_samples"] = 100
@@ -67,7 +66,9 @@ def test_snax_and_sgnax_json_through_ingest_to_frames(kafka_bootstrap: str, tmp_
     end = start + DURATION
     config, settings = pipeline_config(tmp_path, kafka_bootstrap, "ingestpipe", edit=_edit)
     source = settings.ingest.source_topic
-    create_topics(settings.kafka.admin_config(), [TopicSpec(source, partitions=2)])
+    create_topics(
+        settings.kafka.admin_config(), [TopicSpec(source, partitions=2, config=NO_TIME_RETENTION)]
+    )
     model = SyntheticModel(
         seed=9, ifo="H1", target_channel=settings.samples.target_channel, n_witness=6,
         n_noise=10, glitch_rate=2.0,

@@ -22,7 +22,7 @@ from idq_common.data.synthetic import SyntheticModel
 from idq_common.gpstime import gps_to_kafka_ms
 from idq_common.io.avro import decode
 from idq_common.io.avro.convert import batch_to_triggers
-from idq_common.io.kafka.topics import TopicSpec, create_topics
+from idq_common.io.kafka.topics import NO_TIME_RETENTION, TopicSpec, create_topics
 from idq_dev.testing.pipeline import pipeline_config
 from idq_dev.testing.snax_json import expected_triggers, message
 
@@ -62,13 +62,12 @@ def _read(settings: Any, topic: str) -> list[tuple[bytes | None, dict[str, Any],
 
 def _run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.run(
-        [sys.executable, "-m", "idq_ingest.cli", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+    argv = [sys.executable, "-m", "idq_ingest.cli", "--config", str(config), *args]
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    except subprocess.TimeoutExpired as exc:
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else exc.stderr
+        raise AssertionError(f"idq-ingest did not end:\n{err}") from None
 
 
 def _bad_row(gps: int, **kw: Any) -> bytes:
@@ -79,7 +78,9 @@ def _bad_row(gps: int, **kw: Any) -> bytes:
 def test_ingest_publishes_batches_and_dead_letters(kafka_bootstrap: str, tmp_path: Path) -> None:
     config, settings = pipeline_config(tmp_path, kafka_bootstrap, "ingest")
     source = settings.ingest.source_topic
-    create_topics(settings.kafka.admin_config(), [TopicSpec(source, partitions=1)])
+    create_topics(
+        settings.kafka.admin_config(), [TopicSpec(source, partitions=1, config=NO_TIME_RETENTION)]
+    )
     model = _model(settings)
     producer = Producer(settings.kafka.producer_config())
     plan: list[tuple[int | None, bytes, str | None]] = []  # (gps if good, payload, reason)
@@ -149,7 +150,9 @@ def test_jobs_are_sources_of_their_own(kafka_bootstrap: str, tmp_path: Path) -> 
     """Two extractor jobs (message keys) send the same seconds: two sources, no duplicates."""
     config, settings = pipeline_config(tmp_path, kafka_bootstrap, "ingestjobs")
     source = settings.ingest.source_topic
-    create_topics(settings.kafka.admin_config(), [TopicSpec(source, partitions=2)])
+    create_topics(
+        settings.kafka.admin_config(), [TopicSpec(source, partitions=2, config=NO_TIME_RETENTION)]
+    )
     model = _model(settings)
     n = len(model.channels)
     jobs = {"a": range(0, n // 2), "b": range(n // 2, n)}

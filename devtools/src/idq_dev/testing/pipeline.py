@@ -57,6 +57,8 @@ def pipeline_config(
     doc["kafka"]["bootstrap_servers"] = bootstrap
     doc["kafka"]["partitions"] = 2
     doc["kafka"]["topics"] = {kind: f"{prefix}.{kind}" for kind in TOPIC_KINDS}
+    # idq-ingest's JSON source topic is the test's own too (not created here)
+    doc.setdefault("ingest", {})["source_topic"] = f"{prefix}.json"
     doc["store"] = store or {"url": (workdir / "store").as_uri()}
     doc["timeseries"]["output_dir"] = str(workdir / "frames")
     for stage in ("train", "evaluate", "timeseries"):

@@ -15,7 +15,7 @@ def main(args: Sequence[str] | None = None) -> int:
         "ingest",
         "Read SNAX/sgnax JSON feature messages from [ingest] source_topic, validate them "
         "and publish them as feature batches on the features topic.",
-        IngestStage,
+        IngestStage.from_settings,
         args,
     )
 

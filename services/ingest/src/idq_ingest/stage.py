@@ -28,6 +28,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
+from typing import Self
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -44,6 +45,7 @@ from idq_common.exceptions import BrokerError
 from idq_common.io.kafka.clients import partitions_of
 from idq_common.io.publish import FeaturePublisher
 from idq_common.io.snax import IngestRejected, JsonFormat, SecondTracker, parse_message
+from idq_common.stage.factory import closed_on_error, runtime_for
 from idq_common.stage.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
@@ -88,15 +90,27 @@ class Job:
 class IngestStage:
     """The ingest service: one source topic of JSON messages -> the features topic."""
 
-    def __init__(self, settings: Settings, ns: argparse.Namespace) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        runtime: ServiceRuntime,
+        consumer: Consumer,
+        *,
+        gps_start: float | None = None,
+        gps_end: float | None = None,
+        from_start: bool = False,
+    ) -> None:
+        """Take the runtime and the source-topic consumer as parts (built by
+        :meth:`from_settings` for the CLI); positions the consumer from the committed
+        progress (or the topic's beginning with ``from_start``)."""
         ingest = settings.ingest
         assert ingest is not None  # the loader always builds it
         self.settings = settings
         self.ifo = settings.general.ifo
         self.source_topic = ingest.source_topic
         self.source_id = ingest.source_id
-        self.gps_start: float | None = ns.gps_start
-        self.gps_end: float | None = ns.gps_end
+        self.gps_start = gps_start
+        self.gps_end = gps_end
         self.format = JsonFormat(
             ifo=self.ifo,
             target_channel=settings.samples.target_channel,
@@ -105,9 +119,8 @@ class IngestStage:
             message_seconds=ingest.message_seconds,
             snax_rate=ingest.snax_rate,
         )
-        self.runtime = ServiceRuntime.for_stage("ingest", settings, ns.metrics_port)
-        self.consumer = Consumer(settings.kafka.consumer_config(group_id(self.ifo, "ingest")))
-        self.runtime.on_close(self.consumer.close)
+        self.runtime = runtime
+        self.consumer = consumer
         try:
             self.partitions = partitions_of(self.consumer, self.source_topic)
             self.feature_partitions = len(
@@ -120,8 +133,8 @@ class IngestStage:
         self.jobs: dict[str, Job] = {}
         for job, (seq, last) in load_progress(committed).items():
             # --from-start re-reads the source; numbering goes on (readers order by seq)
-            self._job(job, seq, None if ns.from_start else last)
-        if ns.from_start:
+            self._job(job, seq, None if from_start else last)
+        if from_start:
             log.info("ingest: --from-start: reading %s from its beginning", self.source_topic)
             starts = [
                 TopicPartition(self.source_topic, p, OFFSET_BEGINNING) for p in self.partitions
@@ -155,6 +168,24 @@ class IngestStage:
             settings.kafka.topics.features,
             len(self.jobs),
         )
+
+    @classmethod
+    def from_settings(cls, settings: Settings, ns: argparse.Namespace) -> Self:
+        """The stage as the settings and command line describe it."""
+        runtime = runtime_for("ingest", settings, ns)
+        with closed_on_error(runtime):
+            consumer = Consumer(
+                settings.kafka.consumer_config(group_id(settings.general.ifo, "ingest"))
+            )
+            runtime.on_close(consumer.close)
+            return cls(
+                settings,
+                runtime,
+                consumer,
+                gps_start=ns.gps_start,
+                gps_end=ns.gps_end,
+                from_start=ns.from_start,
+            )
 
     def _committed(self, tps: list[TopicPartition], timeout: float = 60.0) -> list[TopicPartition]:
         """The group's committed offsets, retried while the group coordinator is loading

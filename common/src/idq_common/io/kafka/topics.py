@@ -29,6 +29,11 @@ _QUIET.setLevel(logging.CRITICAL)
 _QUIET.propagate = False
 
 
+#: Topic configuration for data stamped with its own (GPS) time, e.g. a SNAX/sgnax JSON
+#: topic that old data are replayed into: never deleted by (data) time.
+NO_TIME_RETENTION: Mapping[str, str] = {"cleanup.policy": "delete", "retention.ms": "-1"}
+
+
 @dataclass(frozen=True)
 class TopicSpec:
     """One topic to create.
