@@ -249,8 +249,13 @@ def run_sampled(
     out = {n: Sampled(n, 0.0, 0, log=(logs or {}).get(n)) for n in procs}
     done: set[str] = set()
     stop = threading.Event()
+    from idq_common.progress import Progress
+
+    # a periodic line so a long benchmark is never silent for minutes
+    progress = Progress(f"bench: {', '.join(procs)} exited", len(procs), "processes", every=15.0)
     while len(done) < len(procs):
         now = time.monotonic() - t0
+        progress.update(len(done))
         for n, p in procs.items():
             if n in done:
                 continue
@@ -270,6 +275,8 @@ def run_sampled(
                     out[n].wall_s, out[n].returncode = now, -9
             break
         stop.wait(interval)
+    progress.done = float(len(done))
+    progress.finish()
     return out
 
 
