@@ -120,3 +120,23 @@ def test_kafka_up_prints_the_export_line(tmp_path: Path) -> None:
         assert f"export IDQ_KAFKA__BOOTSTRAP_SERVERS={m.group(1)}" in again.stdout
     finally:
         _idq("kafka", "down", "--data-dir", data)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("report", "--gps-start", "1400000000", "--gps-end", "1400000100", "-o", "{tmp}/r.html"),
+        ("query", "--gps", "1400000000", "--source", "topic"),
+    ],
+    ids=["report", "query"],
+)
+def test_report_and_query_without_a_broker_are_one_line(tmp_path: Path, args: tuple) -> None:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDQ_")}
+    env["IDQ_KAFKA__BOOTSTRAP_SERVERS"] = f"127.0.0.1:{port}"
+    argv = [a.format(tmp=tmp_path) for a in args]
+    cmd = [sys.executable, "-m", "idq_common.cli.main", argv[0], "-c", str(ETC), *argv[1:]]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 1
+    assert out.stderr.count("\n") == 1, out.stderr
+    assert f"no Kafka broker answers at 127.0.0.1:{port}" in out.stderr

@@ -20,9 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from idq_common.exceptions import DecodeError, IDQError, InvalidMessageError
+from idq_common.exceptions import BrokerError, DecodeError, IDQError, InvalidMessageError
 
 log = logging.getLogger(__name__)
+#: librdkafka's own log (a FAIL line per connection retry) goes here, silenced: a missing
+#: broker is reported once, as a BrokerError
+QUIET = logging.getLogger(f"{__name__}.librdkafka")
+QUIET.setLevel(logging.CRITICAL)
+QUIET.propagate = False
 
 
 @dataclass
@@ -75,13 +80,16 @@ def read_topic(
 
     from idq_common.io.avro import decode
 
-    consumer = Consumer({**consumer_config, "enable.auto.commit": False})
+    consumer = Consumer({**consumer_config, "enable.auto.commit": False, "logger": QUIET})
     out: list[tuple[int, dict[str, Any]]] = []
     try:
         try:
             md = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         except KafkaException as exc:
-            raise IDQError(f"cannot list topic {topic}: {exc}") from None
+            bootstrap = consumer_config.get("bootstrap.servers")
+            raise BrokerError(
+                f"no Kafka broker answers at {bootstrap} ({exc.args[0].str()})"
+            ) from None
         if md is None or md.error is not None:
             return out
         parts = [TopicPartition(topic, p, OFFSET_BEGINNING) for p in md.partitions]

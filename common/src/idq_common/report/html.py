@@ -61,7 +61,8 @@ def _fmt(v: Any) -> str:
 def _fap_floor(ann: dict[str, Any]) -> tuple[float | None, str]:
     """The calibration's FAP floor: announced if the announcement carries it, else 1/(n+1)."""
     for where in (ann, ann.get("metrics") or {}):
-        if where.get("fap_floor") is not None:
+        # 0: a record from before the field existed (not recorded)
+        if where.get("fap_floor"):
             return float(where["fap_floor"]), "announced"
     n = ann.get("n_clean")
     return (1.0 / (int(n) + 1), "1/(n_clean+1)") if n is not None else (None, "")

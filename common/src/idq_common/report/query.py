@@ -147,16 +147,24 @@ def read_window_topic(
     Messages are timestamped with their stride's start, so the reader seeks each
     partition a generous minute before ``lo`` and stops past ``hi``.
     """
-    from confluent_kafka import Consumer, TopicPartition
+    from confluent_kafka import Consumer, KafkaException, TopicPartition
 
+    from idq_common.exceptions import BrokerError
     from idq_common.gpstime import gps_to_kafka_ms
     from idq_common.io.avro import decode
     from idq_common.io.avro.convert import record_to_timeseries
+    from idq_common.report.gather import QUIET
 
     out = {c: Window() for c in classifiers}
-    consumer = Consumer({**consumer_config, "enable.auto.commit": False})
+    consumer = Consumer({**consumer_config, "enable.auto.commit": False, "logger": QUIET})
     try:
-        md = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        try:
+            md = consumer.list_topics(topic, timeout=timeout).topics[topic]
+        except KafkaException as exc:
+            bootstrap = consumer_config.get("bootstrap.servers")
+            raise BrokerError(
+                f"no Kafka broker answers at {bootstrap} ({exc.args[0].str()})"
+            ) from None
         parts = [TopicPartition(topic, p, gps_to_kafka_ms(lo - 60)) for p in md.partitions]
         offsets = consumer.offsets_for_times(parts, timeout=timeout)
         live = [tp for tp in offsets if tp.offset >= 0]
