@@ -267,7 +267,6 @@ BAD_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("key unused by source", _set("segments.host", "https://segments.ligo.org"), "segments.host", "not used when segments.source is 'none'"),
     ("sample rate", _set("timeseries.sample_rate", 100), "timeseries.sample_rate", "must be a power of two, got 100"),
     ("fmax infinite", lambda d: d["samples"]["target_bounds"].update(frequency=[10.0, math.inf]), "timeseries.fmax", "is not finite"),
-    ("stride not whole samples", _set("timeseries.stream.stride", 1.001), "timeseries.stream.stride", "not a whole number of samples"),
     ("max below min", _set("train.max_samples", 10), "train.max_samples", "must be >= min_new_samples (500)"),
     ("bad calibrate stream", _set("calibrate.stream", {"stride": -1}), "calibrate.stream.stride", "must be > 0"),
     ("store scheme", _set("store.url", "gs://bucket/idq"), "store.url", "unsupported scheme 'gs'; expected file:// or s3://"),
@@ -281,6 +280,19 @@ BAD_CASES: list[tuple[str, Callable[[dict[str, Any]], None], str, str]] = [
     ("topic reused", _set("kafka.topics.models", "idq.H1.features"), "kafka.topics.models", "also used for features"),
     ("managed librdkafka key", _set("kafka.librdkafka", {"sasl.password": "x"}), "kafka.librdkafka.sasl.password", "set by its own [kafka] key"),
     ("partitions", _set("kafka.partitions", 0), "kafka.partitions", "must be >= 1, got 0"),
+    ("unknown classifier param", _set("classifier.1.params.n_estimator", 10), "classifier[1].params.n_estimator", "unknown parameter for flavor 'random_forest'; did you mean 'n_estimators'?"),
+    ("classifier param value", _set("classifier.1.params.n_estimators", 0), "classifier[1].params.n_estimators", "must be an int in the range [1, inf)"),
+    ("classifier param type", _set("classifier.1.params.max_features", "sqr"), "classifier[1].params.max_features", "Got 'sqr' instead"),
+    ("classifier seed", _set("classifier.1.params.seed", -1), "classifier[1].params.seed", "expected an integer >= 0"),
+    ("ovl metric", _set("classifier.0.params.metric", "best"), "classifier[0].params.metric", "unknown OVL metric 'best'"),
+    ("ovl window beyond features", _set("classifier.0.params.windows", [1.0, 0.5]), "classifier[0].params.windows", "larger than the feature window"),
+    ("ovl thresholds", _set("classifier.0.params.thresholds", []), "classifier[0].params.thresholds", "non-empty array of numbers"),
+    ("ovl without dt", _set("features.columns", ["snr", "frequency"]), "features.columns", "needs a 'dt' feature column"),
+    ("column not carried", _set("features.columns", ["snr", "q"]), "features.columns", "unknown column 'q' (not a column the pipeline carries)"),
+    ("unsafe regex", _set("features.unsafe_channels", ["re:H1:(CAL"]), "features.unsafe_channels", "bad regular expression"),
+    ("unsafe channel listed", _set("features.channels", ["H1:CAL-DELTAL_EXTERNAL_DQ", "H1:AUX"]), "features.channels", "matches features.unsafe_channels"),
+    ("timeseries stride not whole", _set("timeseries.stream.stride", 1.5), "timeseries.stream.stride", "must be a whole number of seconds"),
+    ("calibrate min per class", _set("calibrate.min_samples_per_class", 0), "calibrate.min_samples_per_class", "must be >= 1, got 0"),
 ]  # fmt: skip
 
 
@@ -395,6 +407,50 @@ def test_cli_check_bad_file_exits_2_with_one_line(base: dict[str, Any], tmp_path
     lines = proc.stderr.strip().splitlines()
     assert lines == ["idq: config error at 'train.stream.stride': must be > 0, got 0"]
     assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "key"),
+    [
+        ("classifier.1.params.n_estimator", 10, "classifier[1].params.n_estimator"),
+        ("features.columns", ["snr", "q", "dt"], "features.columns"),
+        ("timeseries.stream.stride", 1.5, "timeseries.stream.stride"),
+        ("classifier.0.params.windows", [2.0], "classifier[0].params.windows"),
+    ],
+)
+def test_cli_check_rejects_what_a_service_would_crash_on(
+    base: dict[str, Any], tmp_path: Path, path: str, value: Any, key: str
+) -> None:
+    """``idq config check`` (the CLI path) names the key in one line, exit 2."""
+    _set(path, value)(base)
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(_dump_toml(base))
+    proc = subprocess.run(
+        [sys.executable, "-m", "idq_common.config.cli_check", str(cfg)],
+        capture_output=True,
+        text=True,
+        env=_clean_env(),
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2, proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"idq: config error at '{key}': ")
+    assert "Traceback" not in proc.stderr
+
+
+def test_config_defaults_documented(base: dict[str, Any], tmp_path: Path) -> None:
+    s = _load(base, tmp_path)
+    assert s.calibrate.min_samples_per_class == 50
+    assert "*:CAL-*" in s.features.unsafe_channels
+    base["calibrate"]["min_samples_per_class"] = 20
+    base["features"]["unsafe_channels"] = ["re:H1:PEM-.*"]
+    s = _load(base, tmp_path)
+    assert s.calibrate.min_samples_per_class == 20
+    assert s.features.unsafe_channels == ("re:H1:PEM-.*",)
+    text = EXAMPLE.read_text()
+    for key in ("unsafe_channels", "min_samples_per_class", "fmin", "fmax"):
+        assert key in text, key
 
 
 def test_cli_check_good_file(capsys: pytest.CaptureFixture[str]) -> None:

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from idq_common.exceptions import ClassifierError
+from idq_common.exceptions import ClassifierError, ClassifierParamError
 from idq_common.science.classifiers import make_classifier
 from idq_common.science.classifiers.ovl import OVL
 from idq_common.science.features import FeatureSpec
@@ -113,12 +113,17 @@ def test_minimums_stop_the_rounds() -> None:
     assert len(capped.vetoes) == 1
 
 
-def test_windows_clipped_to_feature_window(caplog: pytest.LogCaptureFixture) -> None:
+def test_windows_beyond_the_feature_window_are_refused() -> None:
     _, spec = _matrix(4)
-    clf = make_classifier("ovl", "ovl", {"windows": [1.0, 0.5, 0.05]}, spec)
+    with pytest.raises(ClassifierParamError, match="larger than the feature window") as info:
+        make_classifier("ovl", "ovl", {"windows": [1.0, 0.5, 0.05]}, spec)
+    assert info.value.param == "windows"
+    # by default: the production windows that fit (or the feature window itself)
+    clf = make_classifier("ovl", "ovl", {}, spec)
     assert isinstance(clf, OVL)
-    assert clf.windows.tolist() == [0.05, 0.1]
-    assert "clipped" in caplog.text
+    assert clf.windows.tolist() == [w for w in (0.0625, 0.125, 0.25, 0.5, 1.0) if w <= 0.1]
+    tiny = make_classifier("ovl", "ovl", {}, FeatureSpec(("A",), 0.01))
+    assert isinstance(tiny, OVL) and tiny.windows.tolist() == [0.01]
 
 
 def test_bad_params() -> None:

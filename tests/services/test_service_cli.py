@@ -62,6 +62,23 @@ def test_bad_config_exits_2_with_one_line(stage: str, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("stage", STAGES)
+def test_unknown_classifier_parameter_exits_2_at_start(stage: str, tmp_path: Path) -> None:
+    """A typo in [classifier.params] stops every service at start, not at its first training."""
+    bad = tmp_path / "bad.toml"
+    text = (Path(__file__).parents[2] / "etc" / "idq.toml").read_text()
+    assert "n_estimators = 100" in text
+    bad.write_text(text.replace("n_estimators = 100", "n_estimator = 100"))
+    proc = subprocess.run(
+        [str(BIN / f"idq-{stage}"), "--config", str(bad)], capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "'classifier[1].params.n_estimator'" in lines[0]
+    assert "did you mean 'n_estimators'" in lines[0]
+
+
+@pytest.mark.parametrize("stage", STAGES)
 def test_missing_config_file_exits_2(stage: str, tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as exc:
         MAINS[stage](["--config", str(tmp_path / "nowhere.toml")])

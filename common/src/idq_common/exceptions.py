@@ -92,6 +92,19 @@ class ClassifierError(IDQError):
     """A classifier cannot do what was asked."""
 
 
+class ClassifierParamError(ClassifierError):
+    """A classifier parameter is unknown or has a value the classifier would fail on.
+
+    ``param`` names the parameter (a key of ``[classifier.params]``), or a dotted
+    configuration key outside it (``features.columns``) when that is the cause.
+    """
+
+    def __init__(self, param: str, problem: str) -> None:
+        self.param = param
+        self.problem = problem
+        super().__init__(f"{param}: {problem}")
+
+
 class NotTrainedError(ClassifierError):
     """The classifier has no model yet."""
 

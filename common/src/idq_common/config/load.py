@@ -131,7 +131,7 @@ def settings_from_dict(
     evaluate = sections.evaluate(root)
     calibrate = sections.calibrate(root)
     timeseries = sections.timeseries(root, samples)
-    classifiers = sections.classifiers(root)
+    classifiers = sections.classifiers(root, features)
     kafka = sections.kafka(root, general.ifo)
     store = sections.store(root)
     metrics = sections.metrics(root)

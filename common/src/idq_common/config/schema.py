@@ -23,8 +23,20 @@ from idq_common.io.kafka.settings import MASK, KafkaSettings, is_secret, masked_
 #: Trigger columns a sample-selection bound may constrain (the TriggerSet columns).
 BOUND_COLUMNS: tuple[str, ...] = ("snr", "frequency")
 
-#: Columns a feature vector may hold per channel.
-FEATURE_COLUMNS: tuple[str, ...] = ("snr", "frequency", "dt", "q", "duration")
+#: Columns a feature vector may hold per channel: the columns triggers carry through
+#: the pipeline (``TriggerSet``: snr, frequency) plus ``dt``; ``q``/``duration`` of
+#: Omicron rows are not carried, so a feature cannot be built from them.
+FEATURE_COLUMNS: tuple[str, ...] = ("snr", "frequency", "dt")
+
+#: Default ``[features] unsafe_channels``: channels that see the strain itself (iDQ's
+#: unsafe-channel list: calibration, DARM and the output mode cleaner's photodiodes),
+#: whose "witness" of a glitch would also witness a gravitational wave.
+DEFAULT_UNSAFE_CHANNELS: tuple[str, ...] = (
+    "*:GDS-*",
+    "*:CAL-*",
+    "*:LSC-DARM*",
+    "*:OMC-DCPD*",
+)
 
 #: Where analysis segments come from.
 SEGMENT_SOURCES: tuple[str, ...] = ("none", "static", "dqsegdb", "topic")
@@ -87,13 +99,15 @@ class FeaturesSettings:
 
     ``channels`` is ``None`` when every channel seen in the data (but the target) is
     used; when ``channels_file`` is given its lines have already been read into
-    ``channels``.
+    ``channels``. ``unsafe_channels`` are patterns (shell globs, or regular expressions
+    written ``re:<pattern>``) of channels never used as features.
     """
 
     window: float
     columns: tuple[str, ...] = ("snr", "frequency", "dt")
     channels: tuple[str, ...] | None = None
     channels_file: Path | None = None
+    unsafe_channels: tuple[str, ...] = DEFAULT_UNSAFE_CHANNELS
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +165,7 @@ class CalibrateSettings:
     history_seconds: float = 0.0
     #: bound on what the history keeps (memory: ~9 bytes per sample)
     max_history_samples: int = 500_000
+    min_samples_per_class: int = 50
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,6 +17,7 @@ from idq_common.config.reader import Table, describe, suggest
 from idq_common.config.schema import (
     BOUND_COLUMNS,
     DEFAULT_CHANNEL_PATTERN,
+    DEFAULT_UNSAFE_CHANNELS,
     FEATURE_COLUMNS,
     INGEST_FORMATS,
     SEGMENT_SOURCES,
@@ -140,15 +141,26 @@ def samples(root: Table, ifo: str) -> SamplesSettings:
 
 def features(root: Table, smp: SamplesSettings) -> FeaturesSettings:
     """``[features]``; a ``channels_file`` is read into ``channels`` here."""
-    t = _section(root, "features", ("window", "columns", "channels", "channels_file"))
+    t = _section(
+        root, "features", ("window", "columns", "channels", "channels_file", "unsafe_channels")
+    )
     columns = t.strings("columns", ("snr", "frequency", "dt"))
     for col in columns:
         if col not in FEATURE_COLUMNS:
             raise t.error(
                 "columns",
-                f"unknown column {col!r}"
+                f"unknown column {col!r} (not a column the pipeline carries)"
                 + suggest(col, FEATURE_COLUMNS).replace("one of", "a subset of"),
             )
+    unsafe = t.strings("unsafe_channels", DEFAULT_UNSAFE_CHANNELS)
+    for pattern in unsafe:
+        if pattern.startswith("re:"):
+            try:
+                re.compile(pattern[3:])
+            except re.error as exc:
+                raise t.error(
+                    "unsafe_channels", f"bad regular expression {pattern!r}: {exc}"
+                ) from None
     channels = t.strings("channels", None)
     channels_file = None
     if t.has("channels_file"):
@@ -164,14 +176,25 @@ def features(root: Table, smp: SamplesSettings) -> FeaturesSettings:
         channels = tuple(dict.fromkeys(n for n in names if n))
         if not channels:
             raise t.error("channels_file", f"{channels_file} lists no channels")
-    if channels is not None and smp.target_channel in channels:
+    if channels is not None:
         where = "channels_file" if channels_file else "channels"
-        raise t.error(where, f"must not include the target channel {smp.target_channel!r}")
+        if smp.target_channel in channels:
+            raise t.error(where, f"must not include the target channel {smp.target_channel!r}")
+        from idq_common.science.channels import unsafe_matcher
+
+        is_unsafe = unsafe_matcher(unsafe)
+        flagged = [c for c in channels if is_unsafe(c)]
+        if flagged:
+            raise t.error(
+                where,
+                f"{flagged[0]!r} matches features.unsafe_channels; remove it or the pattern",
+            )
     return FeaturesSettings(
         window=t.number("window", gt=0),
         columns=columns,
         channels=channels,
         channels_file=channels_file,
+        unsafe_channels=unsafe,
     )
 
 
@@ -292,6 +315,7 @@ def calibrate(root: Table) -> CalibrateSettings:
             "grid_points",
             "history_seconds",
             "max_history_samples",
+            "min_samples_per_class",
             "stream",
         ),
     )
@@ -303,6 +327,7 @@ def calibrate(root: Table) -> CalibrateSettings:
         min_new_samples=min_new,
         max_samples=max_samples,
         grid_points=t.integer("grid_points", 501, min=2),
+        min_samples_per_class=t.integer("min_samples_per_class", 50, min=1),
         stream=stream(Table(merged, t.key("stream"), t.ctx, _STREAM_KEYS)),
         history_seconds=float(t.number("history_seconds", 0.0, ge=0.0)),
         max_history_samples=t.integer("max_history_samples", 500_000, min=1),
@@ -344,6 +369,13 @@ def timeseries(root: Table, smp: SamplesSettings) -> TimeseriesSettings:
     if not fmin < fmax:
         raise t.error("fmax", f"must be > fmin ({fmin:g}), got {fmax:g}")
     cadence = _stream_of(t)
+    if cadence.stride != int(cadence.stride):
+        # frames are named <obs>-<description>-<gpsstart>-<duration>.gwf with integers
+        raise t.error(
+            "stream.stride",
+            f"must be a whole number of seconds (frames are named by integer GPS start "
+            f"and duration), got {cadence.stride:g}",
+        )
     samples_per_stride = cadence.stride * rate
     if not math.isclose(samples_per_stride, round(samples_per_stride), abs_tol=1e-9):
         raise t.error(
@@ -362,8 +394,16 @@ def timeseries(root: Table, smp: SamplesSettings) -> TimeseriesSettings:
 # -- classifiers, kafka, store, metrics -----------------------------------------------------
 
 
-def classifiers(root: Table) -> tuple[ClassifierSettings, ...]:
-    """Every ``[[classifier]]``; nicknames unique once upper-cased (they name channels)."""
+def classifiers(root: Table, feats: FeaturesSettings) -> tuple[ClassifierSettings, ...]:
+    """Every ``[[classifier]]``; nicknames unique once upper-cased (they name channels).
+
+    Parameters are checked by the classifier itself (unknown names, and values its
+    estimator would refuse at the first training, e.g. OVL windows larger than the
+    feature window), so a service stops at start, not at its first training.
+    """
+    from idq_common.exceptions import ClassifierError, ClassifierParamError
+    from idq_common.science.classifiers.factory import check_classifier
+
     if not root.has("classifier"):
         raise root.error("classifier", "missing required section; add at least one [[classifier]]")
     items = root.data["classifier"]
@@ -398,6 +438,13 @@ def classifiers(root: Table) -> tuple[ClassifierSettings, ...]:
         if flavor not in flavors:
             raise t.error("flavor", f"unknown flavor {flavor!r}" + suggest(flavor, flavors))
         params: dict[str, Any] = copy.deepcopy(t.raw_table("params") or {})
+        try:
+            check_classifier(nickname, flavor, params, feats.window, feats.columns)
+        except ClassifierParamError as exc:
+            key = exc.param if "." in exc.param else f"{prefix}.params.{exc.param}"
+            raise root.ctx.error(key, exc.problem) from None
+        except ClassifierError as exc:
+            raise root.ctx.error(f"{prefix}.params", str(exc)) from None
         out.append(ClassifierSettings(nickname=nickname, flavor=flavor, params=params))
     return tuple(out)
 

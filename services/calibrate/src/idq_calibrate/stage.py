@@ -51,9 +51,6 @@ class UpstreamProgress(Protocol):
     def load(self) -> float | None: ...
 
 
-#: samples of each class a calibration map needs to be healthy (CalibrationMap.fit default)
-MIN_PER_CLASS = 50
-
 #: stride starts remembered per classifier to recognise redone strides
 DEDUP_WINDOW = 20000
 
@@ -125,7 +122,7 @@ class CalibrateStage:
         self.history_seconds = cfg.history_seconds
         self.max_history = cfg.max_history_samples
         #: the calibration map's health minimum per class
-        self.min_per_class = MIN_PER_CLASS
+        self.min_per_class = cfg.min_samples_per_class
         self.poll_seconds = float(cfg.stream.stride)
         self.runtime = runtime
         self.clock = runtime.clock

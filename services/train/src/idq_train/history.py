@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -79,6 +79,12 @@ class TrainingSet:
     def round_done(self) -> None:
         """A training round is over (classifiers not trained keep their unseen samples)."""
         self.n_new = 0
+
+    def relayout(self, fn: Callable[[Quiver], Quiver]) -> None:
+        """Apply ``fn`` to every kept quiver (new feature channels: new columns)."""
+        if self.accumulated is not None:
+            self.accumulated = fn(self.accumulated)
+        self.unseen = {k: fn(v) for k, v in self.unseen.items()}
 
     # -- persistence ----------------------------------------------------------------
     def to_bytes(self) -> bytes:

@@ -25,6 +25,7 @@ from idq_common.contracts import group_id
 from idq_common.exceptions import ArtifactNotFoundError, IntegrityError
 from idq_common.gpstime import gps_now
 from idq_common.io.store import ArtifactStore
+from idq_common.science.channels import ChannelSet, relayout
 from idq_common.science.classifiers.base import Classifier, Model
 from idq_common.science.classifiers.factory import is_incremental, make_classifier
 from idq_common.science.features import FeatureSpec
@@ -63,6 +64,10 @@ class TrainStage(StreamingStage):
         self.samples = settings.samples
         self.store = store
         self.spec: FeatureSpec | None = None
+        f = settings.features
+        self.channel_set = ChannelSet(
+            exclude=[settings.samples.target_channel], unsafe=f.unsafe_channels, fixed=f.channels
+        )
         self.classifiers: dict[str, Classifier] = {}
         self.history = TrainingSet(
             [c.nickname for c in settings.classifiers if is_incremental(c.flavor)],
@@ -102,7 +107,7 @@ class TrainStage(StreamingStage):
             clf = make_classifier(c.nickname, c.flavor, c.params, model.spec)
             clf.model = model
             self.classifiers[c.nickname] = clf
-            self.spec = self.spec or model.spec
+            self.channel_set.update(model.spec.channels)
             self.runtime.metrics.set_model(c.nickname, model.id, ann.created_gps)
             log.info("train: resuming %s from model %s", c.nickname, model.id)
 
@@ -134,17 +139,25 @@ class TrainStage(StreamingStage):
         )
 
     def _feature_spec(self, batch: StreamBatch) -> FeatureSpec:
-        if self.spec is None:
+        """Features over every safe channel seen so far (science/channels.py).
+
+        A channel seen for the first time widens the spec: kept samples get its
+        "no trigger" columns (it had none then) and the next models include it.
+        """
+        new = self.channel_set.update(batch.umbrella.channels)
+        if self.spec is None or new:
             f = self.settings.features
-            channels = f.channels or tuple(
-                sorted(c for c in batch.umbrella.channels if c != self.samples.target_channel)
-            )
-            self.spec = FeatureSpec(tuple(channels), f.window, tuple(f.columns))
+            channels = self.channel_set.channels
+            spec = self.spec = FeatureSpec(channels, f.window, tuple(f.columns))
+            self.history.relayout(lambda q: relayout(q, spec))
             log.info(
-                "train: %d feature channels, window %g s, columns %s",
+                "train: %d feature channels (%d new), window %g s, columns %s; "
+                "%d unsafe channels left out",
                 len(channels),
+                len(new),
                 f.window,
                 ",".join(f.columns),
+                len(self.channel_set.rejected),
             )
         return self.spec
 
@@ -188,11 +201,15 @@ class TrainStage(StreamingStage):
         assert self.spec is not None
         for c in self.settings.classifiers:
             clf = self.classifiers.get(c.nickname)
-            if clf is None:
+            widened = clf is not None and clf.feature_spec != self.spec
+            if clf is None or widened:
+                # new channels: an incremental model cannot change its width, so it
+                # starts again on the whole kept history
                 clf = self.classifiers[c.nickname] = make_classifier(
                     c.nickname, c.flavor, c.params, self.spec
                 )
-            data = self.history.data_for(c.nickname, getattr(clf, "incremental", False))
+            incremental = getattr(clf, "incremental", False) and not widened
+            data = self.history.data_for(c.nickname, incremental)
             if data.n_glitch == 0 or data.n_clean == 0:
                 log.warning(
                     "train: %s: %d glitch / %d clean samples, not training",

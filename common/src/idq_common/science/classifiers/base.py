@@ -21,6 +21,7 @@ for scikit-learn, JSON for OVL.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import struct
@@ -32,7 +33,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from idq_common.exceptions import ClassifierError, NotCalibratedError, NotTrainedError
+from idq_common.exceptions import (
+    ClassifierError,
+    ClassifierParamError,
+    NotCalibratedError,
+    NotTrainedError,
+)
 from idq_common.science.features import FeatureSpec
 
 if TYPE_CHECKING:
@@ -157,9 +163,12 @@ class Classifier(ABC):
         params = dict(params or {})
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
-            raise ClassifierError(
-                f"{nickname}: unknown parameter(s) {unknown} for flavor '{self.flavor}'; "
-                f"known: {sorted(self.defaults)}"
+            close = difflib.get_close_matches(unknown[0], list(self.defaults), n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            raise ClassifierParamError(
+                unknown[0],
+                f"unknown parameter for flavor '{self.flavor}'{hint} "
+                f"(known: {', '.join(sorted(self.defaults))})",
             )
         self.params: dict[str, Any] = {**self.defaults, **params}
         self.feature_spec = feature_spec
@@ -236,6 +245,14 @@ class Classifier(ABC):
         if X.shape[0] == 0:
             return np.zeros(0)
         return np.clip(self._rank(X), 0.0, 1.0).astype(np.float64)
+
+    def check(self) -> None:  # noqa: B027 - a hook: most flavors have nothing to add
+        """Raise :class:`ClassifierParamError` for a value training would fail on.
+
+        Called when a configuration is loaded, so a bad value stops a service at start
+        instead of at its first training. Unknown names are refused by the constructor;
+        flavors override this to check values.
+        """
 
     # -- flavor hooks ----------------------------------------------------------------
     @abstractmethod

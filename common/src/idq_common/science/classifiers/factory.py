@@ -40,6 +40,31 @@ def make_classifier(
     return cls(nickname, params, feature_spec)
 
 
+def check_classifier(
+    nickname: str,
+    flavor: str,
+    params: Mapping[str, Any] | None,
+    window: float,
+    columns: tuple[str, ...],
+) -> None:
+    """Everything a configuration can get wrong about a classifier, without data.
+
+    Builds the classifier on a channel-less spec with the configured feature window
+    and columns and runs its :meth:`~Classifier.check`, so unknown parameters and
+    values training would fail on are found when a service starts.
+
+    Raises
+    ------
+    ClassifierParamError
+        Naming the parameter (or ``features.columns``) and the problem.
+    """
+    from idq_common.science.features import FeatureSpec
+
+    make_classifier(
+        nickname, flavor, params, FeatureSpec((), float(window), tuple(columns))
+    ).check()
+
+
 def is_incremental(flavor: str) -> bool:
     """Whether ``flavor`` adds new data with ``partial_fit`` instead of retraining."""
     if flavor not in FLAVORS:

@@ -17,10 +17,10 @@ channel's feature row has ``snr >= threshold`` and ``|dt| <= window``.  Why:
 
 Consequences to know:
 
-- The feature window must be >= the largest veto window; larger windows are clipped
-  to the feature window (and duplicates dropped), since a feature row cannot see
-  triggers beyond it.  Production uses windows up to 1 s; set ``[features] window``
-  to match or accept the clipping.
+- The feature window must be >= the largest veto window, since a feature row cannot
+  see triggers beyond it: explicit ``windows`` larger than it are refused (a
+  configuration error at start); by default the production windows that fit are used.
+  Production uses windows up to 1 s; set ``[features] window`` to match.
 - A feature row holds the *loudest* trigger within the window, so a veto with a small
   window can miss a quieter coincident trigger when a louder one sits further away
   in the same row.  Raw-segment OVL would catch it; the effect is second order where
@@ -57,7 +57,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.stats import poisson
 
-from idq_common.exceptions import ClassifierError
+from idq_common.exceptions import ClassifierError, ClassifierParamError
 from idq_common.science.classifiers.base import SupervisedClassifier
 from idq_common.science.features import FeatureSpec
 
@@ -74,6 +74,19 @@ def _livetime(quiver: Any) -> float:
             return float(quiver.end) - float(quiver.start)
         except (AttributeError, TypeError):
             return 0.0
+
+
+def _positive_numbers(value: Any, name: str) -> np.ndarray:
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or any(isinstance(v, bool) or not isinstance(v, int | float) for v in value)
+    ):
+        raise ClassifierParamError(name, f"expected a non-empty array of numbers, got {value!r}")
+    out = np.asarray(value, dtype=np.float64)
+    if not np.all(np.isfinite(out) & (out > 0)):
+        raise ClassifierParamError(name, f"every entry must be a finite number > 0, got {value!r}")
+    return out
 
 
 class OVL(SupervisedClassifier):
@@ -94,24 +107,40 @@ class OVL(SupervisedClassifier):
         super().__init__(nickname, params, feature_spec)
         p = self.params
         if p["metric"] not in METRICS:
-            raise ClassifierError(
-                f"{nickname}: unknown OVL metric '{p['metric']}'; known {METRICS}"
+            raise ClassifierParamError(
+                "metric", f"unknown OVL metric {p['metric']!r}; known {', '.join(METRICS)}"
             )
+        if not isinstance(p["weights"], dict):
+            raise ClassifierParamError("weights", "expected a table of metric = weight")
         bad = sorted(set(p["weights"]) - {"eff_fap", "use_percentage", "poisson"})
         if bad:
-            raise ClassifierError(f"{nickname}: unknown OVL weight(s) {bad}")
+            raise ClassifierParamError("weights", f"unknown OVL weight(s) {bad}")
         for col in ("snr", "dt"):
             if col not in self.feature_spec.columns:
-                raise ClassifierError(f"{nickname}: OVL needs a '{col}' feature column")
-        self.thresholds = np.unique(np.asarray(p["thresholds"], dtype=np.float64))
-        windows = np.asarray(p["windows"], dtype=np.float64)
-        if windows.max() > self.feature_spec.window:
-            log.warning(
-                "%s: OVL windows above the feature window %.4g s are clipped to it",
-                nickname,
-                self.feature_spec.window,
-            )
-        self.windows = np.unique(np.minimum(windows, self.feature_spec.window))
+                raise ClassifierParamError(
+                    "features.columns", f"OVL ({nickname}) needs a '{col}' feature column"
+                )
+        self.thresholds = np.unique(_positive_numbers(p["thresholds"], "thresholds"))
+        window = self.feature_spec.window
+        if "windows" in (params or {}):
+            windows = _positive_numbers(p["windows"], "windows")
+            if windows.max() > window * (1 + 1e-12):
+                raise ClassifierParamError(
+                    "windows",
+                    f"OVL window {windows.max():g} s is larger than the feature window "
+                    f"(features.window = {window:g} s): a feature row cannot see that far",
+                )
+        else:
+            # production windows that fit in the feature window (or the window itself)
+            windows = np.asarray([w for w in p["windows"] if w <= window] or [window])
+        self.windows = np.unique(windows)
+        for name, low in (("min_vetoed", 1), ("max_rounds", 1)):
+            v = p[name]
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ClassifierParamError(name, f"expected an integer >= {low}, got {v!r}")
+        sig = p["min_significance"]
+        if isinstance(sig, bool) or not isinstance(sig, int | float) or not sig >= 0:
+            raise ClassifierParamError("min_significance", f"expected a number >= 0, got {sig!r}")
         #: the trained list: dicts with channel, threshold, window, counts and rank
         self.vetoes: list[dict[str, Any]] = []
         self.rounds_log: list[dict[str, float]] = []

@@ -45,7 +45,7 @@ from sklearn.naive_bayes import GaussianNB
 from sklearn.preprocessing import StandardScaler
 from sklearn.utils.class_weight import compute_sample_weight
 
-from idq_common.exceptions import ClassifierError
+from idq_common.exceptions import ClassifierError, ClassifierParamError
 from idq_common.science.classifiers.base import (
     IncrementalSupervisedClassifier,
     SupervisedClassifier,
@@ -58,6 +58,10 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.tree._tree.Tree",
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 )
+
+
+#: scikit-learn parameter names that our parameters are called differently
+_SKLEARN_NAMES = {"random_state": "seed"}
 
 
 def preprocess(X: np.ndarray, spec: FeatureSpec, signed_dt: bool = False) -> np.ndarray:
@@ -167,6 +171,28 @@ class _SklearnMixin:
         # classes_ is [0, 1] for every flavor here (partial_fit is given classes=[0, 1])
         return 0.5 + np.arctan(np.asarray(z, dtype=np.float64)) / np.pi
 
+    def _new_estimator(self) -> Any:
+        raise NotImplementedError
+
+    def check(self) -> None:
+        """Validate the parameters with scikit-learn's own constraints (no fitting)."""
+        if not isinstance(self.params.get("signed_dt", False), bool):
+            raise ClassifierParamError("signed_dt", "expected true or false")
+        seed = self.params.get("seed", 0)
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ClassifierParamError("seed", f"expected an integer >= 0, got {seed!r}")
+        if "epochs" in self.params:
+            epochs = self.params["epochs"]
+            if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+                raise ClassifierParamError("epochs", f"expected an integer >= 1, got {epochs!r}")
+        try:
+            self._new_estimator()._validate_params()
+        except (ValueError, TypeError) as exc:
+            text = str(exc)
+            m = re.search(r"The '(\w+)' parameter", text)
+            name = _SKLEARN_NAMES.get(m.group(1), m.group(1)) if m else "params"
+            raise ClassifierParamError(name, text.replace("\n", " ")) from None
+
     def _dump(self) -> bytes:
         return _dumps({"estimator": self._est, "scaler": self._scaler})
 
@@ -189,18 +215,21 @@ class RandomForest(_SklearnMixin, SupervisedClassifier):
         "signed_dt": False,
     }
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _new_estimator(self) -> Any:
         p = self.params
-        self._spec, self._scaler = self.feature_spec, None
-        self._est = RandomForestClassifier(
-            n_estimators=int(p["n_estimators"]),
+        return RandomForestClassifier(
+            n_estimators=p["n_estimators"],
             max_depth=p["max_depth"],
-            min_samples_leaf=int(p["min_samples_leaf"]),
+            min_samples_leaf=p["min_samples_leaf"],
             max_features=p["max_features"],
             class_weight="balanced",
             n_jobs=p["n_jobs"],
-            random_state=int(p["seed"]),
-        ).fit(self._prep(X), y)
+            random_state=p["seed"],
+        )
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        self._spec, self._scaler = self.feature_spec, None
+        self._est = self._new_estimator().fit(self._prep(X), y)
 
 
 class HistGradientBoosting(_SklearnMixin, SupervisedClassifier):
@@ -217,25 +246,25 @@ class HistGradientBoosting(_SklearnMixin, SupervisedClassifier):
         "signed_dt": False,
     }
 
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+    def _new_estimator(self) -> Any:
         p = self.params
-        self._spec, self._scaler = self.feature_spec, None
-        self._est = HistGradientBoostingClassifier(
-            max_iter=int(p["max_iter"]),
-            learning_rate=float(p["learning_rate"]),
-            max_leaf_nodes=int(p["max_leaf_nodes"]),
-            l2_regularization=float(p["l2_regularization"]),
+        return HistGradientBoostingClassifier(
+            max_iter=p["max_iter"],
+            learning_rate=p["learning_rate"],
+            max_leaf_nodes=p["max_leaf_nodes"],
+            l2_regularization=p["l2_regularization"],
             early_stopping=p["early_stopping"],
             class_weight="balanced",
-            random_state=int(p["seed"]),
-        ).fit(self._prep(X), y)
+            random_state=p["seed"],
+        )
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        self._spec, self._scaler = self.feature_spec, None
+        self._est = self._new_estimator().fit(self._prep(X), y)
 
 
 class _IncrementalBase(_SklearnMixin, IncrementalSupervisedClassifier):
     """``partial_fit`` over ``epochs`` seeded shuffles of each new batch."""
-
-    def _new_estimator(self) -> Any:
-        raise NotImplementedError
 
     def _partial_fit(self, X: np.ndarray, y: np.ndarray, first: bool) -> None:
         p = self.params
@@ -278,9 +307,9 @@ class SGD(_IncrementalBase):
         p = self.params
         return SGDClassifier(
             loss="log_loss",
-            alpha=float(p["alpha"]),
+            alpha=p["alpha"],
             penalty=p["penalty"],
-            random_state=int(p["seed"]),
+            random_state=p["seed"],
         )
 
 
@@ -296,4 +325,4 @@ class NaiveBayes(_IncrementalBase):
     }
 
     def _new_estimator(self) -> Any:
-        return GaussianNB(priors=[0.5, 0.5], var_smoothing=float(self.params["var_smoothing"]))
+        return GaussianNB(priors=[0.5, 0.5], var_smoothing=self.params["var_smoothing"])
