@@ -20,6 +20,8 @@ import logging
 import time
 from typing import Self
 
+from igwn_segments import segment, segmentlist
+
 from idq_common.config import Settings
 from idq_common.contracts import group_id
 from idq_common.exceptions import ArtifactNotFoundError, IntegrityError
@@ -127,16 +129,17 @@ class TrainStage(StreamingStage):
             "train: resumed a training set of %d samples from %s", len(self.history), meta["state"]
         )
 
-    def commit(self) -> None:
-        """Store the training set, then commit progress naming it (one atomic commit)."""
+    def commit(self, next_gps: float | None = None) -> None:
+        """Store the training set, then commit progress naming it (one atomic commit).
+
+        ``next_gps``: where a restart resumes (default the cadence timestamp); the
+        training set stored is the one of that point.
+        """
+        gps = self.cadence.timestamp if next_gps is None else next_gps
         ref = self.store.put(
-            "train_state",
-            self.history.to_bytes(),
-            {"ifo": self.ifo, "next_gps": self.cadence.timestamp},
+            "train_state", self.history.to_bytes(), {"ifo": self.ifo, "next_gps": gps}
         )
-        self.checkpoint.save(
-            self.cadence.timestamp, pad=self.pad, extra={"state": ref.uri, "sha256": ref.sha256}
-        )
+        self.checkpoint.save(gps, pad=self.pad, extra={"state": ref.uri, "sha256": ref.sha256})
 
     def _feature_spec(self, batch: StreamBatch) -> FeatureSpec:
         """Features over every safe channel seen so far (science/channels.py).
@@ -176,26 +179,36 @@ class TrainStage(StreamingStage):
             )
             return
         spec = self._feature_spec(batch)
-        quiver = self.samples_of(batch.umbrella, spec, batch.segs)
-        quiver.start, quiver.end = batch.strides[0][0], batch.strides[-1][1]
-        self.history.add(quiver)
+        # stride by stride: a round of models ends at the stride where enough new samples
+        # are in, wherever the poll's batch ends (polls group strides as the data arrive,
+        # so rounds by batch made the models depend on timing, not on the data)
+        for start, end in batch.strides:
+            segs = batch.segs & segmentlist([segment(start, end)])
+            if abs(segs) == 0:
+                continue
+            quiver = self.samples_of(self.stride_data(batch, start, end), spec, segs)
+            quiver.start, quiver.end = start, end
+            self.history.add(quiver)
+            if self.history.n_new >= self.min_new:
+                log.info(
+                    "train: %d new samples by GPS %.0f (%d accumulated): training",
+                    self.history.n_new,
+                    end,
+                    len(self.history),
+                )
+                self._train_all()
+                self.runtime.flush()
+                self.commit(end)
         for c in self.settings.classifiers:
             self.runtime.metrics.accumulated(c.nickname, self.history.n_new)
         log.info(
-            "train: strides [%.0f, %.0f): +%d glitch +%d clean; %d new of %d needed, "
-            "%d accumulated",
-            quiver.start,
-            quiver.end,
-            quiver.n_glitch,
-            quiver.n_clean,
+            "train: strides [%.0f, %.0f): %d new of %d needed, %d accumulated",
+            batch.strides[0][0],
+            batch.strides[-1][1],
             self.history.n_new,
             self.min_new,
             len(self.history),
         )
-        if self.history.n_new >= self.min_new:
-            self._train_all()
-            self.runtime.flush()
-            self.commit()
 
     def _train_all(self) -> None:
         assert self.spec is not None
