@@ -24,6 +24,7 @@ def test_pipeline_survives_chaos_with_identical_outputs(tmp_path: Path) -> None:
         s3_freeze_seconds=6.0,
         witnesses=6,
         noise_channels=30,
+        glitch_rate=1.0,  # enough glitches in 192 s for healthy calibrations (OK = 1)
         live_normal=8.0,
         live_down=12.0,
         live_slow=8.0,

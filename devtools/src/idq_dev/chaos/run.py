@@ -73,6 +73,7 @@ class ChaosSpec:
     s3_freeze_seconds: float = 10.0
     witnesses: int = 4
     noise_channels: int = 6
+    glitch_rate: float = 0.5
     phase_timeout: float = 900.0
     #: live DQSegDB scenario: seconds normal / down / slow (0 down: no scenario)
     live_normal: float = 15.0
@@ -490,7 +491,7 @@ def run(spec: ChaosSpec, workdir: Path, progress: Callable[[str], None] = print)
         end = start + spec.duration
         model = SyntheticModel(
             seed=spec.seed, n_witness=spec.witnesses, n_noise=spec.noise_channels,
-            glitch_rate=0.5, noise_background_rate=0.5,
+            glitch_rate=spec.glitch_rate, noise_background_rate=0.5,
         )  # fmt: skip
         runs: dict[str, tuple[Path, Settings, LocalPipeline]] = {}
         sent: list[tuple[BadInput, int, int]] = []
