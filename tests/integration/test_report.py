@@ -24,15 +24,16 @@ from idq_dev.testing.pipeline import pipeline_config
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 DURATION = 512.0
-MODEL_ARGS = ["--witnesses", "6", "--noise-channels", "12", "--glitch-rate", "0.5", "--seed", "5"]
+# glitchy: calibrate needs >= 50 samples of each class from one model
+MODEL_ARGS = ["--witnesses", "6", "--noise-channels", "12", "--glitch-rate", "2.0", "--seed", "5"]
 
 
 def small_run(workdir: Path, bootstrap: str, duration: float = DURATION) -> dict[str, Any]:
     """A pipeline over ``duration`` s that trains and calibrates early; returns its facts."""
 
     def edit(doc: dict[str, Any]) -> None:
-        doc["samples"]["random_rate"] = 2.0
-        doc["train"]["min_new_samples"] = 200
+        doc["samples"]["random_rate"] = 1.0
+        doc["train"]["min_new_samples"] = 250
         doc["calibrate"]["min_new_samples"] = 120
 
     config, settings = pipeline_config(workdir, bootstrap, "report", edit=edit)
