@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from idq_common.io.kafka.topics import TopicSpec, create_topics
+from idq_common.io.kafka.topics import NO_TIME_RETENTION, TopicSpec, create_topics
 from idq_dev.broker import LocalBroker, admin_lists_topics
 
 BOOTSTRAP_ENV = "IDQ_TEST_BOOTSTRAP"
@@ -51,9 +51,13 @@ def kafka_bootstrap() -> Iterator[str]:
         return
     data_dir = Path(tempfile.mkdtemp(prefix="idq-test-kafka-"))
     # tied to this process: a killed test run leaves no broker behind
-    # retention checks every second (default 5 min) so retention tests need not wait long
+    # retention checks every second (default 5 min) so retention tests need not wait long;
+    # topics made without a retention.ms keep everything: tests publish data stamped with
+    # old GPS times, which a time-retained topic would now lose within a second
     broker = LocalBroker(
-        data_dir, tie_to_parent=True, extra_props={RETENTION_CHECK: str(RETENTION_CHECK_MS)}
+        data_dir,
+        tie_to_parent=True,
+        extra_props={RETENTION_CHECK: str(RETENTION_CHECK_MS), "log.retention.ms": "-1"},
     )
     t0 = time.monotonic()
     try:
@@ -84,7 +88,8 @@ def kafka_topic_factory(
 
     def make(kind: str = "t", partitions: int = 1, config: dict[str, str] | None = None) -> str:
         name = f"test.{test}.{kind}.{next(_counter)}.{uuid.uuid4().hex[:8]}"
-        create_topics(kafka_admin_config, [TopicSpec(name, partitions, 1, config or {})])
+        config = {**NO_TIME_RETENTION, **(config or {})}  # see kafka_bootstrap
+        create_topics(kafka_admin_config, [TopicSpec(name, partitions, 1, config)])
         return name
 
     return make
