@@ -174,3 +174,64 @@ def test_jobs_are_sources_of_their_own(kafka_bootstrap: str, tmp_path: Path) -> 
         b"ingest.b": [float(g) for g in range(GPS, GPS + 6)],
     }
     assert not _read(settings, settings.kafka.topics.deadletter)
+
+
+def test_sigterm_commits_and_a_restart_goes_on(kafka_bootstrap: str, tmp_path: Path) -> None:
+    """Live (unbounded) run: metrics and health served, SIGTERM exits 0 after committing;
+    the next run continues the numbering where the first stopped."""
+    import signal
+    import time
+    import urllib.request
+
+    from idq_dev.processes import free_port
+
+    config, settings = pipeline_config(tmp_path, kafka_bootstrap, "ingestterm")
+    source = settings.ingest.source_topic
+    create_topics(
+        settings.kafka.admin_config(),
+        [TopicSpec(source, partitions=1, config=NO_TIME_RETENTION)],
+    )
+    model = _model(settings)
+    producer = Producer(settings.kafka.producer_config())
+
+    def send(first: int, last: int) -> None:
+        for gps in range(first, last):
+            producer.produce(source, message(model, gps, "sgnax"), timestamp=gps_to_kafka_ms(gps))
+        assert producer.flush(30) == 0
+
+    send(GPS, GPS + 10)
+    port = free_port()
+    argv = [sys.executable, "-m", "idq_ingest.cli", "--config", str(config)]
+    proc = subprocess.Popen([*argv, "--metrics-port", str(port)], stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        done = 0.0
+        while done < 10:
+            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+            assert time.monotonic() < deadline, f"only {done} messages ingested"
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                    text = r.read().decode()
+            except OSError:
+                text = ""
+            done = sum(
+                float(line.rsplit(" ", 1)[1])
+                for line in text.splitlines()
+                if line.startswith("idq_strides_processed_total{") and 'stage="ingest"' in line
+            )
+            time.sleep(0.2)
+        for path in ("/healthz", "/readyz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                assert r.status == 200, path
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    send(GPS + 10, GPS + 15)
+    rerun = _run(config, "--gps-end", str(GPS + 15), "--metrics-port", "0")
+    assert rerun.returncode == 0, rerun.stderr
+    records = [r for _, r, _ in _read(settings, settings.kafka.topics.features)]
+    assert sorted(r["seq"] for r in records) == list(range(15))
+    assert sorted(r["start"] for r in records) == [float(g) for g in range(GPS, GPS + 15)]
