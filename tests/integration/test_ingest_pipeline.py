@@ -23,7 +23,7 @@ from idq_common.data.synthetic import SyntheticModel
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
 from idq_common.io.frames import find_frames, read_frame
 from idq_common.io.kafka.topics import NO_TIME_RETENTION, TopicSpec, create_topics
-from idq_dev.pipeline.local import MARGIN, STAGES, LocalPipeline, ServiceProcess
+from idq_dev.pipeline.local import MARGIN, LocalPipeline, ServiceProcess
 from idq_dev.testing.pipeline import pipeline_config
 from idq_dev.testing.snax_json import message
 
@@ -33,7 +33,7 @@ DURATION = 320.0
 
 
 def _edit(doc: dict[str, Any]) -> None:
-    doc["samples"]["random_rate"] = 2.0
+    doc["samples"]["random_rate"] = 4.0
     doc["train"]["min_new_samples"] = 150
     doc["calibrate"]["min_new_samples"] = 100
     doc["classifier"] = [c for c in doc["classifier"] if c["nickname"] == "forest"]
@@ -71,7 +71,7 @@ def test_snax_and_sgnax_json_through_ingest_to_frames(kafka_bootstrap: str, tmp_
     )
     model = SyntheticModel(
         seed=9, ifo="H1", target_channel=settings.samples.target_channel, n_witness=6,
-        n_noise=10, glitch_rate=2.0,
+        n_noise=10, glitch_rate=1.0,
     )  # fmt: skip
     n = len(model.channels)  # channel 0 is the target
     jobs = {"snax": range(1, 1 + n // 2), "sgnax": [0, *range(1 + n // 2, n)]}
@@ -97,9 +97,13 @@ def test_snax_and_sgnax_json_through_ingest_to_frames(kafka_bootstrap: str, tmp_
     )
     try:
         ingest.start()
-        pipeline.start(STAGES, with_producer=False)
         pipeline.processes["ingest"] = ingest
-        pipeline.wait(["ingest", *STAGES], timeout=600)
+        pipeline.wait(["ingest"], timeout=300)
+        # stage after stage: with all the data already there, a replayed evaluate would
+        # otherwise race through the span before train's first model exists
+        for group in (["train"], ["evaluate", "calibrate"], ["timeseries"]):
+            pipeline.start(group, with_producer=False)
+            pipeline.wait(group, timeout=300)
     finally:
         pipeline.stop()
         ingest.terminate()
