@@ -29,6 +29,7 @@ from idq_common.data.base import ClassifierData, InMemoryData
 from idq_common.data.triggers import TriggerSet
 from idq_common.exceptions import StopRequested
 from idq_common.gpstime import Clock, gps_to_kafka_ms
+from idq_common.progress import Progress as ProgressLine
 from idq_common.science.features import FeatureSpec
 from idq_common.science.quiver import Quiver, build_quiver
 from idq_common.stage.runtime import ServiceRuntime
@@ -160,6 +161,11 @@ class StreamingStage(ABC):
             self.stream.delay,
             "replay" if self.replay else "live",
         )
+        # a bounded run (--gps-end) logs strides done, rate and ETA every 30 s
+        self._progress: ProgressLine | None = None
+        if self.end is not None:
+            total = max(0.0, (self.end - self.cadence.timestamp) / self.stream.stride)
+            self._progress = ProgressLine(self.stage, total, every=30.0, emit=log.info)
 
     def _build(self, start: float) -> None:
         """Cadence manager and stream processor starting at ``start``."""
@@ -218,6 +224,8 @@ class StreamingStage(ABC):
             if batch.strides:
                 start, end = batch.strides[0][0], batch.strides[-1][1]
                 rt.metrics.stride_done(start, end, time.monotonic() - t0, n=len(batch.strides))
+                if self._progress is not None:
+                    self._progress.advance(len(batch.strides))
                 rt.metrics.lag(self.topics.features, self.checkpoint.lag())
             rt.metrics.set_ready(self.ready())
         log.info(
