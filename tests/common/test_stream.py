@@ -158,3 +158,21 @@ def test_segment_failure_is_a_gap_not_a_crash(model: SyntheticModel) -> None:
     assert b.gaps and all("segments unavailable" in g.reason for g in b.gaps)
     assert sum(g.duration for g in b.gaps) == 8
     assert segs.calls == 1  # one query per buffer, not one per stride
+
+
+def test_live_poll_returns_the_strides_due_when_it_started(model: SyntheticModel) -> None:
+    """Found by the chaos run's live scenario: each stride's fetch took about a stride
+    (data arriving in real time), so every stride that became due meanwhile joined the
+    same poll, and the live stage wrote nothing until max_strides strides were in."""
+    clock = ManualClock(T0)
+
+    def slow_fetch(start: float, end: float) -> TriggerSet:
+        clock.advance(1.0)  # as long as a stride: the next one is due when this returns
+        return model.generate(start, end)
+
+    cm = CadenceManager(T0, 1, delay=PAD, clock=clock)
+    sp = StreamProcessor(cm, FunctionSource(slow_fetch), AllTime(), pad=PAD, max_strides=50)
+    clock.advance(2 + PAD)
+    b = sp.poll()
+    assert b.strides == [(T0, T0 + 1), (T0 + 1, T0 + 2)]  # before: 50 strides
+    assert sp.poll().strides[0] == (T0 + 2, T0 + 3)  # the next poll goes on from there

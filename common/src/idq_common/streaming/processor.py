@@ -355,6 +355,11 @@ class StreamProcessor:
             (missing data, unavailable segments, skipped spans) and the strides.
         """
         self.new_buffer()
+        # the strides due *now*: in live mode fetching a stride can take as long as a
+        # stride (data arriving in real time, a slow segment server), and a poll that
+        # took every stride that became due meanwhile never ended: no output for a
+        # whole max_strides batch
+        limit = self.cadence.latest_due_end()
         strides: list[Span] = []
         skipped: list[Gap] = []
         while True:
@@ -376,6 +381,8 @@ class StreamProcessor:
                     )
                     if self.max_strides is not None and len(strides) >= self.max_strides:
                         break  # the cadence resumes at the next stride on the next poll
+                    if stride[1] >= limit:
+                        break
                 break
             except MaxIterError as exc:
                 span = self.cadence.skip_ahead()
