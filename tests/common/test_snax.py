@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from idq_common.config import load_settings
 from idq_common.data.synthetic import SyntheticModel
+from idq_common.exceptions import ConfigError
 from idq_common.io.snax import IngestRejected, JsonFormat, SecondTracker, parse_message
 from idq_dev.testing.snax_json import expected_triggers, message
 
@@ -142,3 +145,39 @@ def test_second_tracker_refuses_duplicates_and_going_back() -> None:
         tracker.check(GPS + 1)
     tracker.check(GPS + 3)
     assert SecondTracker(last=GPS + 3).last == GPS + 3
+
+
+ETC = Path(__file__).resolve().parents[2] / "etc" / "idq.toml"
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "key"),
+    [
+        ("[ingest]", "[ingest]\nchannel_pattern = '(unclosed'", "ingest.channel_pattern"),
+        ("[ingest]", '[ingest]\nsource_topic = "idq.H1.features"', "ingest.source_topic"),
+        ("[ingest]", '[ingest]\nsource_topic = "no spaces"', "ingest.source_topic"),
+        ("snax_rate = 16", "snax_rate = 0", "ingest.snax_rate"),
+        ("message_seconds = 1.0", "message_seconds = 0.1", "ingest.snax_rate"),
+        ('format = "auto"', 'format = "json"', "ingest.format"),
+        ("[ingest]", "[ingest]\nbogus = 1", "ingest.bogus"),
+    ],
+)
+def test_ingest_config_is_validated(tmp_path: Path, old: str, new: str, key: str) -> None:
+    path = tmp_path / "idq.toml"
+    text = ETC.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError) as info:
+        load_settings(path, env={})
+    assert info.value.key == key
+
+
+def test_ingest_config_defaults() -> None:
+    ingest = load_settings(ETC, env={}).ingest
+    assert ingest is not None
+    assert (ingest.source_topic, ingest.format, ingest.source_id) == (
+        "idq.H1.snax",
+        "auto",
+        "ingest",
+    )
+    assert JsonFormat(ifo="H1", target_channel="H1:X-Y", channel_pattern=ingest.channel_pattern)
