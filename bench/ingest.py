@@ -9,7 +9,7 @@ time is what the service reports from its first message read to its last commit
 ``x_realtime_with_startup`` divides by the whole process's wall time instead. The
 features topic is checked to hold every batch (``valid``).
 
-    python -m bench.ingest [--span 60] [--channels 1000]
+    python -m bench.ingest [--span 60] [--channels 1000] [--out bench/results/ingest.json]
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench._infra import ROW_RATE, WITNESSES, create_run_topics, write_config
+from bench._infra import ROW_RATE, WITNESSES, create_run_topics, machine, write_config
 
 STYLES = ("sgnax", "snax")
 
@@ -146,6 +146,7 @@ def main(args: Sequence[str] | None = None) -> int:
     p.add_argument("--span", type=float, default=60.0)
     p.add_argument("--channels", type=int, default=1000)
     p.add_argument("--jobs", type=int, default=4)
+    p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     ns = p.parse_args(args)
     from idq_dev.broker import LocalBroker
 
@@ -156,7 +157,11 @@ def main(args: Sequence[str] | None = None) -> int:
         r = measure(workdir, str(status.bootstrap), ns.span, ns.channels, ns.jobs)
     finally:
         broker.stop()
-    print(json.dumps(r, indent=2))
+    r["machine"] = machine()
+    text = json.dumps(r, indent=2)
+    print(text)
+    if ns.out is not None:
+        ns.out.write_text(text + "\n")
     return 0
 
 
