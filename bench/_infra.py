@@ -15,6 +15,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -203,6 +205,13 @@ class Sampled:
     returncode: int
     rss: list[tuple[float, float]] = field(default_factory=list)
     log: Path | None = None
+    #: seconds from spawn until its /healthz first answered (imports and start-up done)
+    up_s: float | None = None
+
+    @property
+    def loop_s(self) -> float | None:
+        """Wall time without interpreter start-up: from /healthz answering to exit."""
+        return None if self.up_s is None else self.wall_s - self.up_s
 
     def memory(self) -> dict[str, Any]:
         """Peak and final RSS and the growth after warm-up.
@@ -237,13 +246,29 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
     return start_process(argv, log, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
 
 
+def _answers(port: int) -> bool:
+    """Whether a metrics server on ``port`` answers ``/healthz`` (any HTTP status)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=0.2):
+            return True
+    except urllib.error.HTTPError:
+        return True  # 503 while not alive yet is still an answer: the server is up
+    except (urllib.error.URLError, OSError):
+        return False
+
+
 def run_sampled(
     procs: dict[str, subprocess.Popen[bytes]],
     timeout: float,
     interval: float = 0.5,
     logs: dict[str, Path] | None = None,
+    ports: dict[str, int] | None = None,
 ) -> dict[str, Sampled]:
-    """Wait for processes, sampling each one's RSS every ``interval`` seconds."""
+    """Wait for processes, sampling each one's RSS every ``interval`` seconds.
+
+    With ``ports`` (a service's ``--metrics-port``), also when its server first answers
+    (:attr:`Sampled.up_s`), polled every 0.05 s until then.
+    """
     t0 = time.monotonic()
     handles = {n: psutil.Process(p.pid) for n, p in procs.items()}
     out = {n: Sampled(n, 0.0, 0, log=(logs or {}).get(n)) for n in procs}
@@ -263,6 +288,8 @@ def run_sampled(
                 out[n].wall_s, out[n].returncode = now, p.returncode
                 done.add(n)
                 continue
+            if ports and n in ports and out[n].up_s is None and _answers(ports[n]):
+                out[n].up_s = now
             with contextlib.suppress(psutil.Error):
                 mib = handles[n].memory_info().rss / 2**20
                 if mib > 1:  # an exiting (zombie) process reports 0
@@ -274,17 +301,57 @@ def run_sampled(
                     p.wait()
                     out[n].wall_s, out[n].returncode = now, -9
             break
-        stop.wait(interval)
+        waiting = ports and any(out[n].up_s is None and n not in done for n in ports)
+        stop.wait(0.05 if waiting else interval)
     progress.done = float(len(done))
     progress.finish()
     return out
 
 
-def stage_argv(stage: str, cfg: RunConfig, start: float | None, end: float | None) -> list[str]:
+def stage_argv(
+    stage: str,
+    cfg: RunConfig,
+    start: float | None,
+    end: float | None,
+    metrics_port: int | None = None,
+) -> list[str]:
     argv = [bin_path(f"idq-{stage}"), "--config", str(cfg.path)]
     if start is not None and end is not None:
         argv += ["--gps-start", repr(start), "--gps-end", repr(end)]
+    if metrics_port is not None:
+        argv += ["--metrics-port", str(metrics_port)]
     return argv
+
+
+def read_records(cfg: RunConfig, kind: str) -> list[dict[str, Any]]:
+    """Every record of the run's ``kind`` topic (decoded), partition by partition."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from idq_common.config import load_settings
+    from idq_common.io.avro import decode
+
+    s = load_settings(cfg.path, env={})
+    topic = cfg.topics[kind]
+    consumer = Consumer({**s.kafka.consumer_config("bench.reader"), "enable.auto.commit": False})
+    out: list[dict[str, Any]] = []
+    try:
+        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(topic, p, low)])
+            last = low - 1
+            while last < high - 1:
+                msgs = consumer.consume(1000, timeout=5)
+                if not msgs:
+                    break
+                for m in msgs:
+                    last = m.offset() or 0
+                    if m.error() is None:
+                        out.append(decode(m.value() or b"")[1])
+    finally:
+        consumer.close()
+    return out
 
 
 def tail(path: Path | None, lines: int = 15) -> str:
@@ -294,27 +361,3 @@ def tail(path: Path | None, lines: int = 15) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-
-_STAMP = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d),(\d{3}) ")
-
-
-def log_span_seconds(path: Path | None) -> float | None:
-    """Seconds between the first and the last timestamped line of a service log.
-
-    The first line is written once imports are done and the metrics server is up, the
-    last at shutdown: this is the loop's time without interpreter start-up.
-    """
-    from datetime import datetime
-
-    if path is None or not path.exists():
-        return None
-    stamps = []
-    for line in path.read_text(errors="replace").splitlines():
-        m = _STAMP.match(line)
-        if m:
-            stamps.append(
-                datetime.strptime(m.group(1), "%Y-%m-%d %H:%M:%S").timestamp()
-                + int(m.group(2)) / 1000
-            )
-    return stamps[-1] - stamps[0] if len(stamps) >= 2 else None

@@ -18,7 +18,6 @@ ceiling measured on the same topic in the same run.
 from __future__ import annotations
 
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +27,8 @@ from bench._infra import (
     RunConfig,
     Sampled,
     create_run_topics,
-    log_span_seconds,
     produce,
+    read_records,
     run_sampled,
     spawn,
     stage_argv,
@@ -37,6 +36,8 @@ from bench._infra import (
     write_config,
 )
 from idq_common.contracts import STAGES
+from idq_common.io.avro.convert import record_to_timeseries
+from idq_dev.processes import free_port
 
 log = logging.getLogger(__name__)
 #: data produced beyond the replayed span on each side (windows look across edges)
@@ -71,29 +72,25 @@ def prepare(
     }
 
 
-_OK = re.compile(r"\(OK ([^)]*)\)")
-
-
-def work_done(stage: str, path: Path | None) -> dict[str, Any]:
-    """What the stage really did, from its log: a fast replay that ranked nothing is
-    not a throughput figure (``valid`` False). Timeseries: mean OK fraction over
-    strides and classifiers (OK = 0 everywhere means no healthy calibration, so no
+def work_done(stage: str, cfg: RunConfig) -> dict[str, Any]:
+    """What the stage really did, from its output topic: a fast replay that ranked
+    nothing is not a throughput figure (``valid`` False). Timeseries: mean OK fraction
+    over strides and classifiers (OK = 0 everywhere means no healthy calibration, so no
     features were computed and nothing was ranked); evaluate: quivers ranked; train:
     models published; calibrate: healthy calibrations."""
-    text = path.read_text(errors="replace") if path is not None and path.exists() else ""
     if stage == "timeseries":
-        oks = [float(v.split("=")[1]) for m in _OK.finditer(text) for v in m.group(1).split(", ")]
+        oks = [float(record_to_timeseries(r)["ok"].mean()) for r in read_records(cfg, stage)]
         frac = sum(oks) / len(oks) if oks else 0.0
         return {"ok_fraction": round(frac, 3), "valid": frac > 0.5}
     if stage == "evaluate":
-        n = text.count("ranked with model")
+        n = len(read_records(cfg, "quivers"))
         return {"quivers_ranked": n, "valid": n > 0}
     if stage == "train":
-        n = len(re.findall(r"train: \S+ model \S+ from", text))
+        n = len(read_records(cfg, "models"))
         return {"models_published": n, "valid": n > 0}
-    lines = [ln for ln in text.splitlines() if ": calibration calibration/" in ln]
-    healthy = sum(1 for ln in lines if "UNHEALTHY" not in ln)
-    return {"calibrations": len(lines), "healthy_calibrations": healthy, "valid": len(lines) > 0}
+    cals = read_records(cfg, "calibrations")
+    healthy = sum(1 for r in cals if r["healthy"])
+    return {"calibrations": len(cals), "healthy_calibrations": healthy, "valid": len(cals) > 0}
 
 
 def run_stage(
@@ -106,8 +103,9 @@ def run_stage(
     tag: str = "",
 ) -> Sampled:
     logp = cfg.workdir / "logs" / f"{stage}{tag}.log"
-    proc = spawn(stage_argv(stage, cfg, start, end), logp, env)
-    res = run_sampled({stage: proc}, timeout, logs={stage: logp})[stage]
+    port = free_port()
+    proc = spawn(stage_argv(stage, cfg, start, end, metrics_port=port), logp, env)
+    res = run_sampled({stage: proc}, timeout, logs={stage: logp}, ports={stage: port})[stage]
     if res.returncode != 0:
         raise RuntimeError(f"{stage} exited {res.returncode}:\n{tail(logp)}")
     return res
@@ -140,14 +138,14 @@ def measure(
         res = run_stage(cfg, stage, start, start + span, timeout)
         out["processes"][stage] = res
         rows_s = rows_in_span / res.wall_s
-        loop = log_span_seconds(res.log)
+        loop = res.loop_s
         out["stages"].append(
             {
                 "stage": stage,
                 "channels": channels,
                 "span_s": span,
                 "wall_s": round(res.wall_s, 2),
-                # without interpreter start-up (imports ~2-3 s): first to last log line
+                # without interpreter start-up (imports ~2-3 s): from /healthz answering to exit
                 "loop_s": round(loop, 2) if loop else None,
                 "x_realtime_loop": round(span / loop, 2) if loop else None,
                 "x_realtime": round(span / res.wall_s, 2),
@@ -156,7 +154,7 @@ def measure(
                 if ceil["rows_per_s"]
                 else 0,
                 "input": "quivers" if stage == "calibrate" else "features",
-                **work_done(stage, res.log),
+                **work_done(stage, cfg),
             }
         )
         log.info("replay %d ch %s: %.1fx real time", channels, stage, span / res.wall_s)

@@ -26,7 +26,7 @@ import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 from igwn_segments import segment, segmentlist
 
-from idq_common.contracts import STAGES, channel_name
+from idq_common.contracts import STAGES, channel_name, group_id
 from idq_common.data.synthetic import SyntheticSource
 from idq_common.data.triggers import in_segments
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
@@ -329,21 +329,49 @@ def test_pglitch_high_at_glitches_and_efficiency_floor(run: dict[str, Any]) -> N
     assert np.median(pg[idx][ok_g]) > 5 * np.median(pg[cidx][ok_c])
 
 
-def test_calibrate_consumed_every_evaluated_sample(run: dict[str, Any]) -> None:
+def test_calibrations_use_evaluated_samples_of_announced_models(run: dict[str, Any]) -> None:
+    """Topic contents agree: calibrate fitted announced models on what evaluate produced.
+
+    (That calibrate consumes every quiver and commits only settled ones is asserted on
+    its records, commits and metrics in tests/services/test_stages.py; here, that the
+    bounded run ended by itself is test_every_service_stopped_cleanly_and_finished.)
+    """
     s = run["settings"]
-    quivers = _read_topic(s, s.kafka.topics.quivers)
-    unique = {(r["classifier"], r["start"]): r["n"] for _, r, _, _ in quivers}
-    assert sum(unique.values()) > 0
-    # every stride's quiver was consumed by some calibrate run (restarts re-read what no
-    # calibration had used yet; duplicates from evaluate's redone strides are skipped)
-    consumed: dict[tuple[str, float], int] = {}
-    for line in (run["tmp"] / "logs" / "calibrate.log").read_text().splitlines():
-        if "calibrate: consumed " in line and " stride [" in line:
-            name = line.split("calibrate: consumed ")[1].split()[0]
-            t0 = float(line.split(" stride [")[1].split(",")[0])
-            consumed[(name, t0)] = int(line.split("): ")[1].split()[0])
-    assert consumed == unique
-    assert sum(consumed.values()) == sum(unique.values())
+    # evaluated samples per (classifier, model), each stride once (evaluate's redone
+    # strides after its restart are duplicates calibrate skips)
+    evaluated: dict[tuple[str, str], int] = collections.Counter()
+    seen = set()
+    for _, r, _, _ in _read_topic(s, s.kafka.topics.quivers):
+        if (r["classifier"], r["start"]) not in seen:
+            seen.add((r["classifier"], r["start"]))
+            evaluated[(r["classifier"], r["model_id"])] += r["n"]
+    assert sum(evaluated.values()) > 0
+    models = {r["model_id"]: r for _, r, _, _ in _read_topic(s, s.kafka.topics.models)}
+    calibrations = [r for _, r, _, _ in _read_topic(s, s.kafka.topics.calibrations)]
+    assert {r["classifier"] for r in calibrations} == {c.nickname for c in s.classifiers}
+    for cal in calibrations:
+        model = models[cal["model_id"]]  # announced by train
+        assert (model["classifier"], model["uri"]) == (cal["classifier"], cal["model_uri"])
+        used = cal["n_glitch"] + cal["n_clean"]
+        assert (
+            s.calibrate.min_new_samples <= used <= evaluated[(cal["classifier"], cal["model_id"])]
+        )
+    # the calibrate group committed progress on every quivers partition
+    group = Consumer(
+        {
+            **s.kafka.consumer_config(group_id(s.general.ifo, "calibrate")),
+            "enable.auto.commit": False,
+        }
+    )
+    try:
+        topic = s.kafka.topics.quivers
+        parts = group.list_topics(topic, timeout=10).topics[topic].partitions
+        committed = group.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+        for tp in committed:
+            _, high = group.get_watermark_offsets(tp, timeout=10)
+            assert 0 <= tp.offset <= high, (tp.partition, tp.offset, high)
+    finally:
+        group.close()
 
 
 def test_poison_message_dead_lettered_and_stages_carried_on(run: dict[str, Any]) -> None:

@@ -282,4 +282,7 @@ def test_timeseries_writes_a_frame_and_records_per_stride(timeseries: Chain) -> 
             assert np.asarray(data[channel_name("H1", "OK", name, ts.fmin, ts.fmax)]).all()
     for name in names:
         assert _metric(runtime, "idq_ok_fraction", classifier=name) == 1.0
+        cal = timeseries.calibrations.latest[name]
+        assert _metric(runtime, "idq_calibration_info", classifier=name, id=cal.ident) == 1
+        assert _metric(runtime, "idq_calibration_age_seconds", classifier=name) > 0
     assert progress.saves[-1][0] == TS_SPAN[1]
