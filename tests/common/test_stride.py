@@ -90,7 +90,9 @@ def test_batching_is_bit_identical(model: Any, calibrated: dict[str, Any]) -> No
             for product in PRODUCTS:
                 a = alone.products[name][product]
                 np.testing.assert_array_equal(together[k].products[name][product], a)
-                np.testing.assert_array_equal(chunked[k].products[name][product], a)
+                np.testing.assert_array_equal(
+                    chunked[k].products[name][product], a, f"{name}.{product}"
+                )
         assert together[k].products["random_forest"]["OK"].any()
 
 
@@ -115,3 +117,18 @@ def test_nothing_valid_gives_ok_zero(model: Any, calibrated: dict[str, Any]) -> 
         for o in stride_products(trig, _strides(start, 2, segs), RATE, models):
             assert o.times.size == RATE
             assert not any(p["OK"].any() for p in o.products.values())
+
+
+def test_mapped_features_equal_preprocessed_raw_ones(model: Any) -> None:
+    """Mapping trigger values while picking them is the flavor's preprocessing, bit for bit
+    (including windows without triggers and a chunk with no triggers at all)."""
+    from idq_common.data.triggers import TriggerSet
+    from idq_common.science.classifiers.sklearn import LearnableMap, preprocess
+    from idq_common.science.features import feature_matrices
+
+    spec = small_spec(model)
+    times = grid_times(T0 + 8000, T0 + 8004, RATE)
+    for trig in (model.generate(T0 + 7999, T0 + 8005), TriggerSet.empty(model.channels)):
+        raw, mapped = feature_matrices(trig, times, spec, [None, LearnableMap(spec.window)])
+        np.testing.assert_array_equal(raw, feature_matrix(trig, times, spec))
+        np.testing.assert_array_equal(mapped, preprocess(raw, spec))

@@ -26,13 +26,20 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from idq_common.data.triggers import TriggerSet, group_rows
 
-__all__ = ["FEATURE_COLUMNS", "FeatureSpec", "feature_matrix", "grid_times"]
+__all__ = [
+    "FEATURE_COLUMNS",
+    "ColumnMap",
+    "FeatureSpec",
+    "feature_matrices",
+    "feature_matrix",
+    "grid_times",
+]
 
 #: Columns a feature vector may carry per channel.
 FEATURE_COLUMNS: tuple[str, ...] = ("snr", "frequency", "dt")
@@ -162,6 +169,16 @@ def _range_argmax(
     return np.where((vb > va) | ((vb == va) & (b < a)), b, a)
 
 
+class ColumnMap(Protocol):
+    """An elementwise map of one column's values (e.g. a classifier's preprocessing).
+
+    Elementwise: ``m(col, v)[i]`` depends only on ``v[i]``, so mapping the triggers'
+    values before picking them gives the same matrix as mapping the picked values.
+    """
+
+    def __call__(self, column: str, values: np.ndarray) -> np.ndarray: ...
+
+
 def feature_matrix(
     triggers: TriggerSet, times: Sequence[float] | np.ndarray, spec: FeatureSpec
 ) -> np.ndarray:
@@ -188,15 +205,31 @@ def feature_matrix(
     time-sorted rows), grouped by spec channel, so the work per chunk is bounded and
     a result never depends on the chunking (each window lies inside its chunk's slice).
     """
+    return feature_matrices(triggers, times, spec, [None])[0]
+
+
+def feature_matrices(
+    triggers: TriggerSet,
+    times: Sequence[float] | np.ndarray,
+    spec: FeatureSpec,
+    maps: Sequence[ColumnMap | None],
+) -> list[np.ndarray]:
+    """:func:`feature_matrix` once per entry of ``maps``, each column mapped by it.
+
+    The windows are resolved once for all of them; an entry None gives the raw matrix.
+    A map is applied to the triggers' values (and the missing-trigger defaults) for
+    ``snr`` and ``frequency``, far fewer than the cells (a window holds a few
+    triggers, a trigger lies in many windows), and to the cells for ``dt``.
+    """
     times = np.asarray(times, dtype=np.float64)
     n, nch, w = times.size, len(spec.channels), spec.window
-    out = np.empty((n, spec.width), dtype=np.float64)
+    outs = [np.empty((n, spec.width), dtype=np.float64) for _ in maps]
     if n == 0 or nch == 0:
-        return out
+        return outs
     order = np.argsort(times, kind="stable")
     st = times[order]
     in_order = bool(np.all(order[1:] > order[:-1]))
-    sorted_out = out if in_order else np.empty_like(out)
+    sorted_outs = outs if in_order else [np.empty_like(o) for o in outs]
     # Spec column of every channel of the set (nch: not in the spec).
     index = {name: i for i, name in enumerate(spec.channels)}
     col_of = np.array([index.get(name, nch) for name in triggers.channels] + [nch], dtype=np.int64)
@@ -211,10 +244,12 @@ def feature_matrix(
         col = col_of[chan[r0:r1]]
         want = col < nch
         grouped = group_rows(col[want], t[r0:r1][want], s[r0:r1][want], f[r0:r1][want], nch)
-        _fill(grouped, st[a:b], w, spec.columns, sorted_out[a:b])
+        chunk = [(o[a:b], m) for o, m in zip(sorted_outs, maps, strict=True)]
+        _fill(grouped, st[a:b], w, spec.columns, chunk)
     if not in_order:
-        out[order] = sorted_out
-    return out
+        for out, sorted_out in zip(outs, sorted_outs, strict=True):
+            out[order] = sorted_out
+    return outs
 
 
 def _fill(
@@ -222,9 +257,9 @@ def _fill(
     st: np.ndarray,
     w: float,
     columns: tuple[str, ...],
-    out: np.ndarray,
+    outs: list[tuple[np.ndarray, ColumnMap | None]],
 ) -> None:
-    """Rows of ``out`` for the sorted sample times ``st``, every channel at once.
+    """Rows of each ``out`` for the sorted sample times ``st``, every channel at once.
 
     Window ``[t - w, t + w]`` of spec channel c covers grouped rows ``[lo, hi)``: lo
     counts c's triggers with ``time < t - w``, hi those with ``time <= t + w``, exactly
@@ -234,11 +269,13 @@ def _fill(
     """
     bounds, t, s, f = grouped
     n, nch, ncol, rows = st.size, bounds.size - 1, len(columns), t.size
-    cells = out.reshape(n, nch, ncol)  # a view: out is a C-contiguous block of rows
     defaults = {"snr": 0.0, "frequency": 0.0, "dt": w}
     if rows == 0:
-        for k, name in enumerate(columns):
-            cells[:, :, k] = defaults[name]
+        for out, cmap in outs:
+            cells = out.reshape(n, nch, ncol)
+            for k, name in enumerate(columns):
+                value = np.array([defaults[name]])
+                cells[:, :, k] = (value if cmap is None else cmap(name, value))[0]
         return
     col = np.repeat(np.arange(nch, dtype=np.int64), np.diff(bounds))
     size = (n + 1) * (nch + 1)
@@ -260,10 +297,14 @@ def _fill(
         best = lo
     # Empty cells point at an appended default row (snr 0, frequency 0).
     best = np.where(hit, best, rows)
-    for k, name in enumerate(columns):
-        if name == "snr":
-            cells[:, :, k] = np.append(s, 0.0).take(best)
-        elif name == "frequency":
-            cells[:, :, k] = np.append(f, 0.0).take(best)
-        else:
-            cells[:, :, k] = np.where(hit, np.append(t, 0.0).take(best) - st[:, None], w)
+    dt = None
+    for out, cmap in outs:
+        cells = out.reshape(n, nch, ncol)  # a view: out is a C-contiguous block of rows
+        for k, name in enumerate(columns):
+            if name == "dt":
+                if dt is None:
+                    dt = np.where(hit, np.append(t, 0.0).take(best) - st[:, None], w)
+                cells[:, :, k] = dt if cmap is None else cmap(name, dt)
+            else:
+                values = np.append(s if name == "snr" else f, 0.0)
+                cells[:, :, k] = (values if cmap is None else cmap(name, values)).take(best)

@@ -25,7 +25,7 @@ import numpy as np
 from igwn_segments import segment, segmentlist
 
 from idq_common.data.triggers import TriggerSet, in_segments
-from idq_common.science.features import FeatureSpec, feature_matrix, grid_times
+from idq_common.science.features import ColumnMap, FeatureSpec, feature_matrices, grid_times
 from idq_common.science.products import RankCalibration, compute_products, invalid_products
 
 __all__ = [
@@ -61,7 +61,9 @@ class Ranker(Protocol):
     @property
     def feature_spec(self) -> Layout: ...
 
-    def rank(self, features: np.ndarray) -> np.ndarray: ...
+    def rank(self, features: np.ndarray, mapped: bool = False) -> np.ndarray: ...
+
+    def feature_map(self) -> ColumnMap | None: ...
 
 
 class CalibratedModel(Protocol):
@@ -119,10 +121,14 @@ def rank_grid(
     classifiers: Mapping[str, Ranker],
     max_cells: int = MAX_CELLS,
 ) -> dict[str, np.ndarray]:
-    """Ranks of each classifier at ``times`` (classifiers sharing a layout share features).
+    """Ranks of each classifier at ``times``.
 
-    Rows are ranked in chunks of at most ``max_cells`` feature cells; the result does
-    not depend on the chunking (rows are independent).
+    Classifiers sharing a feature layout share the window resolution; those sharing
+    a column map (:meth:`Classifier.feature_map`, e.g. the scikit-learn flavors' log
+    and closeness transform) share one mapped matrix, built per trigger instead of
+    per cell. Rows are ranked in chunks of at most ``max_cells`` feature cells; the
+    result depends neither on the chunking (rows are independent) nor on the mapping
+    (elementwise, the same arithmetic).
     """
     out = {name: np.empty(times.size) for name in classifiers}
     layouts: dict[tuple[Any, ...], list[str]] = {}
@@ -130,11 +136,15 @@ def rank_grid(
         layouts.setdefault(_spec_key(clf.feature_spec), []).append(name)
     for (channels, window, columns), names in layouts.items():
         spec = FeatureSpec(channels, window, columns)
-        step = max(1, max_cells // max(1, spec.width))
+        maps = {name: classifiers[name].feature_map() for name in names}
+        distinct = list(dict.fromkeys(maps.values()))
+        step = max(1, max_cells // max(1, spec.width * len(distinct)))
         for a in range(0, times.size, step):
-            X = feature_matrix(triggers, times[a : a + step], spec)
+            matrices = feature_matrices(triggers, times[a : a + step], spec, distinct)
             for name in names:
-                out[name][a : a + step] = classifiers[name].rank(X)
+                X = matrices[distinct.index(maps[name])]
+                mapped = maps[name] is not None
+                out[name][a : a + step] = classifiers[name].rank(X, mapped=mapped)
     return out
 
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import io
 import re
 import zipfile
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -64,18 +65,28 @@ TRUSTED_TYPES: tuple[str, ...] = (
 _SKLEARN_NAMES = {"random_state": "seed"}
 
 
+@dataclass(frozen=True)
+class LearnableMap:
+    """The elementwise part of :func:`preprocess`, one column at a time (hashable: equal
+    maps let classifiers share one mapped feature matrix)."""
+
+    window: float
+
+    def __call__(self, column: str, values: np.ndarray) -> np.ndarray:
+        if column in ("snr", "frequency"):
+            return np.log1p(np.maximum(values, 0.0))
+        if column == "dt":
+            return 1.0 - np.minimum(np.abs(values) / self.window, 1.0)
+        return values
+
+
 def preprocess(X: np.ndarray, spec: FeatureSpec, signed_dt: bool = False) -> np.ndarray:
     """Map raw features to learnable ones (see the module docstring)."""
     k = len(spec.columns)
     out = np.empty_like(X)
+    learnable = LearnableMap(spec.window)
     for j, col in enumerate(spec.columns):
-        block = X[:, j::k]
-        if col in ("snr", "frequency"):
-            out[:, j::k] = np.log1p(np.maximum(block, 0.0))
-        elif col == "dt":
-            out[:, j::k] = 1.0 - np.minimum(np.abs(block) / spec.window, 1.0)
-        else:
-            out[:, j::k] = block
+        out[:, j::k] = learnable(col, X[:, j::k])
     if signed_dt and "dt" in spec.columns:
         j = spec.columns.index("dt")
         out = np.hstack([out, np.clip(X[:, j::k] / spec.window, -1.0, 1.0)])
@@ -158,14 +169,35 @@ class _SklearnMixin:
             Z = self._scaler.transform(Z)
         return Z
 
+    def feature_map(self) -> LearnableMap | None:
+        spec = self._spec or self.feature_spec
+        if bool(self.params.get("signed_dt", False)) or spec != self.feature_spec:
+            return None
+        return LearnableMap(spec.window)
+
     def _rank(self, X: np.ndarray) -> np.ndarray:
-        Z = self._prep(X)
+        return self._predict(self._prep(X))
+
+    def _rank_mapped(self, Z: np.ndarray) -> np.ndarray:
+        if self._scaler is not None:
+            # StandardScaler.transform's arithmetic without its validation pass and copy
+            # (the matrix is ours, finite, float64): the same values bit for bit
+            Z = Z - self._scaler.mean_
+            Z /= self._scaler.scale_
+        return self._predict(Z)
+
+    def _predict(self, Z: np.ndarray) -> np.ndarray:
         if isinstance(self._est, RandomForestClassifier):
             proba = self._est.predict_proba(Z)
             return np.asarray(proba[:, list(self._est.classes_).index(1)], dtype=np.float64)
         if isinstance(self._est, GaussianNB):
             jll = self._est.predict_joint_log_proba(Z)
             z = jll[:, 1] - jll[:, 0]
+        elif isinstance(self._est, SGDClassifier):
+            # decision_function's X @ coef.T goes through BLAS, whose kernels block rows:
+            # a row's last bits would depend on how many rows are ranked with it. One
+            # dot product per row makes a sample's rank independent of its batch.
+            z = np.einsum("ij,j->i", Z, self._est.coef_[0]) + self._est.intercept_[0]
         else:
             z = self._est.decision_function(Z)
         # classes_ is [0, 1] for every flavor here (partial_fit is given classes=[0, 1])
