@@ -49,6 +49,11 @@ def test_quick_suite_writes_every_field(tmp_path: Path) -> None:
     assert set(sc["calibration_coverage"]) == {"0.1", "0.01"}
     assert math.isfinite(sc["stride_invariance_max_abs_diff"])
     assert {"deadtime", "efficiency", "ovl_efficiency"} <= set(sc["hveto"])
+    fam = sc["families"]
+    assert fam["seeds"] and str(fam["tuning_seed"]) not in fam["seeds"]
+    for row in fam["seeds"].values():
+        assert 0 < row["witnessed_bound"] < 1
+        assert all(0 <= c["eff_at_0.01"] <= 1 for c in row["classifiers"].values())
     ing = r["ingest"]
     assert {x["style"] for x in ing["styles"]} == {"snax", "sgnax"}
     for x in ing["styles"]:

@@ -69,12 +69,13 @@ def test_iterative_removal_is_disjoint_and_ranks_follow_the_list() -> None:
     clf = _ovl(spec)
     clf.train(q)
     assert len(clf.vetoes) >= 2
-    S, D, y = q.features[:, 0::3], np.abs(q.features[:, 2::3]), q.labels
+    S, D, y = q.features[:, 0::3], q.features[:, 2::3], q.labels
     left = np.ones(y.size, dtype=bool)
     expect = np.zeros(y.size)
     for v in clf.vetoes:
         c = spec.channels.index(v["channel"])
-        fires = (S[:, c] >= v["threshold"]) & (D[:, c] <= v["window"]) & left
+        near = np.abs(D[:, c] - v["lag"]) <= v["window"]
+        fires = (S[:, c] >= v["threshold"]) & near & left
         # counts recorded for a veto are those it newly covers
         assert v["n_glitch"] == int((fires & (y == 1)).sum())
         assert v["n_clean"] == int((fires & (y == 0)).sum())
@@ -132,3 +133,37 @@ def test_bad_params() -> None:
         make_classifier("ovl", "ovl", {"weights": {"deadtime": 1}}, spec)
     with pytest.raises(ClassifierError, match="dt"):
         make_classifier("ovl", "ovl", {}, FeatureSpec(("A",), 0.1, ("snr",)))
+
+
+def test_lagged_witness_gets_a_window_centred_on_its_lag() -> None:
+    """A witness 0.3 s late: with lags, a narrow window at 0.3 s; without, a 0.5 s one."""
+    rng = np.random.default_rng(11)
+    spec = FeatureSpec(("H1:A", "H1:B"), 0.5)
+    ng, nc = 300, 3000
+    X = np.zeros((ng + nc, spec.width))
+    X[:, 2::3] = 0.5  # no trigger: dt at the window edge
+    # glitches: A fires at 0.3 s +- 0.02 s, loud
+    X[:ng, 0] = 20.0
+    X[:ng, 2] = 0.3 + rng.uniform(-0.02, 0.02, ng)
+    # clean: A fires on its own anywhere in the window, as loud, a third of the time
+    on = rng.random(nc) < 0.33
+    X[ng:, 0] = np.where(on, 20.0, 0.0)
+    X[ng:, 2] = np.where(on, rng.uniform(-0.5, 0.5, nc), 0.5)
+    y = np.r_[np.ones(ng), np.zeros(nc)].astype(np.int8)
+    q = SimpleNamespace(features=X, labels=y, start=0.0, end=3300.0, segs=None, times=None)
+    windows = [0.5, 0.25, 0.125, 0.0625]
+    lagged = make_classifier("ovl", "ovl", {"windows": windows}, spec)
+    lagged.train(q)
+    assert isinstance(lagged, OVL)
+    first = lagged.vetoes[0]
+    assert first["channel"] == "H1:A" and abs(first["lag"] - 0.3) < 0.02
+    assert first["window"] == 0.0625 and first["fap"] < 0.05
+    plain = make_classifier("ovl", "ovl", {"windows": windows, "lags": False}, spec)
+    plain.train(q)
+    assert isinstance(plain, OVL)
+    assert all(v["lag"] == 0.0 for v in plain.vetoes)
+    assert plain.vetoes[0]["window"] >= 0.25 and plain.vetoes[0]["fap"] > first["fap"]
+    # the lag survives the round trip
+    other = make_classifier("ovl", "ovl", {"windows": windows}, spec)
+    other.from_bytes(lagged.to_bytes())
+    assert np.array_equal(other.rank(X), lagged.rank(X))

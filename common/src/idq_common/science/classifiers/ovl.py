@@ -26,6 +26,12 @@ Consequences to know:
   in the same row.  Raw-segment OVL would catch it; the effect is second order where
   witnesses are louder near glitches, which is what makes them witnesses.
 
+Lags (``lags = true``, the default): a witness may respond with a delay (a control
+loop, a seismic path).  Before the rounds, each channel's lag is measured from the
+training samples (:meth:`OVL._channel_lags`) and its veto windows are centred on it:
+a veto fires when ``|dt - lag| <= window``.  A channel without a clear lag keeps 0,
+which is production OVL's symmetric window.
+
 Training (iterative recalculation): every round scores every configuration on the
 samples not yet covered, picks the best configuration that passes the minimums
 (``min_vetoed`` glitches, Poisson significance >= ``min_significance``, eff/fap > 1),
@@ -101,6 +107,7 @@ class OVL(SupervisedClassifier):
         "min_vetoed": 3,
         "min_significance": 3.0,
         "max_rounds": 200,
+        "lags": True,
     }
 
     def __init__(self, nickname: str, params: Any = None, feature_spec: Any = None) -> None:
@@ -138,6 +145,9 @@ class OVL(SupervisedClassifier):
             v = p[name]
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ClassifierParamError(name, f"expected an integer >= {low}, got {v!r}")
+        if not isinstance(p["lags"], bool):
+            raise ClassifierParamError("lags", f"expected true or false, got {p['lags']!r}")
+        self._lags = np.zeros(len(self.feature_spec.channels))
         sig = p["min_significance"]
         if isinstance(sig, bool) or not isinstance(sig, int | float) or not sig >= 0:
             raise ClassifierParamError("min_significance", f"expected a number >= 0, got {sig!r}")
@@ -156,11 +166,46 @@ class OVL(SupervisedClassifier):
 
         return self._make_model(int(y.size), _quiver_span(quiver))
 
+    def _channel_lags(self, X: np.ndarray, y: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+        """Per channel, the lag of its triggers behind glitches (0 where none stands out).
+
+        The ``dt`` of triggers above the lowest threshold is histogrammed in bins of the
+        smallest window, for glitch and for clean samples; the bin where the glitch
+        fraction most exceeds the clean fraction, if that excess is at least
+        ``min_vetoed`` glitches, gives the lag: the median ``dt`` of the glitch triggers
+        within one bin of it. A witness whose response is delayed by 0.2 s then gets
+        windows centred on 0.2 s, not on 0 (where it would need a 0.25 s window and
+        five times the deadtime).
+        """
+        nC = len(spec.channels)
+        lags = np.zeros(nC)
+        if not self.params["lags"]:
+            return lags
+        k = len(spec.columns)
+        snr = X[:, spec.columns.index("snr") :: k]
+        dts = X[:, spec.columns.index("dt") :: k]
+        w, b = spec.window, float(self.windows.min())
+        nb = max(1, int(np.ceil(2 * w / b)))
+        sample, chan = np.nonzero(snr >= self.thresholds[0])
+        dt = dts[sample, chan]
+        bins = np.clip(((dt + w) / b).astype(np.int64), 0, nb - 1)
+        glitch = y[sample] == 1
+        G, C = max(int((y == 1).sum()), 1), max(int((y == 0).sum()), 1)
+        hg = np.bincount(chan[glitch] * nb + bins[glitch], minlength=nC * nb).reshape(nC, nb)
+        hc = np.bincount(chan[~glitch] * nb + bins[~glitch], minlength=nC * nb).reshape(nC, nb)
+        excess = hg / G - hc / C
+        best = np.argmax(excess, axis=1)
+        strong = excess[np.arange(nC), best] * G >= int(self.params["min_vetoed"])
+        for c in np.nonzero(strong)[0]:
+            near = glitch & (chan == c) & (np.abs(bins - best[c]) <= 1)
+            lags[c] = round(float(np.median(dt[near])), 4)
+        return lags
+
     def _cells(self, X: np.ndarray, spec: FeatureSpec) -> tuple[np.ndarray, ...]:
         """Sparse (sample, channel, cell) entries of rows above the lowest threshold."""
         k = len(spec.columns)
         S = X[:, spec.columns.index("snr") :: k]
-        D = np.abs(X[:, spec.columns.index("dt") :: k])
+        D = np.abs(X[:, spec.columns.index("dt") :: k] - self._lags[None, :])
         ti = np.searchsorted(self.thresholds, S, side="right")  # thresholds passed
         wi = np.searchsorted(self.windows, D, side="left")  # smallest window holding |dt|
         sample, chan = np.nonzero((ti > 0) & (wi < self.windows.size))
@@ -170,6 +215,7 @@ class OVL(SupervisedClassifier):
     def _train_matrix(self, X: np.ndarray, y: np.ndarray, livetime: float) -> None:
         spec = self.feature_spec
         nT, nW, nC = self.thresholds.size, self.windows.size, len(spec.channels)
+        self._lags = self._channel_lags(X, y, spec)
         sample, chan, cell = self._cells(X, spec)
         flat = chan * (nT * nW) + cell
         glitch = y == 1
@@ -214,6 +260,7 @@ class OVL(SupervisedClassifier):
                     "channel": spec.channels[c],
                     "threshold": float(self.thresholds[t]),
                     "window": float(self.windows[w]),
+                    "lag": float(self._lags[c]),
                     "round": rnd,
                     "n_glitch": n_g,
                     "n_clean": n_c,
@@ -267,7 +314,8 @@ class OVL(SupervisedClassifier):
         for v in self.vetoes:
             i_snr = spec.column_index(v["channel"], "snr")
             i_dt = spec.column_index(v["channel"], "dt")
-            fires = unset & (X[:, i_snr] >= v["threshold"]) & (np.abs(X[:, i_dt]) <= v["window"])
+            near = np.abs(X[:, i_dt] - v.get("lag", 0.0)) <= v["window"]
+            fires = unset & (X[:, i_snr] >= v["threshold"]) & near
             ranks[fires] = v["rank"]
             unset &= ~fires
         return ranks

@@ -244,7 +244,7 @@ class RandomForest(_SklearnMixin, SupervisedClassifier):
         "max_features": "sqrt",
         "n_jobs": 1,
         "seed": 0,
-        "signed_dt": False,
+        "signed_dt": True,
     }
 
     def _new_estimator(self) -> Any:
