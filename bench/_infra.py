@@ -325,33 +325,11 @@ def stage_argv(
 
 def read_records(cfg: RunConfig, kind: str) -> list[dict[str, Any]]:
     """Every record of the run's ``kind`` topic (decoded), partition by partition."""
-    from confluent_kafka import Consumer, TopicPartition
-
     from idq_common.config import load_settings
-    from idq_common.io.avro import decode
+    from idq_dev.testing.topics import read_topic
 
-    s = load_settings(cfg.path, env={})
-    topic = cfg.topics[kind]
-    consumer = Consumer({**s.kafka.consumer_config("bench.reader"), "enable.auto.commit": False})
-    out: list[dict[str, Any]] = []
-    try:
-        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, p, low)])
-            last = low - 1
-            while last < high - 1:
-                msgs = consumer.consume(1000, timeout=5)
-                if not msgs:
-                    break
-                for m in msgs:
-                    last = m.offset() or 0
-                    if m.error() is None:
-                        out.append(decode(m.value() or b"")[1])
-    finally:
-        consumer.close()
-    return out
+    kafka = load_settings(cfg.path, env={}).kafka
+    return [m.record for m in read_topic(kafka, cfg.topics[kind], "bench.reader")]
 
 
 def tail(path: Path | None, lines: int = 15) -> str:

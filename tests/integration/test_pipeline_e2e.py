@@ -30,7 +30,6 @@ from idq_common.contracts import STAGES, channel_name, group_id
 from idq_common.data.synthetic import SyntheticSource
 from idq_common.data.triggers import in_segments
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
-from idq_common.io.avro import decode
 from idq_common.io.avro.convert import record_to_timeseries
 from idq_common.io.frames import frame_name, read_frame, read_provenance
 from idq_common.report.truth import efficiency_summary, frame_files, load_series
@@ -43,6 +42,7 @@ from idq_dev.testing.prometheus import (
     check_expressions,
     extract_expressions,
 )
+from idq_dev.testing.topics import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.s3, pytest.mark.slow]
 
@@ -83,27 +83,7 @@ def _edit(start: float, end: float) -> Any:
 
 def _read_topic(settings: Any, topic: str) -> list[tuple[bytes | None, dict[str, Any], int, int]]:
     """(key, record, partition, offset) of every message of ``topic``."""
-    consumer = Consumer(
-        {**settings.kafka.consumer_config("e2e.reader"), "enable.auto.commit": False}
-    )
-    out = []
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        for p in parts:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, p, low)])
-            while True:
-                msgs = consumer.consume(1000, timeout=5)
-                for m in msgs:
-                    if not m.error():
-                        out.append((m.key(), decode(m.value())[1], m.partition(), m.offset()))
-                if not msgs or msgs[-1].offset() >= high - 1:
-                    break
-    finally:
-        consumer.close()
-    return out
+    return [m[:4] for m in read_topic(settings.kafka, topic, "e2e.reader")]
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,10 @@ from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from idq_common.data.triggers import TriggerSet
 from idq_common.gpstime import gps_now
-from idq_common.io.avro import decode
 from idq_common.io.publish import FeaturePublisher
 from idq_common.io.store import ArtifactStore
 from idq_common.science.channels import ChannelSet, relayout
@@ -27,6 +26,7 @@ from idq_common.science.features import FeatureSpec
 from idq_common.science.quiver import Quiver
 from idq_dev.testing.pipeline import pipeline_config
 from idq_dev.testing.synthetic import small_model
+from idq_dev.testing.topics import read_topic
 
 LATE = "H1:AUX-WIT_000"  # the strongest witness, silent until LATE_AFTER s in
 UNSAFE = "H1:CAL-NOISE_0000"  # a noise channel renamed into the unsafe list
@@ -54,23 +54,8 @@ def test_relayout_gives_new_channels_the_no_trigger_defaults() -> None:
 
 
 def _announcements(settings: Any) -> list[dict[str, Any]]:
-    topic = settings.kafka.topics.models
-    c = Consumer(settings.kafka.consumer_config("trainch.reader"))
-    out: list[dict[str, Any]] = []
-    try:
-        for p in c.list_topics(topic, timeout=10).topics[topic].partitions:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high <= low:
-                continue
-            c.assign([TopicPartition(topic, p, low)])
-            while True:
-                msgs = c.consume(1000, timeout=5)
-                out += [decode(m.value())[1] for m in msgs if not m.error()]
-                if not msgs or msgs[-1].offset() >= high - 1:
-                    break
-    finally:
-        c.close()
-    return sorted(out, key=lambda r: (r["end"], r["created_gps"]))
+    msgs = read_topic(settings.kafka, settings.kafka.topics.models, "trainch.reader")
+    return sorted((m.record for m in msgs), key=lambda r: (r["end"], r["created_gps"]))
 
 
 def _sparse(trig: TriggerSet) -> TriggerSet:

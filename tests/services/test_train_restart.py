@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from idq_common.gpstime import gps_now
-from idq_common.io.avro import decode
 from idq_dev.testing.pipeline import pipeline_config
+from idq_dev.testing.topics import read_topic
 
 pytestmark = [pytest.mark.kafka]
 
@@ -27,23 +26,8 @@ MODEL = ["--witnesses", "4", "--noise-channels", "6", "--glitch-rate", "0.5", "-
 
 
 def _announcements(settings: Any) -> list[dict[str, Any]]:
-    topic = settings.kafka.topics.models
-    c = Consumer({**settings.kafka.consumer_config("trainrs.reader"), "enable.auto.commit": False})
-    out: list[tuple[int, dict[str, Any]]] = []
-    try:
-        for p in c.list_topics(topic, timeout=10).topics[topic].partitions:
-            low, high = c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high <= low:
-                continue
-            c.assign([TopicPartition(topic, p, low)])
-            while True:
-                msgs = c.consume(1000, timeout=5)
-                out += [(m.timestamp()[1], decode(m.value())[1]) for m in msgs if not m.error()]
-                if not msgs or msgs[-1].offset() >= high - 1:
-                    break
-    finally:
-        c.close()
-    return [r for _, r in sorted(out, key=lambda x: (x[0], x[1]["created_gps"]))]
+    msgs = read_topic(settings.kafka, settings.kafka.topics.models, "trainrs.reader")
+    return [m.record for m in sorted(msgs, key=lambda m: (m.timestamp_ms, m.record["created_gps"]))]
 
 
 def _run(argv: list[str], timeout: float = 240.0) -> None:

@@ -1,0 +1,56 @@
+"""Read a whole topic back: what tests and benchmarks assert on (topic contents, not logs)."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from confluent_kafka import Consumer, TopicPartition
+
+from idq_common.io.avro import decode
+from idq_common.io.kafka.settings import KafkaSettings
+
+
+class TopicMessage(NamedTuple):
+    """One decoded message and where it was."""
+
+    key: bytes | None
+    record: dict[str, Any]
+    partition: int
+    offset: int
+    timestamp_ms: int
+
+
+def read_topic(
+    kafka: KafkaSettings, topic: str, reader: str = "idq.test.reader"
+) -> list[TopicMessage]:
+    """Every message of ``topic``, decoded, partition by partition in offset order.
+
+    Reads with partitions assigned (no group membership, nothing committed) from the
+    low to the high watermark as they are when called.
+    """
+    consumer = Consumer({**kafka.consumer_config(reader), "enable.auto.commit": False})
+    out: list[TopicMessage] = []
+    try:
+        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(topic, p, low)])
+            while True:
+                msgs = consumer.consume(1000, timeout=5)
+                for m in msgs:
+                    if m.error() is None:
+                        out.append(
+                            TopicMessage(
+                                m.key(),
+                                decode(m.value() or b"")[1],
+                                m.partition() or 0,
+                                m.offset() or 0,
+                                m.timestamp()[1],
+                            )
+                        )
+                if not msgs or (msgs[-1].offset() or 0) >= high - 1:
+                    break
+    finally:
+        consumer.close()
+    return out
