@@ -132,3 +132,16 @@ def test_mapped_features_equal_preprocessed_raw_ones(model: Any) -> None:
         raw, mapped = feature_matrices(trig, times, spec, [None, LearnableMap(spec.window)])
         np.testing.assert_array_equal(raw, feature_matrix(trig, times, spec))
         np.testing.assert_array_equal(mapped, preprocess(raw, spec))
+
+
+def test_forest_ranks_are_predict_proba(model: Any, calibrated: dict[str, Any]) -> None:
+    """The forest's joblib-free sum is scikit-learn's ``predict_proba``, bit for bit."""
+    from idq_common.science.classifiers.sklearn import preprocess
+
+    clf = calibrated["random_forest"].classifier
+    spec = small_spec(model)
+    times = grid_times(T0 + 9000, T0 + 9003, RATE)
+    X = feature_matrix(model.generate(T0 + 8999, T0 + 9004), times, spec)
+    est = clf._est  # the fitted scikit-learn estimator
+    expected = est.predict_proba(preprocess(X, spec))[:, list(est.classes_).index(1)]
+    np.testing.assert_array_equal(clf.rank(X), np.clip(expected, 0.0, 1.0))

@@ -188,8 +188,7 @@ class _SklearnMixin:
 
     def _predict(self, Z: np.ndarray) -> np.ndarray:
         if isinstance(self._est, RandomForestClassifier):
-            proba = self._est.predict_proba(Z)
-            return np.asarray(proba[:, list(self._est.classes_).index(1)], dtype=np.float64)
+            return _forest_glitch_proba(self._est, Z)
         if isinstance(self._est, GaussianNB):
             jll = self._est.predict_joint_log_proba(Z)
             z = jll[:, 1] - jll[:, 0]
@@ -231,6 +230,22 @@ class _SklearnMixin:
     def _load(self, payload: bytes, spec: FeatureSpec) -> None:
         obj = _loads(payload)
         self._est, self._scaler, self._spec = obj["estimator"], obj.get("scaler"), spec
+
+
+def _forest_glitch_proba(forest: RandomForestClassifier, Z: np.ndarray) -> np.ndarray:
+    """``forest.predict_proba(Z)[:, glitch]``, the same arithmetic without joblib.
+
+    ``predict_proba`` casts to float32, sums the trees' probabilities in estimator order
+    into float64 zeros and divides by the number of trees; with one job that is this
+    loop. Dispatching each tree through joblib cost more than the trees on a stride's
+    rows (tests/common/test_stride.py compares with ``predict_proba``).
+    """
+    X = np.ascontiguousarray(Z, dtype=np.float32)
+    total = np.zeros((X.shape[0], int(forest.n_classes_)), dtype=np.float64)
+    for tree in forest.estimators_:
+        total += tree.predict_proba(X, check_input=False)
+    total /= len(forest.estimators_)
+    return np.asarray(total[:, list(forest.classes_).index(1)], dtype=np.float64)
 
 
 class RandomForest(_SklearnMixin, SupervisedClassifier):
