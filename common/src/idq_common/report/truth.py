@@ -23,7 +23,7 @@ from idq_common.contracts import channel_name
 from idq_common.io.frames import (
     find_frames,
     parse_frame_name,
-    read_frame,
+    read_channels,
     read_provenance,
 )
 
@@ -57,7 +57,7 @@ def load_series(
     sample_rate: float,
     products: Sequence[str] = ("FAP", "OK", "PGLITCH"),
 ) -> dict[str, ClassifierSeries]:
-    """Read the products of every classifier from ``files`` (gwpy) into arrays."""
+    """Read the products of every classifier from ``files`` (LALFrame) into arrays."""
     chunks: dict[str, dict[str, list[np.ndarray]]] = {
         c: {p: [] for p in products} for c in classifiers
     }
@@ -66,7 +66,7 @@ def load_series(
     for path in files:
         _, _, start, duration = parse_frame_name(path.name)
         names = [channel_name(ifo, p, c, fmin, fmax) for c in classifiers for p in products]
-        data = read_frame(path, names)
+        data = read_channels(path, names)
         times.append(start + np.arange(round(duration * sample_rate)) / sample_rate)
         prov = read_provenance(path)
         for c in classifiers:
