@@ -56,3 +56,11 @@ def test_a_hole_in_the_span_is_an_error_not_data(tmp_path: Path) -> None:
         read_span(tmp_path, "H", "IDQ_TIMESERIES", [CH], 1_000_000_000, 1_000_000_048)
     with pytest.raises(FileNotFoundError):
         read_span(tmp_path, "H", "IDQ_TIMESERIES", [CH], 2_000_000_000, 2_000_000_016)
+
+
+def test_read_channels_gives_what_gwpy_reads(tmp_path: Path) -> None:
+    from idq_common.io.frames import read_channels, read_frame
+
+    _write(tmp_path, 1_000_000_000, 16, 4.0)
+    path = frame_path(tmp_path, "H", "IDQ_TIMESERIES", 1_000_000_000, 16)
+    np.testing.assert_array_equal(read_channels(path, [CH])[CH], read_frame(path, [CH])[CH])
