@@ -314,7 +314,8 @@ def print_table(r: dict[str, Any]) -> None:
     for x in r.get("ingest", {}).get("styles", []):
         print(
             f"ingest {x['style']} @{x['channels']}ch ({x['jobs']} jobs): {x['x_realtime']}x real "
-            f"time, {x['rows_per_s']:,} rows/s, {x['mib_per_s']} MiB/s of JSON"
+            f"time ({x['x_realtime_cpu']}x per CPU second), {x['rows_per_s']:,} rows/s, "
+            f"{x['mib_per_s']} MiB/s of JSON"
         )
     q = r.get("query")
     if q:
