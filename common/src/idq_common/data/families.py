@@ -48,7 +48,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from idq_common.data.base import ClassifierData
+from idq_common.data.synthetic import SyntheticSource
 from idq_common.data.triggers import TriggerSet
 
 __all__ = ["FamilyModel", "FamilySource", "Layout", "WitnessRecords", "witnessed_fraction"]
@@ -344,19 +344,6 @@ def _cached_block(model: FamilyModel, k: int) -> _Block:
     return model._build_block(k)
 
 
-class FamilySource(ClassifierData):
-    """A :class:`FamilyModel` seen as a data source over a span."""
-
-    def __init__(
-        self,
-        model: FamilyModel,
-        start: float,
-        end: float,
-        segs: Iterable | None = None,
-        channels: Iterable[str] | None = None,
-    ) -> None:
-        super().__init__(start, end, segs, channels)
-        self.model = model
-
-    def _read(self) -> TriggerSet:
-        return self.model.generate(self.start, self.end)
+class FamilySource(SyntheticSource):
+    """A :class:`FamilyModel` seen as a data source over a span (the same source as the
+    first generator's: only the model differs)."""

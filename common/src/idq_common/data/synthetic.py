@@ -28,7 +28,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 from scipy.special import logsumexp, ndtr
@@ -326,12 +326,19 @@ def _cached_block(model: SyntheticModel, k: int) -> _Block:
     return model._build_block(k)
 
 
+class TriggerModel(Protocol):
+    """A seeded generator of triggers over any span (SyntheticModel, FamilyModel)."""
+
+    def generate(self, start: float, end: float) -> TriggerSet: ...
+
+
 class SyntheticSource(ClassifierData):
-    """A :class:`SyntheticModel` seen as a data source over a span."""
+    """A seeded trigger generator (:class:`SyntheticModel`, or any :class:`TriggerModel`)
+    seen as a data source over a span."""
 
     def __init__(
         self,
-        model: SyntheticModel,
+        model: TriggerModel,
         start: float,
         end: float,
         segs: Iterable | None = None,
