@@ -143,5 +143,6 @@ def test_forest_ranks_are_predict_proba(model: Any, calibrated: dict[str, Any]) 
     times = grid_times(T0 + 9000, T0 + 9003, RATE)
     X = feature_matrix(model.generate(T0 + 8999, T0 + 9004), times, spec)
     est = clf._est  # the fitted scikit-learn estimator
-    expected = est.predict_proba(preprocess(X, spec))[:, list(est.classes_).index(1)]
+    signed_dt = bool(clf.params.get("signed_dt", False))  # the forest's default is True
+    expected = est.predict_proba(preprocess(X, spec, signed_dt))[:, list(est.classes_).index(1)]
     np.testing.assert_array_equal(clf.rank(X), np.clip(expected, 0.0, 1.0))
