@@ -94,14 +94,15 @@ def run(ns: argparse.Namespace) -> int:
     from idq_common.io.kafka.topics import create_topics, topic_specs
 
     admin, spec = _plan(ns)
+    if ns.topics_command == "create" and not spec["ifo"]:
+        # a bad invocation is reported before any connection is tried
+        raise ConfigError("general.ifo", "no instrument: give --ifo or --config")
     meta = _metadata(admin)
     if ns.topics_command == "list":
         for name in sorted(meta.topics):
             if not name.startswith("__"):
                 print(f"{name}\t{len(meta.topics[name].partitions)} partition(s)")
         return 0
-    if not spec["ifo"]:
-        raise ConfigError("general.ifo", "no instrument: give --ifo or --config")
     specs = topic_specs(**spec)
     created = create_topics(admin, specs)
     for s in specs:
