@@ -223,3 +223,48 @@ def test_sklearn_payload_is_the_same_in_every_process() -> None:
     ]
     assert all(r.returncode == 0 for r in runs), runs[0].stderr[-2000:]
     assert runs[0].stdout == runs[1].stdout and len(runs[0].stdout.split()) == 2
+
+
+def test_forest_measures_closeness_from_each_witness_lag() -> None:
+    """``lags = true``: the forest learns a delayed witness's lag from the training
+    matrix, stores it in the model, and a missing trigger stays 'far' whatever the lag."""
+    from types import SimpleNamespace
+
+    from idq_common.science.classifiers.sklearn import preprocess
+
+    rng = np.random.default_rng(0)
+    spec = FeatureSpec(("H1:A", "H1:B", "H1:C"), 0.5)
+    n_g, n_c = 400, 4000
+    y = np.r_[np.ones(n_g, dtype=np.int8), np.zeros(n_c, dtype=np.int8)]
+    X = np.zeros((y.size, spec.width))
+    X[:, 2::3] = spec.window  # no trigger anywhere ...
+    fires = rng.random(n_c) < 0.3  # ... but background on channel A
+    X[n_g:][fires, 0] = 6 + rng.exponential(2.0, fires.sum())
+    X[n_g:][fires, 2] = rng.uniform(-0.5, 0.5, fires.sum())
+    X[:n_g, 0] = 8 + rng.exponential(2.0, n_g)  # A witnesses every glitch 0.2 s late
+    X[:n_g, 2] = 0.2 + rng.uniform(-0.02, 0.02, n_g)
+    X[:, 1::3] = 100.0
+    quiver = SimpleNamespace(features=X, labels=y, times=np.arange(y.size, dtype=float))
+    clf = make_classifier("f", "random_forest", {"n_estimators": 20}, spec)
+    clf.train(quiver)
+    lags = clf._lags
+    assert lags is not None and abs(lags[0] - 0.2) < 0.02 and lags[1] == lags[2] == 0.0
+    assert clf.feature_map() is None  # per-channel lags are no elementwise column map
+    # closeness 1 at the lag, 0 for a missing trigger (dt = +window) though lag > 0
+    Z = preprocess(X[:1], spec, False, lags)
+    assert Z[0, 2] == pytest.approx(1.0 - abs(X[0, 2] - lags[0]) / 0.5)
+    assert Z[0, 5] == 0.0 and Z[0, 8] == 0.0
+    at_lag, mirrored = X[:1].copy(), X[:1].copy()
+    at_lag[0, :3] = (10.0, 100.0, 0.2)
+    mirrored[0, :3] = (10.0, 100.0, -0.2)
+    assert clf.rank(at_lag)[0] > clf.rank(mirrored)[0]
+    # the lags travel with the model; a model trained without them has none
+    other = make_classifier("f", "random_forest", {"n_estimators": 20}, spec)
+    other.from_bytes(clf.to_bytes())
+    assert np.array_equal(other._lags, lags)
+    assert np.array_equal(other.rank(X), clf.rank(X))
+    plain = make_classifier("f", "random_forest", {"n_estimators": 20, "lags": False}, spec)
+    plain.train(quiver)
+    assert plain._lags is None
+    with pytest.raises(ClassifierError, match="lags"):
+        make_classifier("f", "random_forest", {"lags": "yes"}, spec).check()

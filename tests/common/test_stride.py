@@ -144,5 +144,6 @@ def test_forest_ranks_are_predict_proba(model: Any, calibrated: dict[str, Any]) 
     X = feature_matrix(model.generate(T0 + 8999, T0 + 9004), times, spec)
     est = clf._est  # the fitted scikit-learn estimator
     signed_dt = bool(clf.params.get("signed_dt", False))  # the forest's default is True
-    expected = est.predict_proba(preprocess(X, spec, signed_dt))[:, list(est.classes_).index(1)]
+    Z = preprocess(X, spec, signed_dt, clf._lags)  # lags: learnt at training (on by default)
+    expected = est.predict_proba(Z)[:, list(est.classes_).index(1)]
     np.testing.assert_array_equal(clf.rank(X), np.clip(expected, 0.0, 1.0))

@@ -65,6 +65,7 @@ from scipy.stats import poisson
 
 from idq_common.exceptions import ClassifierError, ClassifierParamError
 from idq_common.science.classifiers.base import SupervisedClassifier
+from idq_common.science.classifiers.lags import channel_lags
 from idq_common.science.features import FeatureSpec
 
 log = logging.getLogger(__name__)
@@ -177,29 +178,18 @@ class OVL(SupervisedClassifier):
         windows centred on 0.2 s, not on 0 (where it would need a 0.25 s window and
         five times the deadtime).
         """
-        nC = len(spec.channels)
-        lags = np.zeros(nC)
         if not self.params["lags"]:
-            return lags
+            return np.zeros(len(spec.channels))
         k = len(spec.columns)
-        snr = X[:, spec.columns.index("snr") :: k]
-        dts = X[:, spec.columns.index("dt") :: k]
-        w, b = spec.window, float(self.windows.min())
-        nb = max(1, int(np.ceil(2 * w / b)))
-        sample, chan = np.nonzero(snr >= self.thresholds[0])
-        dt = dts[sample, chan]
-        bins = np.clip(((dt + w) / b).astype(np.int64), 0, nb - 1)
-        glitch = y[sample] == 1
-        G, C = max(int((y == 1).sum()), 1), max(int((y == 0).sum()), 1)
-        hg = np.bincount(chan[glitch] * nb + bins[glitch], minlength=nC * nb).reshape(nC, nb)
-        hc = np.bincount(chan[~glitch] * nb + bins[~glitch], minlength=nC * nb).reshape(nC, nb)
-        excess = hg / G - hc / C
-        best = np.argmax(excess, axis=1)
-        strong = excess[np.arange(nC), best] * G >= int(self.params["min_vetoed"])
-        for c in np.nonzero(strong)[0]:
-            near = glitch & (chan == c) & (np.abs(bins - best[c]) <= 1)
-            lags[c] = round(float(np.median(dt[near])), 4)
-        return lags
+        return channel_lags(
+            X[:, spec.columns.index("snr") :: k],
+            X[:, spec.columns.index("dt") :: k],
+            y,
+            spec.window,
+            float(self.windows.min()),
+            float(self.thresholds[0]),
+            int(self.params["min_vetoed"]),
+        )
 
     def _cells(self, X: np.ndarray, spec: FeatureSpec) -> tuple[np.ndarray, ...]:
         """Sparse (sample, channel, cell) entries of rows above the lowest threshold."""

@@ -10,7 +10,16 @@ Preprocessing (a pure function of the feature matrix, no fitted state):
   trigger and a far trigger look alike, which is what a witness test wants.  The sign
   is dropped by default (``signed_dt = false``): witness delays are dominated by
   symmetric jitter and a signed value would let models split on noise; set it true to
-  append the signed ``dt / window`` as an extra column.
+  append the signed ``dt / window`` as an extra column (the random forest's default).
+- ``lags = true`` (random forest default; gradient boosting opt-in): at training, each
+  channel's lag behind glitches is learnt from the matrix
+  (:func:`~idq_common.science.classifiers.lags.channel_lags`, as OVL's ``lags``) and
+  ``dt`` is measured from it, ``dt - lag``, in the closeness and signed columns; the
+  lags are stored with the model. A witness answering 0.2 s late with 0.02 s of jitter
+  is then "close" at 0.2 s: one split separates it from the background trigger that is
+  loudest elsewhere in the window, where without a lag the forest needed two splits on
+  the signed column per channel and rarely found them for rare glitch families.
+  Incremental flavors do not offer it (their lags could not change with new data).
 
 Class balance: glitch samples are usually rarer than clean ones; forests and SGD use
 balanced class weights (SGD through per-batch sample weights, as ``class_weight``
@@ -51,6 +60,7 @@ from idq_common.science.classifiers.base import (
     IncrementalSupervisedClassifier,
     SupervisedClassifier,
 )
+from idq_common.science.classifiers.lags import channel_lags
 from idq_common.science.features import FeatureSpec
 
 #: Types skops does not trust by default but we do (scikit-learn internals of the
@@ -60,6 +70,14 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
 )
 
+
+#: ``lags = true``: histogram bins per feature window when looking for a channel's lag
+#: (0.0625 s for a 0.5 s window, about a witness's jitter), the lowest snr counted (any
+#: trigger: a missing one has snr 0) and the glitches by which the lag bin must beat the
+#: clean rate (fewer: no lag, dt measured from 0)
+LAG_BINS_PER_WINDOW = 8
+LAG_SNR_MIN = 1e-300
+LAG_MIN_EXCESS = 3
 
 #: scikit-learn parameter names that our parameters are called differently
 _SKLEARN_NAMES = {"random_state": "seed"}
@@ -80,16 +98,29 @@ class LearnableMap:
         return values
 
 
-def preprocess(X: np.ndarray, spec: FeatureSpec, signed_dt: bool = False) -> np.ndarray:
-    """Map raw features to learnable ones (see the module docstring)."""
+def preprocess(
+    X: np.ndarray, spec: FeatureSpec, signed_dt: bool = False, lags: np.ndarray | None = None
+) -> np.ndarray:
+    """Map raw features to learnable ones (see the module docstring).
+
+    ``lags`` (per channel, s): ``dt`` is measured from the channel's lag, ``dt - lag``,
+    in the closeness and the signed column; a missing trigger (``dt = +window``, the
+    default of ``features.py``) stays closeness 0 and signed 1 whatever the lag.
+    """
     k = len(spec.columns)
     out = np.empty_like(X)
     learnable = LearnableMap(spec.window)
+    shifted = None
+    if lags is not None and "dt" in spec.columns:
+        dt = X[:, spec.columns.index("dt") :: k]
+        shifted = np.where(dt >= spec.window, spec.window, dt - lags[None, :])
     for j, col in enumerate(spec.columns):
-        out[:, j::k] = learnable(col, X[:, j::k])
+        values = shifted if (col == "dt" and shifted is not None) else X[:, j::k]
+        out[:, j::k] = learnable(col, values)
     if signed_dt and "dt" in spec.columns:
         j = spec.columns.index("dt")
-        out = np.hstack([out, np.clip(X[:, j::k] / spec.window, -1.0, 1.0)])
+        dt = X[:, j::k] if shifted is None else shifted
+        out = np.hstack([out, np.clip(dt / spec.window, -1.0, 1.0)])
     return out
 
 
@@ -161,17 +192,41 @@ class _SklearnMixin:
     _est: Any = None
     _scaler: Any = None
     _spec: FeatureSpec | None = None
+    #: per-channel lags of the fitted model (``lags = true``), None: dt measured from 0
+    _lags: np.ndarray | None = None
 
     def _prep(self, X: np.ndarray) -> np.ndarray:
         spec = self._spec or self.feature_spec
-        Z = preprocess(X, spec, bool(self.params.get("signed_dt", False)))
+        Z = preprocess(X, spec, bool(self.params.get("signed_dt", False)), self._lags)
         if self._scaler is not None:
             Z = self._scaler.transform(Z)
         return Z
 
+    def _learn_lags(self, X: np.ndarray, y: np.ndarray) -> np.ndarray | None:
+        """Per-channel lags from the training matrix (``lags = true``), else None."""
+        spec = self.feature_spec
+        if not self.params.get("lags", False) or not {"snr", "dt"} <= set(spec.columns):
+            return None
+        k = len(spec.columns)
+        return channel_lags(
+            X[:, spec.columns.index("snr") :: k],
+            X[:, spec.columns.index("dt") :: k],
+            y,
+            spec.window,
+            spec.window / LAG_BINS_PER_WINDOW,
+            LAG_SNR_MIN,
+            LAG_MIN_EXCESS,
+        )
+
     def feature_map(self) -> LearnableMap | None:
         spec = self._spec or self.feature_spec
-        if bool(self.params.get("signed_dt", False)) or spec != self.feature_spec:
+        if (
+            bool(self.params.get("signed_dt", False))
+            or bool(self.params.get("lags", False))
+            or self._lags is not None
+            or spec != self.feature_spec
+        ):
+            # per-channel lags are not an elementwise map of one column's values
             return None
         return LearnableMap(spec.window)
 
@@ -207,8 +262,9 @@ class _SklearnMixin:
 
     def check(self) -> None:
         """Validate the parameters with scikit-learn's own constraints (no fitting)."""
-        if not isinstance(self.params.get("signed_dt", False), bool):
-            raise ClassifierParamError("signed_dt", "expected true or false")
+        for name in ("signed_dt", "lags"):
+            if not isinstance(self.params.get(name, False), bool):
+                raise ClassifierParamError(name, "expected true or false")
         seed = self.params.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ClassifierParamError("seed", f"expected an integer >= 0, got {seed!r}")
@@ -225,11 +281,22 @@ class _SklearnMixin:
             raise ClassifierParamError(name, text.replace("\n", " ")) from None
 
     def _dump(self) -> bytes:
-        return _dumps({"estimator": self._est, "scaler": self._scaler})
+        bundle = {"estimator": self._est, "scaler": self._scaler}
+        if self._lags is not None:
+            bundle["lags"] = np.asarray(self._lags, dtype=np.float64)
+        return _dumps(bundle)
 
     def _load(self, payload: bytes, spec: FeatureSpec) -> None:
         obj = _loads(payload)
+        lags = obj.get("lags")
+        if lags is not None:
+            lags = np.asarray(lags, dtype=np.float64)
+            if lags.shape != (len(spec.channels),):
+                raise ClassifierError(
+                    f"model lags have shape {lags.shape}, its spec {len(spec.channels)} channels"
+                )
         self._est, self._scaler, self._spec = obj["estimator"], obj.get("scaler"), spec
+        self._lags = lags
 
 
 def _forest_glitch_proba(forest: RandomForestClassifier, Z: np.ndarray) -> np.ndarray:
@@ -260,6 +327,7 @@ class RandomForest(_SklearnMixin, SupervisedClassifier):
         "n_jobs": 1,
         "seed": 0,
         "signed_dt": True,
+        "lags": True,
     }
 
     def _new_estimator(self) -> Any:
@@ -276,6 +344,7 @@ class RandomForest(_SklearnMixin, SupervisedClassifier):
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         self._spec, self._scaler = self.feature_spec, None
+        self._lags = self._learn_lags(X, y)
         self._est = self._new_estimator().fit(self._prep(X), y)
 
 
@@ -291,6 +360,7 @@ class HistGradientBoosting(_SklearnMixin, SupervisedClassifier):
         "early_stopping": "auto",
         "seed": 0,
         "signed_dt": False,
+        "lags": False,
     }
 
     def _new_estimator(self) -> Any:
@@ -307,6 +377,7 @@ class HistGradientBoosting(_SklearnMixin, SupervisedClassifier):
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         self._spec, self._scaler = self.feature_spec, None
+        self._lags = self._learn_lags(X, y)
         self._est = self._new_estimator().fit(self._prep(X), y)
 
 
