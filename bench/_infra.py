@@ -1,5 +1,9 @@
-"""Shared machinery of the benchmarks: broker, per-run configuration and topics, the
-synthetic producer, and service processes sampled for RSS.
+"""Shared machinery of the benchmarks: per-run configuration and topics, and service
+processes sampled for RSS.
+
+The processes themselves (producer, services, replicas) are started and stopped by the
+local pipeline (:mod:`idq_dev.pipeline.local`), the one harness the demo, the tests and
+the bench share; this module only adds what a measurement needs on top of it.
 
 Every measurement gets its own topic set (``bench.<run>.<kind>``) on one broker, so
 runs never see each other's data, checkpoints or models unless they mean to (the live
@@ -11,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import subprocess
 import sys
 import threading
 import time
@@ -23,7 +26,7 @@ from typing import Any
 
 import psutil
 
-from idq_dev.processes import start_process
+from idq_dev.pipeline.local import LocalPipeline, ServiceProcess
 
 REPO = Path(__file__).resolve().parent.parent
 BASE_CONFIG = REPO / "etc" / "idq-demo.toml"
@@ -54,11 +57,6 @@ def machine() -> dict[str, Any]:
         "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
         "python": sys.version.split()[0],
     }
-
-
-def bin_path(name: str) -> str:
-    """An entry point installed beside this interpreter (idq, idq-timeseries ...)."""
-    return str(Path(sys.executable).with_name(name))
 
 
 def batch_seconds(channels: int) -> float:
@@ -94,6 +92,24 @@ class RunConfig:
             "--seed",
             "1",
         ]
+
+    def pipeline(
+        self,
+        start: float | None = None,
+        end: float | None = None,
+        env: dict[str, str] | None = None,
+    ) -> LocalPipeline:
+        """The run's processes over ``[start, end)`` (no span: live); the producer is
+        this run's synthetic model at full speed, in batches under the message limit."""
+        return LocalPipeline(
+            self.path,
+            self.workdir,
+            start,
+            end,
+            env=env or {},
+            speed=0.0,
+            producer_args=[*self.model_args, "--batch-seconds", repr(batch_seconds(self.channels))],
+        )
 
 
 def write_config(
@@ -170,32 +186,6 @@ def reset_group(cfg: RunConfig, group: str) -> None:
             fut.result()
 
 
-def produce(cfg: RunConfig, start: float, end: float, speed: float = 0.0) -> float:
-    """Publish ``[start, end)`` of the run's synthetic model; returns wall seconds."""
-    argv = [
-        bin_path("idq"),
-        "produce",
-        "--config",
-        str(cfg.path),
-        "--gps-start",
-        repr(start),
-        "--gps-end",
-        repr(end),
-        "--speed",
-        repr(speed),
-        "--batch-seconds",
-        repr(batch_seconds(cfg.channels)),
-        *cfg.model_args,
-    ]
-    t0 = time.monotonic()
-    log = cfg.workdir / "produce.log"
-    with open(log, "ab") as out:
-        rc = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT, check=False).returncode
-    if rc != 0:
-        raise RuntimeError(f"idq produce failed ({rc}); see {log}")
-    return time.monotonic() - t0
-
-
 @dataclass
 class Sampled:
     """A finished process: wall time and its RSS samples (seconds since start, MiB)."""
@@ -241,11 +231,6 @@ class Sampled:
         }
 
 
-def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
-    """Start a process writing to ``log``."""
-    return start_process(argv, log, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})})
-
-
 def _answers(port: int) -> bool:
     """Whether a metrics server on ``port`` answers ``/healthz`` (any HTTP status)."""
     try:
@@ -258,20 +243,23 @@ def _answers(port: int) -> bool:
 
 
 def run_sampled(
-    procs: dict[str, subprocess.Popen[bytes]],
+    services: dict[str, ServiceProcess],
     timeout: float,
     interval: float = 0.5,
-    logs: dict[str, Path] | None = None,
     ports: dict[str, int] | None = None,
 ) -> dict[str, Sampled]:
-    """Wait for processes, sampling each one's RSS every ``interval`` seconds.
+    """Start processes and wait for them, sampling each one's RSS every ``interval`` seconds.
 
     With ``ports`` (a service's ``--metrics-port``), also when its server first answers
-    (:attr:`Sampled.up_s`), polled every 0.05 s until then.
+    (:attr:`Sampled.up_s`), polled every 0.05 s until then. Past ``timeout`` the ones
+    still running are stopped and count as failed (return code -9).
     """
     t0 = time.monotonic()
+    for sp in services.values():
+        sp.start()
+    procs = {n: sp.proc for n, sp in services.items() if sp.proc is not None}
     handles = {n: psutil.Process(p.pid) for n, p in procs.items()}
-    out = {n: Sampled(n, 0.0, 0, log=(logs or {}).get(n)) for n in procs}
+    out = {n: Sampled(n, 0.0, 0, log=services[n].log_path) for n in procs}
     done: set[str] = set()
     stop = threading.Event()
     from idq_common.progress import Progress
@@ -295,10 +283,10 @@ def run_sampled(
                 if mib > 1:  # an exiting (zombie) process reports 0
                     out[n].rss.append((now, mib))
         if now > timeout:
-            for n, p in procs.items():
+            for n in procs:
                 if n not in done:
-                    p.kill()
-                    p.wait()
+                    services[n].terminate(timeout=5.0)
+                    # a timed-out measurement is void, however the process then exits
                     out[n].wall_s, out[n].returncode = now, -9
             break
         waiting = ports and any(out[n].up_s is None and n not in done for n in ports)
@@ -308,21 +296,6 @@ def run_sampled(
     return out
 
 
-def stage_argv(
-    stage: str,
-    cfg: RunConfig,
-    start: float | None,
-    end: float | None,
-    metrics_port: int | None = None,
-) -> list[str]:
-    argv = [bin_path(f"idq-{stage}"), "--config", str(cfg.path)]
-    if start is not None and end is not None:
-        argv += ["--gps-start", repr(start), "--gps-end", repr(end)]
-    if metrics_port is not None:
-        argv += ["--metrics-port", str(metrics_port)]
-    return argv
-
-
 def read_records(cfg: RunConfig, kind: str) -> list[dict[str, Any]]:
     """Every record of the run's ``kind`` topic (decoded), partition by partition."""
     from idq_common.config import load_settings
@@ -330,12 +303,3 @@ def read_records(cfg: RunConfig, kind: str) -> list[dict[str, Any]]:
 
     kafka = load_settings(cfg.path, env={}).kafka
     return [m.record for m in read_topic(kafka, cfg.topics[kind], "bench.reader")]
-
-
-def tail(path: Path | None, lines: int = 15) -> str:
-    if path is None:
-        return ""
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return ""

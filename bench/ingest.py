@@ -20,7 +20,6 @@ import argparse
 import json
 import re
 import resource
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,17 +40,29 @@ def _children_cpu() -> float:
     return ru.ru_utime + ru.ru_stime
 
 
-def _ingest(config: Path, gps_end: float, log: Path) -> tuple[float, float, float]:
+def _ingest(config: Path, workdir: Path, gps_end: float) -> tuple[float, float, float]:
     """(wall s, processing s as the service reports them, CPU s of the whole process)."""
-    argv = [sys.executable, "-m", "idq_ingest.cli", "--config", str(config)]
-    argv += ["--gps-end", repr(gps_end), "--metrics-port", "0"]
+    from idq_dev.pipeline.local import LocalPipeline
+
+    # a bounded run from the start of the source topic (no --gps-start)
+    pipeline = LocalPipeline(config, workdir, None, gps_end)
+    proc = pipeline.service(
+        "ingest",
+        ["--metrics-port", "0"],
+        program=[sys.executable, "-m", "idq_ingest.cli"],
+    )
+    pipeline.processes["ingest"] = proc
     t0, cpu0 = time.monotonic(), _children_cpu()
-    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    proc.start()
+    try:
+        pipeline.wait(["ingest"], timeout=3600.0, poll=0.05)
+    finally:
+        proc.terminate()
+    # the child has been reaped: its CPU time is in RUSAGE_CHILDREN now
     wall, cpu = time.monotonic() - t0, _children_cpu() - cpu0
-    log.write_text(proc.stdout + proc.stderr)
-    found = _BUSY.findall(proc.stderr)
-    if proc.returncode != 0 or not found:
-        raise RuntimeError(f"idq-ingest failed ({proc.returncode}); see {log}")
+    found = _BUSY.findall(proc.log_path.read_text(errors="replace"))
+    if not found:
+        raise RuntimeError(f"idq-ingest reported no processing time; see {proc.log_path}")
     return wall, float(found[-1]), cpu
 
 
@@ -116,7 +127,7 @@ def measure_style(
         rows += len(model.generate(float(gps), float(gps + 1)).time)
     producer.flush(60)
     generate_s = time.monotonic() - t0
-    wall_s, processing, cpu_s = _ingest(cfg.path, float(start + span), cfg.workdir / "ingest.log")
+    wall_s, processing, cpu_s = _ingest(cfg.path, cfg.workdir, float(start + span))
     batches = _count(settings, settings.kafka.topics.features)
     processing = max(processing, 1e-3)
     return {

@@ -21,7 +21,6 @@ data); ``added_*`` figures subtract it. The first ``warmup_s`` seconds are dropp
 from __future__ import annotations
 
 import math
-import signal
 import threading
 import time
 from collections import defaultdict
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from bench._infra import WITNESSES, RunConfig, run_sampled, spawn, stage_argv, tail
+from bench._infra import WITNESSES, RunConfig, run_sampled
 
 
 def measure(cfg: RunConfig, duration: float, warmup_s: float = 10.0) -> dict[str, Any]:
@@ -108,24 +107,23 @@ def measure(cfg: RunConfig, duration: float, warmup_s: float = 10.0) -> dict[str
     ]
     for t in threads:
         t.start()
-    logp = cfg.workdir / "logs" / "timeseries-live.log"
-    proc = spawn(stage_argv("timeseries", cfg, None, None), logp)
+    # no span: live mode on the wall clock
+    proc = cfg.pipeline().service("timeseries", name="timeseries-live")
     live_start = gps_now()
 
     def stop_after() -> None:
         time.sleep(duration + warmup_s)
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
+        proc.terminate(timeout=50.0)
 
     threading.Thread(target=stop_after, daemon=True).start()
-    sampled = run_sampled({"timeseries": proc}, duration + warmup_s + 60, logs={"timeseries": logp})
+    sampled = run_sampled({"timeseries": proc}, duration + warmup_s + 60)
     stop.set()
     for t in threads:
         t.join(timeout=10)
     consumer.close()
     if sampled["timeseries"].returncode not in (0, -15):
         raise RuntimeError(
-            f"live timeseries exited {sampled['timeseries'].returncode}:\n{tail(logp)}"
+            f"live timeseries exited {sampled['timeseries'].returncode}:\n{proc.tail()}"
         )
 
     lat = []

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from bench._infra import RunConfig, reset_group, run_sampled, spawn, tail
+from bench._infra import RunConfig, reset_group, run_sampled
 
 MODULES = {
     "train": "idq_train.cli",
@@ -26,25 +26,11 @@ def profile_stage(
     reset_group(cfg, f"idq.H1.{stage}")
     out_dir.mkdir(parents=True, exist_ok=True)
     report = out_dir / f"profile_{stage}_{cfg.channels}ch.txt"
-    argv = [
-        sys.executable,
-        "-m",
-        "pyinstrument",
-        "-r",
-        "text",
-        "-o",
-        str(report),
-        "-m",
-        MODULES[stage],
-        "--config",
-        str(cfg.path),
-        "--gps-start",
-        repr(start),
-        "--gps-end",
-        repr(end),
-    ]
-    logp = cfg.workdir / "logs" / f"{stage}-profile.log"
-    res = run_sampled({stage: spawn(argv, logp)}, timeout, logs={stage: logp})[stage]
+    program = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(report)]
+    proc = cfg.pipeline(start, end).service(
+        stage, name=f"{stage}-profile", program=[*program, "-m", MODULES[stage]]
+    )
+    res = run_sampled({stage: proc}, timeout)[stage]
     if res.returncode != 0:
-        raise RuntimeError(f"profiling {stage} failed ({res.returncode}):\n{tail(logp)}")
+        raise RuntimeError(f"profiling {stage} failed ({res.returncode}):\n{proc.tail()}")
     return report

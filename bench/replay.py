@@ -18,6 +18,7 @@ ceiling measured on the same topic in the same run.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,21 +28,16 @@ from bench._infra import (
     RunConfig,
     Sampled,
     create_run_topics,
-    produce,
     read_records,
     run_sampled,
-    spawn,
-    stage_argv,
-    tail,
     write_config,
 )
 from idq_common.contracts import STAGES
 from idq_common.io.avro.convert import record_to_timeseries
+from idq_dev.pipeline.local import MARGIN
 from idq_dev.processes import free_port
 
 log = logging.getLogger(__name__)
-#: data produced beyond the replayed span on each side (windows look across edges)
-MARGIN = 16.0
 #: the bench config lowers the evaluate idle timeout so calibrate's end-of-replay wait
 #: (three idle timeouts with no new quiver) is 9 s, not 30 s
 OVERRIDES = {"evaluate.stream.timeout": "3"}
@@ -64,7 +60,12 @@ def prepare(
         overrides={**OVERRIDES, **(overrides or {})},
     )
     create_run_topics(cfg)
-    wall = produce(cfg, start - MARGIN, start + span + MARGIN)
+    # the local pipeline's producer: the span plus MARGIN seconds on each side
+    pipeline = cfg.pipeline(start, start + span)
+    t0 = time.monotonic()
+    pipeline.start((), with_producer=True)
+    pipeline.wait(["produce"], timeout=max(600.0, 10 * span), poll=0.05)
+    wall = time.monotonic() - t0
     return cfg, {
         "produce_wall_s": round(wall, 2),
         "produce_x_realtime": round((span + 2 * MARGIN) / wall, 1),
@@ -102,12 +103,13 @@ def run_stage(
     env: dict[str, str] | None = None,
     tag: str = "",
 ) -> Sampled:
-    logp = cfg.workdir / "logs" / f"{stage}{tag}.log"
     port = free_port()
-    proc = spawn(stage_argv(stage, cfg, start, end, metrics_port=port), logp, env)
-    res = run_sampled({stage: proc}, timeout, logs={stage: logp}, ports={stage: port})[stage]
+    proc = cfg.pipeline(start, end, env).service(
+        stage, ["--metrics-port", str(port)], name=f"{stage}{tag}"
+    )
+    res = run_sampled({stage: proc}, timeout, ports={stage: port})[stage]
     if res.returncode != 0:
-        raise RuntimeError(f"{stage} exited {res.returncode}:\n{tail(logp)}")
+        raise RuntimeError(f"{stage} exited {res.returncode}:\n{proc.tail()}")
     return res
 
 

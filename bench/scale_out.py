@@ -16,7 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from bench._infra import RunConfig, reset_group, run_sampled, spawn, stage_argv, tail
+from bench._infra import RunConfig, reset_group, run_sampled
 from idq_common.contracts import group_id
 
 
@@ -33,20 +33,18 @@ def measure(
     timeout: float,
 ) -> dict[str, Any]:
     reset_group(cfg, group_id("H1", "timeseries"))
-    procs, logs, dirs = {}, {}, {}
+    pipeline = cfg.pipeline(start, start + span)
+    procs, dirs = {}, {}
     for i in (1, 2):
         name = f"timeseries-r{i}"
         dirs[name] = cfg.workdir / f"frames-r{i}"
-        logs[name] = cfg.workdir / "logs" / f"{name}.log"
-        procs[name] = spawn(
-            stage_argv("timeseries", cfg, start, start + span),
-            logs[name],
-            env={"IDQ_TIMESERIES__OUTPUT_DIR": str(dirs[name])},
+        procs[name] = pipeline.service(
+            "timeseries", name=name, env={"IDQ_TIMESERIES__OUTPUT_DIR": str(dirs[name])}
         )
-    res = run_sampled(procs, timeout, logs=logs)
+    res = run_sampled(procs, timeout)
     for name, r in res.items():
         if r.returncode != 0:
-            raise RuntimeError(f"{name} exited {r.returncode}:\n{tail(logs[name])}")
+            raise RuntimeError(f"{name} exited {r.returncode}:\n{procs[name].tail()}")
     wall = max(r.wall_s for r in res.values())
     frames = {n: _frames(d) for n, d in dirs.items()}
     shared = all(0 < f < int(span) for f in frames.values())

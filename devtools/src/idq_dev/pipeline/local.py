@@ -66,8 +66,9 @@ class LocalPipeline:
         The TOML configuration every process reads.
     workdir : Path
         Logs go to ``workdir/logs``.
-    gps_start, gps_end : float
-        The replayed span.
+    gps_start, gps_end : float or None
+        The replayed span; a service started without ``gps_start`` runs live (wall
+        clock), without ``gps_end`` unbounded.
     env : mapping
         Extra environment (``IDQ_KAFKA__BOOTSTRAP_SERVERS``, ``IDQ_STORE__URL`` ...).
     speed : float
@@ -78,8 +79,8 @@ class LocalPipeline:
 
     config: Path
     workdir: Path
-    gps_start: float
-    gps_end: float
+    gps_start: float | None
+    gps_end: float | None
     env: Mapping[str, str] = field(default_factory=dict)
     speed: float = 30.0
     producer_args: Sequence[str] = ()
@@ -94,23 +95,46 @@ class LocalPipeline:
     def _bin(self, name: str) -> str:
         return str(Path(sys.executable).with_name(name))
 
-    def service(self, stage: str, extra: Sequence[str] = ()) -> ServiceProcess:
-        """The (not yet started) process of ``stage``."""
-        argv = [
-            self._bin(f"idq-{stage}"),
-            "--config",
-            str(self.config),
-            "--gps-start",
-            repr(self.gps_start),
-            "--gps-end",
-            repr(self.gps_end),
-            *extra,
-        ]
-        return ServiceProcess(stage, argv, self.workdir / "logs" / f"{stage}.log", self._env())
+    def service(
+        self,
+        stage: str,
+        extra: Sequence[str] = (),
+        name: str | None = None,
+        env: Mapping[str, str] | None = None,
+        program: Sequence[str] | None = None,
+    ) -> ServiceProcess:
+        """The (not yet started) process of ``stage``.
+
+        Parameters
+        ----------
+        stage : str
+            The stage (or service) name: runs ``idq-<stage>`` unless ``program`` says otherwise.
+        extra : sequence of str
+            More command-line arguments (``--metrics-port 0`` ...).
+        name : str, optional
+            Process name and log file stem when several run of one stage (replicas).
+        env : mapping, optional
+            Environment of this process only, on top of the pipeline's.
+        program : sequence of str, optional
+            The command instead of the console script (``python -m idq_ingest.cli``, a
+            profiler wrapping the stage ...); the arguments follow it.
+        """
+        argv = [*(program or [self._bin(f"idq-{stage}")]), "--config", str(self.config)]
+        if self.gps_start is not None:
+            argv += ["--gps-start", repr(self.gps_start)]
+        if self.gps_end is not None:
+            argv += ["--gps-end", repr(self.gps_end)]
+        name = name or stage
+        proc_env = {**self._env(), **(env or {})}
+        return ServiceProcess(
+            name, [*argv, *extra], self.workdir / "logs" / f"{name}.log", proc_env
+        )
 
     def producer(self) -> ServiceProcess:
         # data reach MARGIN seconds beyond the span on both sides: the first stride's
         # windows look back, the last one's look ahead (features cross stride edges)
+        if self.gps_start is None or self.gps_end is None:
+            raise IDQError("the synthetic producer needs a bounded span (gps_start, gps_end)")
         argv = [
             self._bin("idq"),
             "produce",
