@@ -3,36 +3,52 @@
 Two ``idq-timeseries`` processes in one group over a two-partition features topic:
 together they write every stride's frame, each does about half, and a replica
 stopped mid-run has its strides taken over by the other.
+
+Everything is read from what the pipeline publishes, never from its logs: the group's
+assignment as the broker reports it, each replica's ``/metrics``, and the timeseries
+topic, whose records name the frame they went into (each replica writes its frames to
+its own folder, so a record's ``frame_uri`` says which replica did the stride).
 """
 
 from __future__ import annotations
 
-import re
 import time
+from collections import defaultdict
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
 
+from idq_common.contracts import group_id
 from idq_common.gpstime import gps_now
 from idq_common.io.frames import frame_name
-from idq_dev.pipeline.local import LocalPipeline, ServiceProcess
+from idq_dev.pipeline.local import LocalPipeline
+from idq_dev.processes import free_ports
+from idq_dev.testing.metrics import scrape
 from idq_dev.testing.pipeline import pipeline_config
+from idq_dev.testing.topics import group_assignment, read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
 DURATION = 192.0
+REPLICAS = ("timeseries0", "timeseries1")
 
 
-def _frames_by(log: Path) -> set[str]:
-    return set(re.findall(r"-> (H-IDQ_TIMESERIES-\d+-1\.gwf)", log.read_text()))
+def _wait(what: str, condition: Any, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.2)
 
 
 @pytest.fixture(scope="module")
 def shared_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     tmp = tmp_path_factory.mktemp("shared")
     config, settings = pipeline_config(tmp, kafka_bootstrap, "shared")
+    kafka, features = settings.kafka, settings.kafka.topics.features
+    group = group_id(settings.general.ifo, "timeseries")
     start = float((int(gps_now()) - int(DURATION) - 600) // 64 * 64)
     end = start + DURATION
     pipeline = LocalPipeline(
@@ -43,60 +59,92 @@ def shared_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -
         speed=8.0,
         producer_args=["--witnesses", "4", "--noise-channels", "12"],
     )
-    replicas = []
-    for i in range(2):
-        base = pipeline.service("timeseries")
-        p = ServiceProcess(
-            f"timeseries{i}", base.argv, tmp / "logs" / f"timeseries{i}.log", base.env
+    ports = dict(zip(REPLICAS, free_ports(len(REPLICAS)), strict=True))
+    for name in REPLICAS:
+        pipeline.processes[name] = pipeline.service(
+            "timeseries",
+            ["--metrics-port", str(ports[name])],
+            name=name,
+            env={"IDQ_TIMESERIES__OUTPUT_DIR": str(tmp / "frames" / name)},
         )
-        p.start()
-        replicas.append(p)
-    # both in the group before any data: the first assignment already shares the work
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not all(
-        "now does the strides of partitions [" in r.log_path.read_text()
-        for r in replicas
-        if r.log_path.exists()
-    ):
-        time.sleep(0.2)
-    pipeline.processes["produce"] = pipeline.producer()
-    pipeline.processes["produce"].start()
-    frames = tmp / "frames"
-    # stop the second replica a third of the way: the first must take its strides over
-    while len(list(frames.glob("*/*.gwf"))) < DURATION / 3 and time.monotonic() < deadline + 120:
-        time.sleep(0.2)
-    stopped_status = replicas[1].terminate()
-    assert replicas[0].proc is not None
-    status = replicas[0].proc.wait(240)
-    pipeline.processes["produce"].terminate()
+        pipeline.processes[name].start()
+    first, second = (pipeline.processes[n] for n in REPLICAS)
+    try:
+        # both in the group before any data: the first assignment already shares the work
+        _wait(
+            "both replicas to hold a partition",
+            lambda: sorted(map(sorted, group_assignment(kafka, group, features))) == [[0], [1]],
+            60,
+        )
+        pipeline.processes["produce"] = pipeline.producer()
+        pipeline.processes["produce"].start()
+        # stop the second replica a third of the way: the first must take its strides over
+        _wait(
+            "a third of the strides",
+            lambda: (
+                sum(scrape(p, "idq_frames_written_total") or 0 for p in ports.values())
+                >= DURATION / 3
+            ),
+            180,
+        )
+        done_by_second = scrape(ports[REPLICAS[1]], "idq_frames_written_total") or 0.0
+        stopped_status = second.terminate()
+        _wait(
+            "the first replica to hold both partitions",
+            lambda: group_assignment(kafka, group, features) == [{0, 1}],
+            60,
+        )
+        assert first.proc is not None
+        status = first.proc.wait(240)
+    finally:
+        pipeline.stop()
+    records = [m.record for m in read_topic(kafka, settings.kafka.topics.timeseries)]
     return {
         "start": start,
         "end": end,
-        "frames": frames,
-        "replicas": replicas,
+        "frames": tmp / "frames",
+        "records": records,
+        "done_by_second": done_by_second,
         "status": status,
         "stopped_status": stopped_status,
         "settings": settings,
     }
 
 
+def _strides_by_replica(records: list[dict[str, Any]]) -> dict[str, set[float]]:
+    """Stride starts each replica published, told apart by the folder of their frame."""
+    out: dict[str, set[float]] = defaultdict(set)
+    for r in records:
+        assert r["frame_uri"], r
+        replica = Path(urlparse(r["frame_uri"]).path).parent.parent.name
+        out[replica].add(r["start"])
+    return out
+
+
 def test_every_stride_has_its_frame(shared_run: dict[str, Any]) -> None:
     assert shared_run["status"] == 0 and shared_run["stopped_status"] == 0
     s = shared_run["settings"]
-    expected = {
-        frame_name("H", s.timeseries.description, t, 1.0)
-        for t in np.arange(shared_run["start"], shared_run["end"], 1.0)
-    }
-    assert {p.name for p in shared_run["frames"].glob("*/*.gwf")} == expected
+    strides = np.arange(shared_run["start"], shared_run["end"], 1.0)
+    expected = {frame_name("H", s.timeseries.description, t, 1.0) for t in strides}
+    assert {p.name for p in shared_run["frames"].glob("*/*/*.gwf")} == expected
+    # and on the topic: every stride's products
+    assert {r["start"] for r in shared_run["records"]} == set(strides.tolist())
 
 
 def test_the_replicas_shared_the_work(shared_run: dict[str, Any]) -> None:
-    first, second = (_frames_by(r.log_path) for r in shared_run["replicas"])
+    by = _strides_by_replica(shared_run["records"])
+    assert set(by) <= set(REPLICAS)
+    first, second = by[REPLICAS[0]], by[REPLICAS[1]]
     # while both ran each did only its own partitions' strides
-    assert len(second) >= 0.1 * DURATION, "the second replica did almost nothing"
+    assert shared_run["done_by_second"] >= 0.1 * DURATION, "the second replica did almost nothing"
+    assert len(second) >= shared_run["done_by_second"]
     both = first & second
     assert len(both) <= 0.1 * DURATION, f"{len(both)} strides done twice"
-    assert (
-        "now does the strides of partitions [0, 1]"
-        in shared_run["replicas"][0].log_path.read_text()
-    )
+
+
+def test_the_remaining_replica_took_over(shared_run: dict[str, Any]) -> None:
+    by = _strides_by_replica(shared_run["records"])
+    after = {t for t in by[REPLICAS[0]] if t > max(by[REPLICAS[1]])}
+    # after the second replica stopped the first did the strides of both partitions
+    assert {int(t) % 2 for t in after} == {0, 1}
+    assert len(after) >= 0.1 * DURATION

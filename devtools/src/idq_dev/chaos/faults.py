@@ -13,34 +13,19 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import signal
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from idq_dev.pipeline.local import ServiceProcess
+from idq_dev.testing.metrics import scrape
 
 log = logging.getLogger(__name__)
 
 #: seconds before a crashed service is started again (Kubernetes starts at 10 s)
 BACKOFF = 1.0
-
-
-def scrape(port: int, name: str) -> float | None:
-    """Sum of the samples of metric ``name`` on 127.0.0.1:port, or None if unreachable."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1.0) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    total, seen = 0.0, False
-    for m in re.finditer(rf"^{name}(?:{{[^}}]*}})? (\S+)$", text, re.M):
-        total += float(m.group(1))
-        seen = True
-    return total if seen else None
 
 
 #: the metric whose growth shows a stage is working again

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaException, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from idq_common.io.avro import decode
 from idq_common.io.kafka.settings import KafkaSettings
@@ -54,3 +55,19 @@ def read_topic(
     finally:
         consumer.close()
     return out
+
+
+def group_assignment(kafka: KafkaSettings, group: str, topic: str) -> list[set[int]]:
+    """The partitions of ``topic`` each member of consumer ``group`` holds, as the broker
+    reports them (members holding none of ``topic`` are left out; none while the
+    group's coordinator does not answer)."""
+    admin = AdminClient(kafka.admin_config())
+    try:
+        description = admin.describe_consumer_groups([group], request_timeout=10)[group].result()
+    except KafkaException:
+        return []  # no coordinator for the group yet (it is being formed): nobody holds any
+    held = (
+        {tp.partition for tp in member.assignment.topic_partitions if tp.topic == topic}
+        for member in description.members
+    )
+    return [parts for parts in held if parts]
