@@ -119,19 +119,26 @@ def test_nothing_valid_gives_ok_zero(model: Any, calibrated: dict[str, Any]) -> 
             assert not any(p["OK"].any() for p in o.products.values())
 
 
-def test_mapped_features_equal_preprocessed_raw_ones(model: Any) -> None:
-    """Mapping trigger values while picking them is the flavor's preprocessing, bit for bit
-    (including windows without triggers and a chunk with no triggers at all)."""
+def test_built_features_rank_like_the_feature_matrix(
+    model: Any, calibrated: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each flavor's builder (its columns, its preprocessing per trigger) ranks like the
+    feature matrix, bit for bit: windows without triggers, a chunk with no triggers at
+    all, unsorted sample times, several chunks."""
     from idq_common.data.triggers import TriggerSet
-    from idq_common.science.classifiers.sklearn import LearnableMap, preprocess
-    from idq_common.science.features import feature_matrices
+    from idq_common.science import features
 
     spec = small_spec(model)
-    times = grid_times(T0 + 8000, T0 + 8004, RATE)
+    monkeypatch.setattr(features, "_CHUNK_CELLS", 37 * len(spec.channels))  # 37-row chunks
+    times = grid_times(T0 + 8000, T0 + 8004, RATE)[::-1]
     for trig in (model.generate(T0 + 7999, T0 + 8005), TriggerSet.empty(model.channels)):
-        raw, mapped = feature_matrices(trig, times, spec, [None, LearnableMap(spec.window)])
-        np.testing.assert_array_equal(raw, feature_matrix(trig, times, spec))
-        np.testing.assert_array_equal(mapped, preprocess(raw, spec))
+        X = feature_matrix(trig, times, spec)
+        for name, pair in calibrated.items():
+            clf = pair.classifier
+            builder = clf.feature_builder()
+            assert builder is not None, name
+            built = features.build_features(trig, times, spec, [builder])[0]
+            np.testing.assert_array_equal(clf.rank_built(built), clf.rank(X), name)
 
 
 def test_forest_ranks_are_predict_proba(model: Any, calibrated: dict[str, Any]) -> None:

@@ -23,7 +23,7 @@ row of each non-empty range comes from an O(1) range-argmax query on a sparse ta
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
@@ -34,9 +34,11 @@ from idq_common.data.triggers import TriggerSet, group_rows
 
 __all__ = [
     "FEATURE_COLUMNS",
-    "ColumnMap",
+    "FeatureBuilder",
     "FeatureSpec",
-    "feature_matrices",
+    "Picks",
+    "RawMatrix",
+    "build_features",
     "feature_matrix",
     "grid_times",
 ]
@@ -129,7 +131,7 @@ def grid_times(start: float, end: float, rate: float) -> np.ndarray:
 
 #: Sample-times x channels cells resolved at once: small enough that the temporaries
 #: (a few int64 arrays of this many cells) stay in cache.
-_CHUNK_CELLS = 1 << 17
+_CHUNK_CELLS = 1 << 15
 
 
 def _sparse_table(values: np.ndarray, max_len: int) -> np.ndarray:
@@ -169,14 +171,121 @@ def _range_argmax(
     return np.where((vb > va) | ((vb == va) & (b < a)), b, a)
 
 
-class ColumnMap(Protocol):
-    """An elementwise map of one column's values (e.g. a classifier's preprocessing).
+class Picks:
+    """Which trigger every (sample, channel) cell of a chunk picked (one window resolution).
 
-    Elementwise: ``m(col, v)[i]`` depends only on ``v[i]``, so mapping the triggers'
-    values before picking them gives the same matrix as mapping the picked values.
+    The chunk's trigger rows, grouped by spec channel, are followed by one default row
+    per channel (snr 0, frequency 0; what a cell without a trigger picks), so a per-row
+    array of length :attr:`n_rows` gathered with :attr:`best` gives the cells of any
+    column, mapped or not, with the defaults in place. A builder computes what it needs
+    from this (some columns, some channels, a per-channel transform per trigger) instead
+    of mapping every cell of a full matrix.
+
+    Attributes
+    ----------
+    times : numpy.ndarray
+        The chunk's sample times, sorted, shape ``(n,)``.
+    window : float
+        Half-width of the windows.
+    best : numpy.ndarray
+        int64 ``(n, nch)``: the picked row of each cell.
+    hit : numpy.ndarray
+        bool ``(n, nch)``: the cell has a trigger.
+    channel : numpy.ndarray
+        int64 ``(n_rows,)``: spec channel of each row (defaults included).
     """
 
-    def __call__(self, column: str, values: np.ndarray) -> np.ndarray: ...
+    def __init__(
+        self,
+        times: np.ndarray,
+        window: float,
+        best: np.ndarray,
+        hit: np.ndarray,
+        grouped: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+    ) -> None:
+        bounds, t, s, f = grouped
+        nch = bounds.size - 1
+        self.times, self.window, self.best, self.hit = times, window, best, hit
+        self.nch = nch
+        zeros = np.zeros(nch)
+        self._rows = {"time": np.append(t, zeros), "snr": np.append(s, zeros)}
+        self._rows["frequency"] = np.append(f, zeros)
+        self._bounds = bounds
+        self._cache: dict[Any, np.ndarray] = {}
+
+    @property
+    def channel(self) -> np.ndarray:
+        """Spec channel of each row, the per-channel default rows included."""
+        got = self._cache.get("channel")
+        if got is None:
+            counts = np.append(np.diff(self._bounds), np.ones(self.nch, dtype=np.int64))
+            chans = np.arange(self.nch, dtype=np.int64)
+            got = self._cache["channel"] = np.repeat(np.concatenate([chans, chans]), counts)
+        return got
+
+    def rows(self, name: str) -> np.ndarray:
+        """Per-row values of ``snr`` or ``frequency`` (defaults 0 included), read-only."""
+        return self._rows[name]
+
+    def cells(self, name: str, channels: np.ndarray | None = None) -> np.ndarray:
+        """Raw cells of column ``name``, shape ``(n, nch)`` or ``(n, len(channels))``.
+
+        ``dt`` is ``t_trig - t`` where the cell has a trigger, else the window; the
+        others are the picked row's value (0 without a trigger).
+        """
+        best = self.best if channels is None else self.best[:, channels]
+        if name != "dt":
+            return self._rows[name].take(best)
+        hit = self.hit if channels is None else self.hit[:, channels]
+        return np.where(hit, self._rows["time"].take(best) - self.times[:, None], self.window)
+
+    def dt(self) -> np.ndarray:
+        """:meth:`cells` of ``dt`` for every channel, computed once per chunk."""
+        got = self._cache.get("dt")
+        if got is None:
+            got = self._cache["dt"] = self.cells("dt")
+        return got
+
+    def dt_of(self, channels: np.ndarray) -> np.ndarray:
+        """``dt`` cells of some channels (from :meth:`dt` when it was computed)."""
+        got = self._cache.get("dt")
+        return got[:, channels] if got is not None else self.cells("dt", channels)
+
+    def memo(self, key: Any, fn: Callable[[], np.ndarray]) -> np.ndarray:
+        """``fn()`` once per chunk and key (per-row maps shared by several builders)."""
+        got = self._cache.get(key)
+        if got is None:
+            got = self._cache[key] = fn()
+        return got
+
+
+class FeatureBuilder(Protocol):
+    """What a classifier ranks, built chunk by chunk from window resolutions.
+
+    :func:`build_features` allocates ``new(n)`` and calls ``fill`` with each chunk's
+    :class:`Picks` and the chunk's block of rows. Builders that compare equal are built
+    once and shared.
+    """
+
+    def new(self, n: int) -> np.ndarray: ...
+
+    def fill(self, picks: Picks, out: np.ndarray) -> None: ...
+
+
+@dataclass(frozen=True)
+class RawMatrix:
+    """The feature matrix of a spec (:func:`feature_matrix`), as a builder."""
+
+    columns: tuple[str, ...]
+    width: int
+
+    def new(self, n: int) -> np.ndarray:
+        return np.empty((n, self.width), dtype=np.float64)
+
+    def fill(self, picks: Picks, out: np.ndarray) -> None:
+        cells = out.reshape(out.shape[0], picks.nch, len(self.columns))  # a view
+        for k, name in enumerate(self.columns):
+            cells[:, :, k] = picks.dt() if name == "dt" else picks.cells(name)
 
 
 def feature_matrix(
@@ -205,25 +314,23 @@ def feature_matrix(
     time-sorted rows), grouped by spec channel, so the work per chunk is bounded and
     a result never depends on the chunking (each window lies inside its chunk's slice).
     """
-    return feature_matrices(triggers, times, spec, [None])[0]
+    return build_features(triggers, times, spec, [RawMatrix(spec.columns, spec.width)])[0]
 
 
-def feature_matrices(
+def build_features(
     triggers: TriggerSet,
     times: Sequence[float] | np.ndarray,
     spec: FeatureSpec,
-    maps: Sequence[ColumnMap | None],
+    builders: Sequence[FeatureBuilder],
 ) -> list[np.ndarray]:
-    """:func:`feature_matrix` once per entry of ``maps``, each column mapped by it.
+    """What each builder makes of the windows of ``times`` (rows follow ``times``).
 
-    The windows are resolved once for all of them; an entry None gives the raw matrix.
-    A map is applied to the triggers' values (and the missing-trigger defaults) for
-    ``snr`` and ``frequency``, far fewer than the cells (a window holds a few
-    triggers, a trigger lies in many windows), and to the cells for ``dt``.
+    The windows are resolved once per chunk of sorted sample times for all builders
+    (see :func:`feature_matrix`); each builder fills its rows of the chunk.
     """
     times = np.asarray(times, dtype=np.float64)
     n, nch, w = times.size, len(spec.channels), spec.window
-    outs = [np.empty((n, spec.width), dtype=np.float64) for _ in maps]
+    outs = [b.new(n) for b in builders]
     if n == 0 or nch == 0:
         return outs
     order = np.argsort(times, kind="stable")
@@ -244,22 +351,19 @@ def feature_matrices(
         col = col_of[chan[r0:r1]]
         want = col < nch
         grouped = group_rows(col[want], t[r0:r1][want], s[r0:r1][want], f[r0:r1][want], nch)
-        chunk = [(o[a:b], m) for o, m in zip(sorted_outs, maps, strict=True)]
-        _fill(grouped, st[a:b], w, spec.columns, chunk)
+        picks = _resolve(grouped, st[a:b], w)
+        for builder, out in zip(builders, sorted_outs, strict=True):
+            builder.fill(picks, out[a:b])
     if not in_order:
         for out, sorted_out in zip(outs, sorted_outs, strict=True):
             out[order] = sorted_out
     return outs
 
 
-def _fill(
-    grouped: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    st: np.ndarray,
-    w: float,
-    columns: tuple[str, ...],
-    outs: list[tuple[np.ndarray, ColumnMap | None]],
-) -> None:
-    """Rows of each ``out`` for the sorted sample times ``st``, every channel at once.
+def _resolve(
+    grouped: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], st: np.ndarray, w: float
+) -> Picks:
+    """The picks of the sorted sample times ``st``, every channel at once.
 
     Window ``[t - w, t + w]`` of spec channel c covers grouped rows ``[lo, hi)``: lo
     counts c's triggers with ``time < t - w``, hi those with ``time <= t + w``, exactly
@@ -267,16 +371,12 @@ def _fill(
     sorted windows is one ``searchsorted``; a histogram over (position, channel) and a
     cumulative sum give lo and hi of every (sample, channel) cell.
     """
-    bounds, t, s, f = grouped
-    n, nch, ncol, rows = st.size, bounds.size - 1, len(columns), t.size
-    defaults = {"snr": 0.0, "frequency": 0.0, "dt": w}
+    bounds, t, s, _ = grouped
+    n, nch, rows = st.size, bounds.size - 1, t.size
+    default = rows + np.arange(nch, dtype=np.int64)
     if rows == 0:
-        for out, cmap in outs:
-            cells = out.reshape(n, nch, ncol)
-            for k, name in enumerate(columns):
-                value = np.array([defaults[name]])
-                cells[:, :, k] = (value if cmap is None else cmap(name, value))[0]
-        return
+        best = np.broadcast_to(default, (n, nch))
+        return Picks(st, w, best, np.zeros((n, nch), dtype=bool), grouped)
     col = np.repeat(np.arange(nch, dtype=np.int64), np.diff(bounds))
     size = (n + 1) * (nch + 1)
     # window j starts after trigger r iff j >= #(lo_t <= time_r); it reaches trigger r
@@ -295,16 +395,5 @@ def _fill(
     else:
         # Common sparse case: at most one trigger per window needs no table.
         best = lo
-    # Empty cells point at an appended default row (snr 0, frequency 0).
-    best = np.where(hit, best, rows)
-    dt = None
-    for out, cmap in outs:
-        cells = out.reshape(n, nch, ncol)  # a view: out is a C-contiguous block of rows
-        for k, name in enumerate(columns):
-            if name == "dt":
-                if dt is None:
-                    dt = np.where(hit, np.append(t, 0.0).take(best) - st[:, None], w)
-                cells[:, :, k] = dt if cmap is None else cmap(name, dt)
-            else:
-                values = np.append(s if name == "snr" else f, 0.0)
-                cells[:, :, k] = (values if cmap is None else cmap(name, values)).take(best)
+    # Empty cells point at their channel's default row (snr 0, frequency 0).
+    return Picks(st, w, np.where(hit, best, default), hit, grouped)

@@ -25,7 +25,13 @@ import numpy as np
 from igwn_segments import segment, segmentlist
 
 from idq_common.data.triggers import TriggerSet, in_segments
-from idq_common.science.features import ColumnMap, FeatureSpec, feature_matrices, grid_times
+from idq_common.science.features import (
+    FeatureBuilder,
+    FeatureSpec,
+    RawMatrix,
+    build_features,
+    grid_times,
+)
 from idq_common.science.products import RankCalibration, compute_products, invalid_products
 
 __all__ = [
@@ -61,9 +67,11 @@ class Ranker(Protocol):
     @property
     def feature_spec(self) -> Layout: ...
 
-    def rank(self, features: np.ndarray, mapped: bool = False) -> np.ndarray: ...
+    def rank(self, features: np.ndarray) -> np.ndarray: ...
 
-    def feature_map(self) -> ColumnMap | None: ...
+    def feature_builder(self) -> FeatureBuilder | None: ...
+
+    def rank_built(self, built: np.ndarray) -> np.ndarray: ...
 
 
 class CalibratedModel(Protocol):
@@ -123,12 +131,13 @@ def rank_grid(
 ) -> dict[str, np.ndarray]:
     """Ranks of each classifier at ``times``.
 
-    Classifiers sharing a feature layout share the window resolution; those sharing
-    a column map (:meth:`Classifier.feature_map`, e.g. the scikit-learn flavors' log
-    and closeness transform) share one mapped matrix, built per trigger instead of
-    per cell. Rows are ranked in chunks of at most ``max_cells`` feature cells; the
-    result depends neither on the chunking (rows are independent) nor on the mapping
-    (elementwise, the same arithmetic).
+    Classifiers sharing a feature layout share the window resolution; each builds
+    from it what its model reads (:meth:`Classifier.feature_builder`: OVL its veto
+    channels, a forest the columns its trees split on, the scikit-learn flavors their
+    preprocessing per trigger instead of per cell), or the feature matrix, built once
+    for all classifiers that take it. Rows are ranked in chunks of at most
+    ``max_cells`` cells of what is built; the result depends neither on the chunking
+    (rows are independent) nor on the building (the same arithmetic on the same values).
     """
     out = {name: np.empty(times.size) for name in classifiers}
     layouts: dict[tuple[Any, ...], list[str]] = {}
@@ -136,15 +145,19 @@ def rank_grid(
         layouts.setdefault(_spec_key(clf.feature_spec), []).append(name)
     for (channels, window, columns), names in layouts.items():
         spec = FeatureSpec(channels, window, columns)
-        maps = {name: classifiers[name].feature_map() for name in names}
-        distinct = list(dict.fromkeys(maps.values()))
-        step = max(1, max_cells // max(1, spec.width * len(distinct)))
+        raw = RawMatrix(spec.columns, spec.width)
+        own = {name: classifiers[name].feature_builder() for name in names}
+        builders = {name: b if b is not None else raw for name, b in own.items()}
+        distinct = list(dict.fromkeys(builders.values()))
+        width = sum(b.new(0).shape[1] for b in distinct)
+        step = max(1, max_cells // max(1, width))
         for a in range(0, times.size, step):
-            matrices = feature_matrices(triggers, times[a : a + step], spec, distinct)
+            built = build_features(triggers, times[a : a + step], spec, distinct)
             for name in names:
-                X = matrices[distinct.index(maps[name])]
-                mapped = maps[name] is not None
-                out[name][a : a + step] = classifiers[name].rank(X, mapped=mapped)
+                X = built[distinct.index(builders[name])]
+                clf = classifiers[name]
+                ranks = clf.rank(X) if own[name] is None else clf.rank_built(X)
+                out[name][a : a + step] = ranks
     return out
 
 

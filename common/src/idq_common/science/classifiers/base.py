@@ -39,7 +39,7 @@ from idq_common.exceptions import (
     NotCalibratedError,
     NotTrainedError,
 )
-from idq_common.science.features import ColumnMap, FeatureSpec
+from idq_common.science.features import FeatureBuilder, FeatureSpec
 
 if TYPE_CHECKING:
     from idq_common.science.calibration import CalibrationMap
@@ -238,39 +238,38 @@ class Classifier(ABC):
         quiver.model_id = self.model.id
         return ranks
 
-    def rank(self, features: np.ndarray, mapped: bool = False) -> np.ndarray:
-        """Ranks in [0, 1] for a feature matrix laid out by ``self.feature_spec``.
-
-        ``mapped=True``: the matrix was built with :meth:`feature_map` applied (see
-        :func:`idq_common.science.features.feature_matrices`); the ranks are the same,
-        bit for bit, as for the raw matrix.
-        """
+    def rank(self, features: np.ndarray) -> np.ndarray:
+        """Ranks in [0, 1] for a feature matrix laid out by ``self.feature_spec``."""
         model = self.model
         X = np.atleast_2d(np.asarray(features, dtype=np.float64))
-        if mapped:
-            if self.feature_map() is None:
-                raise ClassifierError(f"{self.nickname}: this model takes raw features only")
-            X = self._align(X, self.feature_spec)
-        else:
-            X = self._align(X, model.spec)
+        X = self._align(X, model.spec)
         if X.shape[0] == 0:
             return np.zeros(0)
-        ranks = self._rank_mapped(X) if mapped else self._rank(X)
-        return np.clip(ranks, 0.0, 1.0).astype(np.float64)
+        return np.clip(self._rank(X), 0.0, 1.0).astype(np.float64)
 
-    def feature_map(self) -> ColumnMap | None:
-        """The elementwise column map the flavor applies to raw features first, if any.
+    def feature_builder(self) -> FeatureBuilder | None:
+        """What the model reads of the features, built straight from the window picks.
 
-        A caller building features for :meth:`rank` may apply it itself while picking
-        triggers (cheaper: per trigger, not per cell) and pass ``mapped=True``. None
-        (the default): the flavor takes raw features, or the model's layout differs
-        from ``feature_spec``.
+        A caller resolving windows for :meth:`rank` (``science.stride.rank_grid``) may
+        build this instead of the feature matrix and call :meth:`rank_built`: the flavor
+        computes only the cells its model reads, its preprocessing per trigger rather
+        than per cell. The ranks are the same, bit for bit, as ``rank`` of the feature
+        matrix. None (the default): the flavor takes the raw matrix, or the model's
+        layout differs from ``feature_spec``.
         """
         return None
 
-    def _rank_mapped(self, Z: np.ndarray) -> np.ndarray:
-        """Ranks for a matrix already mapped by :meth:`feature_map`."""
-        raise ClassifierError(f"{self.nickname}: this model takes raw features only")
+    def rank_built(self, built: np.ndarray) -> np.ndarray:
+        """Ranks from what :meth:`feature_builder` built (one row per sample)."""
+        if self.feature_builder() is None:
+            raise ClassifierError(f"{self.nickname}: this model takes the feature matrix only")
+        if built.shape[0] == 0:
+            return np.zeros(0)
+        return np.clip(self._rank_built(built), 0.0, 1.0).astype(np.float64)
+
+    def _rank_built(self, built: np.ndarray) -> np.ndarray:
+        """Ranks for what :meth:`feature_builder` built."""
+        raise ClassifierError(f"{self.nickname}: this model takes the feature matrix only")
 
     def check(self) -> None:  # noqa: B027 - a hook: most flavors have nothing to add
         """Raise :class:`ClassifierParamError` for a value training would fail on.

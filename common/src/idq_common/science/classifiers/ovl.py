@@ -58,6 +58,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -66,7 +67,7 @@ from scipy.stats import poisson
 from idq_common.exceptions import ClassifierError, ClassifierParamError
 from idq_common.science.classifiers.base import SupervisedClassifier
 from idq_common.science.classifiers.lags import channel_lags
-from idq_common.science.features import FeatureSpec
+from idq_common.science.features import FeatureSpec, Picks
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,24 @@ def _livetime(quiver: Any) -> float:
             return float(quiver.end) - float(quiver.start)
         except (AttributeError, TypeError):
             return 0.0
+
+
+@dataclass(frozen=True)
+class VetoInput:
+    """OVL's rank input: snr cells then dt cells of ``channels`` (spec indices)."""
+
+    channels: tuple[int, ...]
+
+    def new(self, n: int) -> np.ndarray:
+        return np.empty((n, 2 * len(self.channels)))
+
+    def fill(self, picks: Picks, out: np.ndarray) -> None:
+        if not self.channels:
+            return
+        chans = np.asarray(self.channels, dtype=np.int64)
+        k = chans.size
+        out[:, :k] = picks.cells("snr", chans)
+        out[:, k:] = picks.dt_of(chans)
 
 
 def _positive_numbers(value: Any, name: str) -> np.ndarray:
@@ -299,16 +318,39 @@ class OVL(SupervisedClassifier):
     # -- ranking and storage ---------------------------------------------------------
     def _rank(self, X: np.ndarray) -> np.ndarray:
         spec = self._spec_loaded
+        cols = [
+            (spec.column_index(v["channel"], "snr"), spec.column_index(v["channel"], "dt"))
+            for v in self.vetoes
+        ]
+        return self._veto_ranks(X, cols)
+
+    def _veto_ranks(self, X: np.ndarray, cols: list[tuple[int, int]]) -> np.ndarray:
+        """The first firing veto's rank per row; ``cols``: each veto's snr and dt column."""
         ranks = np.zeros(X.shape[0])
         unset = np.ones(X.shape[0], dtype=bool)
-        for v in self.vetoes:
-            i_snr = spec.column_index(v["channel"], "snr")
-            i_dt = spec.column_index(v["channel"], "dt")
+        for v, (i_snr, i_dt) in zip(self.vetoes, cols, strict=True):
             near = np.abs(X[:, i_dt] - v.get("lag", 0.0)) <= v["window"]
             fires = unset & (X[:, i_snr] >= v["threshold"]) & near
             ranks[fires] = v["rank"]
             unset &= ~fires
         return ranks
+
+    def feature_builder(self) -> VetoInput | None:
+        """The snr and dt cells of the veto channels only (a handful of the spec's)."""
+        if self._model is None or self._model.spec != self.feature_spec:
+            return None
+        names = list(dict.fromkeys(v["channel"] for v in self.vetoes))
+        index = {c: i for i, c in enumerate(self.feature_spec.channels)}
+        return VetoInput(tuple(index[c] for c in names))
+
+    def _rank_built(self, built: np.ndarray) -> np.ndarray:
+        builder = self.feature_builder()
+        assert builder is not None
+        pos = {c: i for i, c in enumerate(dict.fromkeys(v["channel"] for v in self.vetoes))}
+        k = len(builder.channels)
+        return self._veto_ranks(
+            built, [(pos[v["channel"]], k + pos[v["channel"]]) for v in self.vetoes]
+        )
 
     @property
     def _spec_loaded(self) -> FeatureSpec:

@@ -61,7 +61,7 @@ from idq_common.science.classifiers.base import (
     SupervisedClassifier,
 )
 from idq_common.science.classifiers.lags import channel_lags
-from idq_common.science.features import FeatureSpec
+from idq_common.science.features import FeatureBuilder, FeatureSpec, Picks
 
 #: Types skops does not trust by default but we do (scikit-learn internals of the
 #: estimators below).  Anything else in a payload is refused.
@@ -83,19 +83,26 @@ LAG_MIN_EXCESS = 3
 _SKLEARN_NAMES = {"random_state": "seed"}
 
 
-@dataclass(frozen=True)
-class LearnableMap:
-    """The elementwise part of :func:`preprocess`, one column at a time (hashable: equal
-    maps let classifiers share one mapped feature matrix)."""
+def _log_map(values: np.ndarray) -> np.ndarray:
+    """``snr`` and ``frequency`` -> learnable (module docstring)."""
+    return np.log1p(np.maximum(values, 0.0))
 
-    window: float
 
-    def __call__(self, column: str, values: np.ndarray) -> np.ndarray:
-        if column in ("snr", "frequency"):
-            return np.log1p(np.maximum(values, 0.0))
-        if column == "dt":
-            return 1.0 - np.minimum(np.abs(values) / self.window, 1.0)
-        return values
+def _closeness(dt: np.ndarray, window: float) -> np.ndarray:
+    """``dt`` -> closeness in [0, 1] (module docstring)."""
+    return 1.0 - np.minimum(np.abs(dt) / window, 1.0)
+
+
+def _signed(dt: np.ndarray, window: float) -> np.ndarray:
+    """``dt`` -> the signed extra column of ``signed_dt``."""
+    return np.clip(dt / window, -1.0, 1.0)
+
+
+def _shift(dt: np.ndarray, window: float, lags: np.ndarray | None) -> np.ndarray:
+    """``dt - lag`` per channel (columns), a missing trigger (``dt = window``) kept."""
+    if lags is None:
+        return dt
+    return np.where(dt >= window, window, dt - lags[None, :])
 
 
 def preprocess(
@@ -109,19 +116,117 @@ def preprocess(
     """
     k = len(spec.columns)
     out = np.empty_like(X)
-    learnable = LearnableMap(spec.window)
     shifted = None
-    if lags is not None and "dt" in spec.columns:
-        dt = X[:, spec.columns.index("dt") :: k]
-        shifted = np.where(dt >= spec.window, spec.window, dt - lags[None, :])
+    if "dt" in spec.columns:
+        shifted = _shift(X[:, spec.columns.index("dt") :: k], spec.window, lags)
     for j, col in enumerate(spec.columns):
-        values = shifted if (col == "dt" and shifted is not None) else X[:, j::k]
-        out[:, j::k] = learnable(col, values)
-    if signed_dt and "dt" in spec.columns:
-        j = spec.columns.index("dt")
-        dt = X[:, j::k] if shifted is None else shifted
-        out = np.hstack([out, np.clip(dt / spec.window, -1.0, 1.0)])
+        if shifted is not None and col == "dt":
+            out[:, j::k] = _closeness(shifted, spec.window)
+        else:
+            out[:, j::k] = _log_map(X[:, j::k])
+    if signed_dt and shifted is not None:
+        out = np.hstack([out, _signed(shifted, spec.window)])
     return out
+
+
+def _log_rows(picks: Picks, column: str) -> np.ndarray:
+    """The log map of a column per trigger row (shared by the builders of a chunk)."""
+    return picks.memo(("log1p", column), lambda: _log_map(picks.rows(column)))
+
+
+@dataclass(frozen=True, eq=False)
+class LearnableMatrix:
+    """``preprocess`` of the feature matrix (no signed dt), built per trigger."""
+
+    columns: tuple[str, ...]
+    window: float
+    width: int
+    lags: np.ndarray | None = None
+
+    def new(self, n: int) -> np.ndarray:
+        return np.empty((n, self.width))
+
+    def fill(self, picks: Picks, out: np.ndarray) -> None:
+        k = len(self.columns)
+        cells = out.reshape(out.shape[0], picks.nch, k)  # a view
+        for j, col in enumerate(self.columns):
+            if col == "dt":
+                cells[:, :, j] = _closeness(_shift(picks.dt(), self.window, self.lags), self.window)
+            else:
+                cells[:, :, j] = _log_rows(picks, col).take(picks.best)
+
+
+@dataclass(frozen=True, eq=False)
+class ScaledMatrix:
+    """``preprocess`` then a StandardScaler's ``(z - mean) / scale``, built per trigger.
+
+    For ``snr`` and ``frequency`` the map and the channel's scaling are applied to each
+    trigger row before picking (the same float operations on the same values as on the
+    picked cells); ``dt`` depends on the sample time and is mapped per cell.
+    """
+
+    columns: tuple[str, ...]
+    window: float
+    mean: np.ndarray
+    scale: np.ndarray
+    lags: np.ndarray | None = None
+
+    def new(self, n: int) -> np.ndarray:
+        return np.empty((n, self.mean.size))
+
+    def fill(self, picks: Picks, out: np.ndarray) -> None:
+        k = len(self.columns)
+        cells = out.reshape(out.shape[0], picks.nch, k)  # a view
+        for j, col in enumerate(self.columns):
+            mean, scale = self.mean[j::k], self.scale[j::k]
+            if col == "dt":
+                z = _closeness(_shift(picks.dt(), self.window, self.lags), self.window) - mean
+                z /= scale
+                cells[:, :, j] = z
+            else:
+                ch = picks.channel
+                z = _log_rows(picks, col) - mean.take(ch)
+                z /= scale.take(ch)
+                cells[:, :, j] = z.take(picks.best)
+
+
+@dataclass(frozen=True, eq=False)
+class TreeInput:
+    """A forest's float32 input with only the columns its trees split on filled.
+
+    ``used``: sorted columns of the preprocessed layout (``preprocess``: channel-major
+    mapped columns, then one signed dt column per channel when ``signed_dt``). The
+    other columns stay 0: no tree reads them.
+    """
+
+    columns: tuple[str, ...]
+    window: float
+    width: int
+    used: np.ndarray
+    lags: np.ndarray | None = None
+
+    def _dt(self, picks: Picks, chans: np.ndarray) -> np.ndarray:
+        lags = None if self.lags is None else self.lags[chans]
+        return _shift(picks.dt_of(chans), self.window, lags)
+
+    def new(self, n: int) -> np.ndarray:
+        return np.zeros((n, self.width), dtype=np.float32)
+
+    def fill(self, picks: Picks, out: np.ndarray) -> None:
+        k = len(self.columns)
+        base = picks.nch * k
+        for j, col in enumerate(self.columns):
+            sel = self.used[(self.used < base) & (self.used % k == j)]
+            if sel.size == 0:
+                continue
+            chans = sel // k
+            if col == "dt":
+                out[:, sel] = _closeness(self._dt(picks, chans), self.window)
+            else:
+                out[:, sel] = _log_rows(picks, col).take(picks.best[:, chans])
+        sel = self.used[self.used >= base]
+        if sel.size:
+            out[:, sel] = _signed(self._dt(picks, sel - base), self.window)
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
@@ -218,28 +323,29 @@ class _SklearnMixin:
             LAG_MIN_EXCESS,
         )
 
-    def feature_map(self) -> LearnableMap | None:
-        spec = self._spec or self.feature_spec
-        if (
-            bool(self.params.get("signed_dt", False))
-            or bool(self.params.get("lags", False))
-            or self._lags is not None
-            or spec != self.feature_spec
-        ):
-            # per-channel lags are not an elementwise map of one column's values
+    def feature_builder(self) -> FeatureBuilder | None:
+        spec = self._spec
+        if self._est is None or spec != self.feature_spec:
             return None
-        return LearnableMap(spec.window)
+        signed = bool(self.params.get("signed_dt", False))
+        if isinstance(self._est, RandomForestClassifier):
+            return _tree_input(self._est, spec, signed, self._lags)
+        if signed:
+            return None
+        if self._scaler is None:
+            return LearnableMatrix(spec.columns, spec.window, spec.width, self._lags)
+        if getattr(self._scaler, "mean_", None) is None or self._scaler.scale_ is None:
+            return None
+        scaler = self._scaler
+        return ScaledMatrix(spec.columns, spec.window, scaler.mean_, scaler.scale_, self._lags)
 
     def _rank(self, X: np.ndarray) -> np.ndarray:
         return self._predict(self._prep(X))
 
-    def _rank_mapped(self, Z: np.ndarray) -> np.ndarray:
-        if self._scaler is not None:
-            # StandardScaler.transform's arithmetic without its validation pass and copy
-            # (the matrix is ours, finite, float64): the same values bit for bit
-            Z = Z - self._scaler.mean_
-            Z /= self._scaler.scale_
-        return self._predict(Z)
+    def _rank_built(self, built: np.ndarray) -> np.ndarray:
+        if isinstance(self._est, RandomForestClassifier):
+            return _forest_proba32(self._est, built)
+        return self._predict(built)
 
     def _predict(self, Z: np.ndarray) -> np.ndarray:
         if isinstance(self._est, RandomForestClassifier):
@@ -307,12 +413,36 @@ def _forest_glitch_proba(forest: RandomForestClassifier, Z: np.ndarray) -> np.nd
     loop. Dispatching each tree through joblib cost more than the trees on a stride's
     rows (tests/common/test_stride.py compares with ``predict_proba``).
     """
-    X = np.ascontiguousarray(Z, dtype=np.float32)
+    return _forest_proba32(forest, np.ascontiguousarray(Z, dtype=np.float32))
+
+
+def _forest_proba32(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
+    """:func:`_forest_glitch_proba` of a C-contiguous float32 matrix."""
     total = np.zeros((X.shape[0], int(forest.n_classes_)), dtype=np.float64)
     for tree in forest.estimators_:
         total += tree.predict_proba(X, check_input=False)
     total /= len(forest.estimators_)
     return np.asarray(total[:, list(forest.classes_).index(1)], dtype=np.float64)
+
+
+#: the columns a fitted forest's trees split on, per forest (computed once per model)
+_TREE_COLUMNS: dict[int, tuple[RandomForestClassifier, np.ndarray]] = {}
+
+
+def _tree_input(
+    forest: RandomForestClassifier, spec: FeatureSpec, signed: bool, lags: np.ndarray | None
+) -> TreeInput | None:
+    width = int(forest.n_features_in_)
+    if width != spec.width + (len(spec.channels) if signed and "dt" in spec.columns else 0):
+        return None  # trained with another signed_dt: the matrix path says what is wrong
+    got = _TREE_COLUMNS.get(id(forest))
+    if got is None or got[0] is not forest:
+        splits = [t.tree_.feature[t.tree_.feature >= 0] for t in forest.estimators_]
+        used = np.unique(np.concatenate(splits)).astype(np.int64)
+        if len(_TREE_COLUMNS) > 16:  # models are replaced: keep the few in use
+            _TREE_COLUMNS.clear()
+        got = _TREE_COLUMNS[id(forest)] = (forest, used)
+    return TreeInput(spec.columns, spec.window, width, got[1], lags)
 
 
 class RandomForest(_SklearnMixin, SupervisedClassifier):
