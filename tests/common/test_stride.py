@@ -3,6 +3,7 @@ whichever strides are computed together and however the rank calls are chunked."
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -133,8 +134,10 @@ def test_built_features_rank_like_the_feature_matrix(
     times = grid_times(T0 + 8000, T0 + 8004, RATE)[::-1]
     for trig in (model.generate(T0 + 7999, T0 + 8005), TriggerSet.empty(model.channels)):
         X = feature_matrix(trig, times, spec)
-        for name, pair in calibrated.items():
-            clf = pair.classifier
+        lagged = copy.deepcopy(calibrated["random_forest"].classifier)
+        lagged._lags = np.linspace(-0.05, 0.05, len(spec.channels))  # dt - lag per channel
+        classifiers = {n: p.classifier for n, p in calibrated.items()} | {"lagged": lagged}
+        for name, clf in classifiers.items():
             builder = clf.feature_builder()
             assert builder is not None, name
             built = features.build_features(trig, times, spec, [builder])[0]
