@@ -160,15 +160,23 @@ def _sparse_table(values: np.ndarray, max_len: int) -> np.ndarray:
 def _range_argmax(
     values: np.ndarray, table: np.ndarray, lo: np.ndarray, length: np.ndarray
 ) -> np.ndarray:
-    """Index of the max of ``values[lo:lo + length]`` (``length >= 1``), earliest on ties."""
-    # frexp is exact on integers: exponent - 1 == floor(log2(length)).
-    level = np.frexp(length.astype(np.float64))[1].astype(np.int64) - 1
-    flat = table.reshape(-1)
+    """Index of the max of ``values[lo:lo + length]`` (``length >= 1``), earliest on ties.
+
+    The two table entries a (range ``[lo, lo + 2**l)``) and b (``[hi - 2**l, hi)``) are
+    each the earliest maximum of their range; when they tie, b cannot be earlier than
+    a (it would be an earlier maximum inside a's range), so ties keep a.
+    """
+    top = int(length.max())
+    # floor(log2(k)) and 2**floor(log2(k)) for k <= top, looked up (k = 0 is never asked)
+    k = np.arange(1, top + 1, dtype=np.float64)
+    log2 = np.append(0, np.frexp(k)[1] - 1).astype(np.int64)
+    level = log2.take(length)
     ia = level * values.size + lo
-    a = flat.take(ia)
-    b = flat.take(ia + (length - (np.int64(1) << level)))
-    va, vb = values.take(a), values.take(b)
-    return np.where((vb > va) | ((vb == va) & (b < a)), b, a)
+    ib = ia + length
+    ib -= (np.int64(1) << log2).take(length)
+    flat = table.reshape(-1)
+    a, b = flat.take(ia), flat.take(ib)
+    return np.where(values.take(b) > values.take(a), b, a)
 
 
 class Picks:
@@ -385,8 +393,8 @@ def _resolve(
     upto = np.searchsorted(st + w, t, side="left") * (nch + 1) + col
     lo = np.cumsum(np.bincount(before, minlength=size).reshape(n + 1, nch + 1), axis=0)
     hi = np.cumsum(np.bincount(upto, minlength=size).reshape(n + 1, nch + 1), axis=0)
+    length = hi[:n, :nch] - lo[:n, :nch]
     lo = lo[:n, :nch] + bounds[:nch]
-    length = hi[:n, :nch] + bounds[:nch] - lo
     hit = length > 0
     if int(length.max()) > 1:
         # Empty cells query a valid one-row range; their answer is masked below.
