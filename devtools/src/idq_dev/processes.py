@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack, closing
 from pathlib import Path
@@ -90,17 +91,37 @@ def stop_process(
 
     Returns the exit status (None when there was no process).
     """
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        _signal(proc, signal.SIGTERM, group)
+    return stop_processes({name or "process": proc}, timeout, group)[name or "process"]
+
+
+def stop_processes(
+    procs: Mapping[str, subprocess.Popen[bytes] | None],
+    timeout: float = 20.0,
+    group: bool = False,
+) -> dict[str, int | None]:
+    """SIGTERM every process of ``procs`` at once, then wait; SIGKILL what outlives ``timeout``.
+
+    Signalling all first lets their graceful shutdowns (final commits, flushes) overlap,
+    so stopping a pipeline costs one service's shutdown time, not the sum. Returns
+    each name's exit status (None when there was no process).
+    """
+    for proc in procs.values():
+        if proc is not None and proc.poll() is None:
+            _signal(proc, signal.SIGTERM, group)
+    deadline = time.monotonic() + timeout
+    statuses: dict[str, int | None] = {}
+    for name, proc in procs.items():
+        if proc is None:
+            statuses[name] = None
+            continue
         try:
-            proc.wait(timeout)
+            proc.wait(max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            log.warning("%s did not stop within %.0f s: killing it", name or proc.pid, timeout)
+            log.warning("%s did not stop within %.0f s: killing it", name, timeout)
             _signal(proc, signal.SIGKILL, group)
             proc.wait(30)
-    return proc.returncode
+        statuses[name] = proc.returncode
+    return statuses
 
 
 def _signal(proc: subprocess.Popen[bytes], sig: signal.Signals, group: bool) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from idq_common.contracts import STAGES
 from idq_common.exceptions import IDQError
-from idq_dev.processes import start_process, stop_process
+from idq_dev.processes import start_process, stop_process, stop_processes
 
 log = logging.getLogger(__name__)
 
@@ -193,10 +193,6 @@ class LocalPipeline:
                 raise IDQError(f"still running after {timeout:.0f} s: {running}")
             time.sleep(poll)
 
-    def stop(self) -> dict[str, int | None]:
-        """SIGTERM everything still running, services in reverse pipeline order."""
-        statuses = {}
-        for name in ["produce", *reversed(STAGES)]:
-            if name in self.processes:
-                statuses[name] = self.processes[name].terminate()
-        return statuses
+    def stop(self, timeout: float = 20.0) -> dict[str, int | None]:
+        """SIGTERM everything still running at once; returns each exit status."""
+        return stop_processes({n: p.proc for n, p in self.processes.items()}, timeout)
