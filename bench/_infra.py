@@ -197,6 +197,8 @@ class Sampled:
     log: Path | None = None
     #: seconds from spawn until its /healthz first answered (imports and start-up done)
     up_s: float | None = None
+    #: CPU seconds (user + system) of the process, from its exit status (wait4)
+    cpu_s: float | None = None
 
     @property
     def loop_s(self) -> float | None:
@@ -272,6 +274,13 @@ def run_sampled(
         for n, p in procs.items():
             if n in done:
                 continue
+            # wait4 reaps it with its resource usage: the exact CPU seconds of the
+            # process, the figure that means something on a loaded shared machine
+            with contextlib.suppress(ChildProcessError):
+                pid, status, usage = os.wait4(p.pid, os.WNOHANG)
+                if pid == p.pid:
+                    p.returncode = os.waitstatus_to_exitcode(status)
+                    out[n].cpu_s = usage.ru_utime + usage.ru_stime
             if p.poll() is not None:
                 out[n].wall_s, out[n].returncode = now, p.returncode
                 done.add(n)

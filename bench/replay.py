@@ -151,6 +151,10 @@ def measure(
                 "loop_s": round(loop, 2) if loop else None,
                 "x_realtime_loop": round(span / loop, 2) if loop else None,
                 "x_realtime": round(span / res.wall_s, 2),
+                # span / CPU seconds of the process (start-up included): what the code
+                # costs, whatever else the shared machine runs
+                "cpu_s": round(res.cpu_s, 2) if res.cpu_s else None,
+                "x_realtime_cpu": round(span / res.cpu_s, 2) if res.cpu_s else None,
                 "rows_per_s": round(rows_s, 1),
                 "ratio_to_ceiling": round(rows_s / ceil["rows_per_s"], 4)
                 if ceil["rows_per_s"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -111,6 +112,8 @@ def run_suite(
         "suite": "quick" if quick else "full",
         "machine": machine(),
         "started_unix": round(time.time(), 1),
+        # the machine is shared: load averages (1, 5, 15 min) when the run started
+        "load_avg_start": [round(x, 2) for x in os.getloadavg()],
     }
     broker = LocalBroker(workdir / "kafka")
     status = broker.start()
@@ -148,7 +151,13 @@ def run_suite(
         rows_in_span = ref["ceiling"]["rows"] * ref["span_s"] / (ref["span_s"] + 2 * replay.MARGIN)
         ts_wall = ref["processes"]["timeseries"].wall_s
         result["scale_out"] = scale_out.measure(
-            cfg, start, ref["span_s"], rows_in_span, ts_wall, timeout=max(300, 10 * ref["span_s"])
+            cfg,
+            start,
+            ref["span_s"],
+            rows_in_span,
+            ts_wall,
+            timeout=max(300, 10 * ref["span_s"]),
+            one_replica_cpu_s=ref["processes"]["timeseries"].cpu_s,
         )
         if profile_dir is not None:
             from bench.profile import MODULES, profile_stage
@@ -190,6 +199,11 @@ def run_suite(
     # the quick suite's frames are its own; the full suite's day is cached and reused
     frames = workdir / "query-frames" if quick else None
     result["query"] = query.measure(q["span"], workdir / "query", q["queries"], frames)
+    from bench import stride
+
+    # the timeseries computation alone, in CPU time (bench.stride): 1 s strides at 1,000 ch
+    result["stride"] = stride.measure(TARGET_CHANNELS, 16 if quick else 64)
+    result["load_avg_end"] = [round(x, 2) for x in os.getloadavg()]
     result["targets"] = verdicts(result)
     return result
 

@@ -31,6 +31,7 @@ def measure(
     rows_in_span: float,
     one_replica_wall_s: float,
     timeout: float,
+    one_replica_cpu_s: float | None = None,
 ) -> dict[str, Any]:
     reset_group(cfg, group_id("H1", "timeseries"))
     pipeline = cfg.pipeline(start, start + span)
@@ -48,6 +49,8 @@ def measure(
     wall = max(r.wall_s for r in res.values())
     frames = {n: _frames(d) for n, d in dirs.items()}
     shared = all(0 < f < int(span) for f in frames.values())
+    cpu = {n: round(r.cpu_s, 2) if r.cpu_s else None for n, r in res.items()}
+    worst = max((c for c in cpu.values() if c), default=None)
     r1 = rows_in_span / one_replica_wall_s
     r2 = rows_in_span / wall
     return {
@@ -56,6 +59,12 @@ def measure(
         "speedup": round(r2 / r1, 3) if r1 else 0.0,
         "replicas_1_wall_s": round(one_replica_wall_s, 2),
         "replicas_2_wall_s": round(wall, 2),
+        # CPU seconds of each replica / of one replica alone over the span (target <= 0.6)
+        "replicas_1_cpu_s": round(one_replica_cpu_s, 2) if one_replica_cpu_s else None,
+        "replicas_2_cpu_s": cpu,
+        "cpu_ratio_per_replica": round(worst / one_replica_cpu_s, 3)
+        if worst and one_replica_cpu_s
+        else None,
         "strides_in_span": int(span),
         "frames_written_per_replica": frames,
         # shared: the replicas split the strides (each wrote fewer than all of them)
