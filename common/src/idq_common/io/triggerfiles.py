@@ -2,10 +2,16 @@
 
 Omicron writes one file per channel and time chunk, named after LIGO's convention
 ``<IFO>-<SUBSYS>_<NAME>_OMICRON-<gps>-<duration>.h5`` (the channel ``<IFO>:<SUBSYS>-<NAME>``:
-the first ``_`` of the description is the channel's ``-``), holding a compound dataset
-``triggers`` with columns ``time, frequency, tstart, tend, fstart, fend, snr, q,
-amplitude, phase`` (a file attribute ``channel``, when present, names the channel
-instead of the file name).
+the first ``_`` of the description is the channel's ``-``; archived as
+``<archive>/<IFO>/<SUBSYS>_<NAME>_OMICRON/<gps // 100000>/<file>``, as pyomicron's
+``get_archive_filename`` lays it out), holding a top-level compound dataset
+``triggers`` with float64 columns ``time, frequency, tstart, tend, fstart, fend, snr,
+q, amplitude, phase`` (what hveto and gwsumm read with ``EventTable.read(f,
+format="hdf5", path="triggers")``); other datasets (``segments``, astropy's column
+metadata) are ignored. Tables converted from LIGO_LW ``sngl_burst`` are read too:
+``peak_time`` + ``peak_time_ns`` (or gwpy's ``peak``) for the time, ``peak_frequency``
+(or ``central_freq``) for the frequency. A file attribute ``channel``, when present,
+names the channel instead of the file name.
 
 SNAX (gstlal feature extractor) writes one file per time chunk holding one group per
 channel (``<IFO>:<SUBSYS>-<NAME>`` possibly with a ``_<flow>_<fhigh>`` band suffix),
@@ -111,6 +117,18 @@ def _column(data: np.ndarray, *names: str) -> np.ndarray | None:
     return None
 
 
+def _time(data: np.ndarray) -> np.ndarray | None:
+    """Peak time: ``time`` (Omicron, SNAX), ``peak`` (gwpy's sngl_burst column),
+    ``trigger_time`` (older SNAX), or LIGO_LW's ``peak_time`` + ``peak_time_ns``."""
+    time = _column(data, "time", "peak", "trigger_time")
+    if time is None and data.dtype.names and {"peak_time", "peak_time_ns"} <= set(data.dtype.names):
+        # integer seconds + nanoseconds: summed as float64 like gwpy's ``peak`` column
+        time = np.asarray(data["peak_time"], dtype=np.float64) + 1e-9 * np.asarray(
+            data["peak_time_ns"], dtype=np.float64
+        )
+    return time
+
+
 @dataclass
 class _Parts:
     channels: list[str]
@@ -126,9 +144,9 @@ class _Parts:
         )
 
     def add(self, channel: str, data: np.ndarray, where: str, start: float, end: float) -> None:
-        time = _column(data, "time", "trigger_time")
+        time = _time(data)
         snr = _column(data, "snr")
-        freq = _column(data, "frequency", "peak_frequency")
+        freq = _column(data, "frequency", "peak_frequency", "central_freq")
         if time is None or snr is None or freq is None:
             raise InvalidMessageError(f"{where}: no time, snr or frequency column")
         keep = (time >= start) & (time < end)
