@@ -70,7 +70,8 @@ def test_demo_config_loads() -> None:
         4.0,
         1.0,
     )
-    assert s.train.min_new_samples == 1000 and s.calibrate.min_new_samples == 300
+    assert s.train.min_new_samples == 1000 and s.calibrate.min_new_samples == 1200
+    assert s.evaluate.clean_rate == 8.0  # clean samples for calibration: FAP 1e-3 reachable
     flavors = {c.flavor for c in s.classifiers}
     assert {"ovl", "random_forest"} <= flavors and flavors & {"sgd", "naive_bayes"}
     assert s.store.url == "file://" + (ROOT / ".cache" / "demo" / "store").as_posix()

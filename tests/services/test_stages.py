@@ -51,6 +51,7 @@ def _settings(tmp: Path) -> Settings:
     with (ROOT / "etc" / "idq-demo.toml").open("rb") as fh:
         doc: dict[str, Any] = tomllib.load(fh)
     doc["samples"]["random_rate"] = 8.0
+    doc["evaluate"]["clean_rate"] = 16.0  # evaluate draws its own rate of clean samples
     doc["train"]["min_new_samples"] = 200
     doc["calibrate"]["min_new_samples"] = 100
     doc["store"]["url"] = (tmp / "store").as_uri()
@@ -197,6 +198,11 @@ def test_evaluate_publishes_one_ranked_quiver_per_classifier_and_stride(evaluate
             len(np.frombuffer(r["labels"], dtype="i1")) for k, r in out if k.startswith(name)
         )
         assert counted == produced
+        # clean samples at [evaluate] clean_rate (16/s), not [samples] random_rate (8/s):
+        # glitches at 1/s with 1 s of dirty time each leave ~e^-1 of the time clean, so
+        # ~5.9/s here (999 seen), ~2.9/s at the random_rate
+        clean = _metric(runtime, "idq_samples_total", classifier=name, label="clean")
+        assert clean > 4.0 * (EVAL_SPAN[1] - EVAL_SPAN[0])
     # committed after every batch, up to the end of the span
     assert progress.saves[-1][0] == EVAL_SPAN[1]
     assert _metric(runtime, "idq_last_stride_end_gps") == EVAL_SPAN[1]

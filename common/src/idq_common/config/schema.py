@@ -149,6 +149,11 @@ class EvaluateSettings:
 
     max_samples: int
     stream: StreamSettings
+    #: clean (random-time) samples per second drawn for calibration; None: ``[samples]
+    #: random_rate``. The FAP floor of a calibration is ~1 / (clean samples of its model
+    #: + 1), and a model lives ``train.min_new_samples / random_rate`` seconds: a higher
+    #: rate here is what lets FAP 1e-3 and below be reached within one model's life
+    clean_rate: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

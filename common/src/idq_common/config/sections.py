@@ -300,8 +300,12 @@ def train(root: Table) -> TrainSettings:
 
 def evaluate(root: Table) -> EvaluateSettings:
     """``[evaluate]`` + ``[evaluate.stream]``."""
-    t = _section(root, "evaluate", ("max_samples", "stream"))
-    return EvaluateSettings(max_samples=t.integer("max_samples", 1000, min=1), stream=_stream_of(t))
+    t = _section(root, "evaluate", ("max_samples", "clean_rate", "stream"))
+    return EvaluateSettings(
+        max_samples=t.integer("max_samples", 1000, min=1),
+        stream=_stream_of(t),
+        clean_rate=t.number("clean_rate", None, gt=0.0),
+    )
 
 
 def calibrate(root: Table) -> CalibrateSettings:

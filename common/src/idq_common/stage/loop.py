@@ -304,14 +304,16 @@ class StreamingStage(ABC):
         segs: segmentlist,
         max_samples: int | None = None,
         rng_seed: int | None = None,
+        random_rate: float | None = None,
     ) -> Quiver:
-        """Glitch and clean samples of ``data`` inside ``segs``, as ``[samples]`` defines them."""
+        """Glitch and clean samples of ``data`` inside ``segs``, as ``[samples]`` defines them
+        (``random_rate``: clean samples per second instead of ``[samples] random_rate``)."""
         s = self.settings.samples
         return build_quiver(
             data,
             s.target_channel,
             s.target_bounds,
-            s.random_rate,
+            s.random_rate if random_rate is None else random_rate,
             s.dirty_bounds,
             s.dirty_window,
             s.seed,

@@ -90,6 +90,7 @@ class EvaluateStage(StreamingStage):
                         valid,
                         max_samples=self.max_samples,
                         rng_seed=self.settings.samples.seed + int(start),
+                        random_rate=self.settings.evaluate.clean_rate,
                     )
                 # a copy per classifier: evaluate() writes ranks and ids into it
                 quiver = samples[key].select(np.ones(len(samples[key]), dtype=bool))
