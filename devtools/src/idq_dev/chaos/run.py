@@ -17,7 +17,8 @@ topic. A supervisor restarts what dies, like Kubernetes.
 
 Pass (see :func:`checks`): models, quivers, calibrations and frames equal the clean
 run's (frames: one per stride, every channel equal, same provenance); every sample
-calibrate consumed is counted once (calibration announcements' ``new_samples``);
+evaluate produced is accounted for once by calibrate's announcements (used, dropped
+with a superseded model, or pending after the last: :func:`count_samples`);
 every bad message dead-lettered by each stage that reads its topic and nothing else;
 no service needed a human (supervisor restarts only); recovery times measured.
 """
@@ -379,12 +380,41 @@ def _quivers(settings: Settings) -> tuple[dict[tuple[str, int], bytes], int]:
     return seen, conflicts
 
 
-def _calibration_samples(settings: Settings) -> dict[str, float]:
+def count_samples(settings: Settings) -> dict[str, dict[str, float]]:
+    """Per classifier: the samples evaluate produced (distinct strides of the quivers
+    topic) and what calibrate's announcements account for -- ``new_samples`` (used) +
+    ``dropped_samples`` (model superseded first) over the distinct calibrations, plus
+    the samples of the strides after the last one (still pending). Exactly once means
+    the two are equal: a sample counted twice or lost after a restart shows here."""
     per: dict[str, dict[str, float]] = defaultdict(dict)
+    last_end: dict[str, float] = defaultdict(lambda: -np.inf)
     for _, _, value in read_topic(settings, "calibrations"):
         _, rec = codec.decode(value)
-        per[rec["classifier"]][rec["calibration_id"]] = float(rec["metrics"].get("new_samples", 0))
-    return {name: sum(ids.values()) for name, ids in per.items()}
+        m = rec["metrics"]
+        per[rec["classifier"]][rec["calibration_id"]] = float(
+            m.get("new_samples", 0) + m.get("dropped_samples", 0)
+        )
+        last_end[rec["classifier"]] = max(last_end[rec["classifier"]], float(rec["end"]))
+    strides: dict[tuple[str, int], tuple[int, float]] = {}
+    for _, _, value in read_topic(settings, "quivers"):
+        try:
+            _, rec = codec.decode(value)
+        except Exception:
+            continue  # the corpus: dead-lettered
+        if rec.get("seq", -1) >= 0:
+            strides.setdefault((rec["classifier"], int(rec["seq"])), (int(rec["n"]), rec["end"]))
+    out: dict[str, dict[str, float]] = {}
+    for name in sorted({c for c, _ in strides} | set(per)):
+        evaluated = [(n, end) for (c, _), (n, end) in strides.items() if c == name]
+        pending = sum(n for n, end in evaluated if end > last_end[name])
+        announced = sum(per[name].values())
+        out[name] = {
+            "evaluated": float(sum(n for n, _ in evaluated)),
+            "announced": announced,
+            "pending": float(pending),
+            "accounted": announced + pending,
+        }
+    return out
 
 
 def _frames(settings: Settings, start: float, end: float) -> dict[int, list[Path]]:
@@ -555,7 +585,7 @@ def run(spec: ChaosSpec, workdir: Path, progress: Callable[[str], None] = print)
             _announcements(chaos_s, "calibrations", "calibration_id"),
         )
         (qa, ca), (qb, cb) = _quivers(clean_s), _quivers(chaos_s)
-        samples = (_calibration_samples(clean_s), _calibration_samples(chaos_s))
+        samples = (count_samples(clean_s), count_samples(chaos_s))
         frames = compare_frames(clean_s, chaos_s, start, end, clean_s.timeseries.stream.stride)
         dead = dead_letter_check(chaos_s, sent)
         clean_dead = len(read_topic(clean_s, "deadletter"))
@@ -583,7 +613,9 @@ def run(spec: ChaosSpec, workdir: Path, progress: Callable[[str], None] = print)
                     "chaos": cals[1],
                 },
                 "samples_consumed_once": {
-                    "ok": samples[0] == samples[1],
+                    "ok": samples[0] == samples[1]
+                    and bool(samples[1])
+                    and all(v["accounted"] == v["evaluated"] for v in samples[1].values()),
                     "clean": samples[0],
                     "chaos": samples[1],
                 },

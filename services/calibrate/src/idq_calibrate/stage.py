@@ -7,9 +7,23 @@ recent ``max_samples``, stores it and announces it. Its cadence (how often it
 looks for work) comes from ``[calibrate.stream]``, which defaults to
 ``[evaluate.stream]``.
 
-Offsets: a quiver's offset is committed only once its samples are *settled*: used
-in an announced calibration, or dropped on purpose (superseded model, undecodable).
-A crash re-reads the unsettled ones, so no evaluated sample is lost.
+Determinism (the same calibrations however the stage is interrupted): quivers reach
+calibrate in an order that depends on timing (several partitions, evaluate replicas,
+restarts), so they are *buffered* and released per classifier in stride order, up to
+a watermark: evaluate's committed progress ``P`` once every quivers partition has been
+consumed to the end it had when ``P`` was read (evaluate commits only after its
+quivers are durable, so every quiver ending at or before ``P`` has then been seen).
+A fit happens at the first released quiver that brings ``min_new_samples`` new samples
+(and the per-class minimum): a boundary set by the data, never by poll timing.
+
+Offsets and restarts: the committed offset of a partition is the earliest quiver still
+needed: buffered, in a classifier's sliding window, or whose samples no announcement
+has counted yet. A restarted calibrate replays from there and rebuilds its windows
+with the last announced calibration per classifier (read from the calibrations topic):
+a quiver ending at or before its ``end`` is part of its window (same model, starting at
+or after its ``start``) or already counted (skipped); later quivers are new. So every
+evaluated sample is counted exactly once in the announcements' ``new_samples`` (used)
+or ``dropped_samples`` (its model was superseded before it was calibrated).
 """
 
 from __future__ import annotations
@@ -18,8 +32,9 @@ import argparse
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol, Self
+from typing import Any, Protocol, Self
 
 import numpy as np
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -32,6 +47,7 @@ from idq_common.io.avro import decode
 from idq_common.io.avro.convert import record_to_quiver
 from idq_common.io.store import ArtifactStore
 from idq_common.science.calibration import CalibrationMap
+from idq_common.science.quiver import Quiver
 from idq_common.stage.announcements import (
     Announcements,
     AnnouncementTracker,
@@ -63,9 +79,14 @@ class MiniBatch:
     ranks: list[np.ndarray] = field(default_factory=list)
     labels: list[np.ndarray] = field(default_factory=list)
     spans: list[tuple[float, float]] = field(default_factory=list)
+    #: (partition, offset) of each quiver of the window (what a restart must re-read)
+    origins: list[tuple[int, int]] = field(default_factory=list)
     new: int = 0
     #: (partition, offset) of quivers whose samples no calibration has used yet
     unsettled: list[tuple[int, int]] = field(default_factory=list)
+    #: samples of superseded models dropped since the last announcement, and their quivers
+    dropped: int = 0
+    dropped_origins: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def size(self) -> int:
@@ -77,12 +98,20 @@ class MiniBatch:
         labels: np.ndarray,
         span: tuple[float, float],
         origin: tuple[int, int],
+        new: bool = True,
     ) -> None:
+        """Append a quiver; ``new=False``: restored into the window, counted before."""
         self.ranks.append(ranks)
         self.labels.append(labels)
         self.spans.append(span)
-        self.new += len(ranks)
-        self.unsettled.append(origin)
+        self.origins.append(origin)
+        if new:
+            self.new += len(ranks)
+            self.unsettled.append(origin)
+
+    def held(self) -> list[tuple[int, int]]:
+        """Origins of the quivers this batch still needs (window, uncounted)."""
+        return self.origins + self.unsettled + self.dropped_origins
 
     def prune(self, max_samples: int, history_seconds: float = 0.0, max_history: int = 0) -> None:
         """Keep the newest quivers holding at most ``max_samples`` samples (at least one),
@@ -96,6 +125,61 @@ class MiniBatch:
             self.ranks.pop(0)
             self.labels.pop(0)
             self.spans.pop(0)
+            self.origins.pop(0)
+
+
+def latest_by_end(
+    announcements: Iterable[CalibrationAnnouncement],
+) -> dict[str, CalibrationAnnouncement]:
+    """Per classifier, the announcement reaching furthest (greatest ``end``)."""
+    last: dict[str, CalibrationAnnouncement] = {}
+    for ann in announcements:
+        cur = last.get(ann.classifier)
+        if cur is None or (ann.end, ann.created_gps) > (cur.end, cur.created_gps):
+            last[ann.classifier] = ann
+    return last
+
+
+def last_calibrations(
+    consumer_config: dict[str, Any], topic: str, timeout: float = 10.0
+) -> dict[str, CalibrationAnnouncement]:
+    """The last announced calibration per classifier (the greatest ``end``), read from
+    the beginning of the calibrations topic to its current end."""
+    cfg = {**consumer_config, "enable.auto.commit": False}
+    consumer = Consumer(cfg)
+    found: list[CalibrationAnnouncement] = []
+    try:
+        meta = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise BrokerError(f"topic {topic!r} is not available")
+        for p in sorted(meta.partitions):
+            low, high = consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=timeout, cached=False
+            )
+            if high <= low:
+                continue
+            consumer.assign([TopicPartition(topic, p, low)])
+            deadline = time.monotonic() + 6 * timeout
+            offset = low
+            while offset < high - 1:
+                if time.monotonic() > deadline:
+                    raise BrokerError(f"cannot read {topic}[{p}] to its end")
+                for msg in consumer.consume(min(1000, high - offset), timeout=1.0):
+                    if msg.error():
+                        continue
+                    offset = max(offset, msg.offset() or 0)
+                    try:
+                        kind, record = decode(msg.value() or b"")
+                        if kind != CalibrationAnnouncement.kind:
+                            continue
+                        found.append(CalibrationAnnouncement.from_record(record))
+                    except (DecodeError, InvalidMessageError):
+                        continue  # the timeseries stage dead-letters these
+    except KafkaException as exc:
+        raise BrokerError(f"cannot read {topic}: {exc}") from exc
+    finally:
+        consumer.close()
+    return latest_by_end(found)
 
 
 class CalibrateStage:
@@ -110,6 +194,7 @@ class CalibrateStage:
         upstream: UpstreamProgress,
         store: ArtifactStore,
         gps_end: float | None = None,
+        last: Mapping[str, CalibrationAnnouncement] | None = None,
     ) -> None:
         self.settings = settings
         self.ifo = settings.general.ifo
@@ -130,18 +215,24 @@ class CalibrateStage:
         self.models = models
         self.known = {c.nickname for c in settings.classifiers}
         self.batches: dict[str, MiniBatch] = {}
-        #: per partition: offsets consumed and not yet settled
-        self.unsettled: dict[int, set[int]] = defaultdict(set)
+        #: the last announced calibration per classifier (restores the windows)
+        self.last: dict[str, CalibrationAnnouncement] = dict(last or {})
+        #: quivers consumed, not yet released: classifier -> stride start -> (quiver, origin)
+        self.buffer: dict[str, dict[float, tuple[Quiver, tuple[int, int]]]] = defaultdict(dict)
+        #: every quiver ending at or before this GPS time has been consumed and released
+        self.released_to = -np.inf
+        #: (evaluate's progress, quivers high watermarks when it was read)
+        self._target: tuple[float, dict[int, int]] | None = None
         self.position: dict[int, int] = {}
         self.consumed = 0
         self.duplicates = 0
         #: stride starts consumed per classifier (duplicates after an evaluate restart)
         self.seen: dict[str, set[float]] = defaultdict(set)
-        self.last_end = -np.inf
         self.consumer = consumer
         self.consumer.subscribe([self.topics.quivers], on_assign=self._on_assign)
         self.runtime.on_close(self._close_consumer)
-        # evaluate's progress (its committed checkpoint) tells a bounded run when to end
+        # evaluate's progress (its committed checkpoint): the release watermark, and
+        # what tells a bounded run when to end
         self._evaluate_progress = upstream
 
     @classmethod
@@ -161,6 +252,10 @@ class CalibrateStage:
                 deadletter=runtime.deadletters.publish,
             )
             runtime.on_close(models.close)
+            last = last_calibrations(
+                settings.kafka.consumer_config(group_id(ifo, "calibrate", "restore")),
+                topics.calibrations,
+            )
             # a calibrate killed with -9 never leaves its group: with the broker's minimum
             # session (6 s, not librdkafka's 45 s) its replacement gets the partitions soon
             consumer = Consumer(
@@ -171,7 +266,14 @@ class CalibrateStage:
                 }
             )
             return cls(
-                settings, runtime, consumer, models, upstream, store_for(settings), ns.gps_end
+                settings,
+                runtime,
+                consumer,
+                models,
+                upstream,
+                store_for(settings),
+                ns.gps_end,
+                last,
             )
 
     # -- lifecycle ----------------------------------------------------------------
@@ -198,6 +300,15 @@ class CalibrateStage:
             self.max_samples,
             self.poll_seconds,
         )
+        for name, ann in self.last.items():
+            log.info(
+                "%s: restoring the window of calibration %s (model %s, [%.0f, %.0f))",
+                name,
+                ann.calibration_id,
+                ann.model_id,
+                ann.start,
+                ann.end,
+            )
         next_check = self.clock.now()
         while not self.runtime.stop:
             self.runtime.metrics.heartbeat()
@@ -206,7 +317,7 @@ class CalibrateStage:
                 self._absorb(msg)
             if self.clock.now() >= next_check or msgs:
                 next_check = self.clock.now() + self.poll_seconds
-                self._fit_ready()
+                self._advance()
                 self.runtime.flush()
                 self._commit()
             if self._finished(msgs):
@@ -219,29 +330,54 @@ class CalibrateStage:
         )
         return 0
 
-    def _finished(self, msgs: list[Message]) -> bool:
-        """A bounded run ends once evaluate has committed --gps-end (it will produce no
-        more quivers) and every quivers partition has been consumed to its end."""
-        if self.gps_end is None or msgs:
-            return False
-        if self.last_end < self.gps_end:
-            upstream = self._evaluate_progress.load()
-            if upstream is None or upstream < self.gps_end:
-                return False
-        # at the end of every partition?
+    def _positions(self) -> dict[int, tuple[int, int]]:
+        """Per assigned partition: (how far it is consumed, its high watermark)."""
         assigned = self.consumer.assignment()
         if not assigned:
+            return {}
+        try:
+            committed = {
+                tp.partition: tp.offset for tp in self.consumer.committed(assigned, timeout=5)
+            }
+            out: dict[int, tuple[int, int]] = {}
+            for tp in self.consumer.position(assigned):
+                low, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                # a partition nothing was read from has no position (negative): its start counts
+                pos = max(
+                    low,
+                    tp.offset,
+                    self.position.get(tp.partition, -1),
+                    committed.get(tp.partition, -1),
+                )
+                out[tp.partition] = (pos, high)
+        except KafkaException as exc:
+            raise BrokerError(f"cannot read {self.topics.quivers} positions: {exc}") from exc
+        return out
+
+    def _advance(self) -> None:
+        """Move the release watermark (see the module) and release what it passed."""
+        if self._target is None:
+            upstream = self._evaluate_progress.load()
+            if upstream is None or upstream <= self.released_to:
+                return
+            positions = self._positions()
+            if not positions:
+                return
+            self._target = (upstream, {p: high for p, (_, high) in positions.items()})
+        upstream, highs = self._target
+        positions = self._positions()
+        if all(positions.get(p, (-1, 0))[0] >= high for p, high in highs.items()):
+            self._target = None
+            self._release(upstream)
+
+    def _finished(self, msgs: list[Message]) -> bool:
+        """A bounded run ends once evaluate has committed --gps-end (it will produce no
+        more quivers), everything up to it is released and every quivers partition
+        has been consumed to its end."""
+        if self.gps_end is None or msgs or self.released_to < self.gps_end:
             return False
-        committed = {tp.partition: tp.offset for tp in self.consumer.committed(assigned, timeout=5)}
-        for tp in self.consumer.position(assigned):
-            low, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-            # a partition nothing was read from has no position (negative): its start counts
-            pos = max(
-                low, tp.offset, self.position.get(tp.partition, -1), committed.get(tp.partition, -1)
-            )
-            if pos < high:
-                return False
-        return True
+        positions = self._positions()
+        return bool(positions) and all(pos >= high for pos, high in positions.values())
 
     def _absorb(self, msg: Message) -> None:
         err = msg.error()
@@ -261,7 +397,7 @@ class CalibrateStage:
         except (DecodeError, InvalidMessageError) as exc:
             self.runtime.deadletters.publish_message(f"{type(exc).__name__}: {exc}", msg)
             return
-        name, model_id = quiver.classifier, quiver.model_id or ""
+        name = quiver.classifier
         seen = self.seen[name]
         if quiver.start in seen:
             # evaluate redid a stride after a restart (at-least-once): first one wins
@@ -276,25 +412,54 @@ class CalibrateStage:
         if len(seen) > 2 * DEDUP_WINDOW:
             for old in sorted(seen)[:DEDUP_WINDOW]:
                 seen.discard(old)
+        if quiver.end <= self.released_to:
+            # cannot happen while evaluate commits after producing: take it, but say so
+            log.warning("%s: quiver of stride %.0f arrived after its release", name, quiver.start)
+            self._take(quiver, (part, offset))
+            return
+        self.buffer[name][quiver.start] = (quiver, (part, offset))
+
+    def _release(self, upto: float) -> None:
+        """Take the buffered quivers ending at or before ``upto``, per classifier in
+        stride order (fitting where the data says), and move the watermark there."""
+        for name in sorted(self.buffer):
+            pending = self.buffer[name]
+            for start in sorted(s for s, (q, _) in pending.items() if q.end <= upto):
+                quiver, origin = pending.pop(start)
+                self._take(quiver, origin)
+        self.released_to = upto
+
+    def _take(self, quiver: Quiver, origin: tuple[int, int]) -> None:
+        """Add one quiver to its classifier's batch; fit if that makes it ready."""
+        assert quiver.classifier is not None and quiver.ranks is not None
+        name, model_id = quiver.classifier, quiver.model_id or ""
+        last = self.last.get(name)
+        restored = last is not None and quiver.end <= last.end
+        if restored:
+            assert last is not None
+            if model_id != last.model_id or quiver.start < last.start:
+                return  # counted by an announcement already, not in its window
         batch = self.batches.get(name)
         if batch is None or batch.model_id != model_id:
+            fresh = MiniBatch(model_id)
             if batch is not None:
-                # ranks of another model cannot calibrate this one: settle them as dropped
+                # ranks of another model cannot calibrate this one: its new samples are
+                # dropped, counted in the next announcement (their quivers held till then)
                 log.info(
                     "%s: model %s -> %s; dropping %d samples of the old model",
                     name,
                     batch.model_id,
                     model_id,
-                    batch.size,
+                    batch.new,
                 )
-                self._settle(batch)
-            batch = self.batches[name] = MiniBatch(model_id)
-        assert quiver.ranks is not None
-        batch.add(quiver.ranks, quiver.labels, (quiver.start, quiver.end), (part, offset))
-        self.unsettled[part].add(offset)
+                fresh.dropped = batch.dropped + batch.new
+                fresh.dropped_origins = batch.dropped_origins + batch.unsettled
+            batch = self.batches[name] = fresh
+        batch.add(quiver.ranks, quiver.labels, (quiver.start, quiver.end), origin, not restored)
+        if restored:
+            return
         n_glitch = int(quiver.labels.sum())
         self.consumed += len(quiver.labels)
-        self.last_end = max(self.last_end, quiver.end)
         log.info(
             "calibrate: consumed %s stride [%.0f, %.0f): %d samples, %d glitch (model %s)",
             name,
@@ -307,19 +472,22 @@ class CalibrateStage:
         self.runtime.metrics.samples(name, "glitch", n_glitch)
         self.runtime.metrics.samples(name, "clean", len(quiver.labels) - n_glitch)
         self.runtime.metrics.accumulated(name, batch.new)
-
-    def _settle(self, batch: MiniBatch) -> None:
-        for part, offset in batch.unsettled:
-            self.unsettled[part].discard(offset)
-        batch.unsettled.clear()
+        self._fit_if_ready(name, batch)
 
     def _commit(self) -> None:
-        offsets = []
-        for part, pos in self.position.items():
-            pending = self.unsettled.get(part)
-            offsets.append(
-                TopicPartition(self.topics.quivers, part, min(pending) if pending else pos)
-            )
+        """Commit, per partition, the earliest quiver still held (buffered, in a window,
+        not yet counted), else the consumed position."""
+        held: dict[int, list[int]] = defaultdict(list)
+        for pending in self.buffer.values():
+            for _, (part, offset) in pending.values():
+                held[part].append(offset)
+        for batch in self.batches.values():
+            for part, offset in batch.held():
+                held[part].append(offset)
+        offsets = [
+            TopicPartition(self.topics.quivers, part, min(held[part]) if held[part] else pos)
+            for part, pos in self.position.items()
+        ]
         if offsets:
             try:
                 self.consumer.commit(offsets=offsets, asynchronous=False)
@@ -327,25 +495,24 @@ class CalibrateStage:
                 raise BrokerError(f"cannot commit {self.topics.quivers} offsets: {exc}") from exc
 
     # -- fitting --------------------------------------------------------------------
-    def _fit_ready(self) -> None:
-        for name, batch in self.batches.items():
-            if batch.new < self.min_new:
-                continue
-            n_glitch = int(sum(lab.sum() for lab in batch.labels))
-            n_clean = batch.size - n_glitch
-            if min(n_glitch, n_clean) < self.min_per_class:
-                # a map from fewer samples would only be published as unhealthy (OK = 0)
-                log.info(
-                    "%s: %d new samples, but %d glitch / %d clean < %d per class: waiting",
-                    name,
-                    batch.new,
-                    n_glitch,
-                    n_clean,
-                    self.min_per_class,
-                )
-                continue
-            batch.prune(self.max_samples, self.history_seconds, self.max_history)
-            self._fit(name, batch)
+    def _fit_if_ready(self, name: str, batch: MiniBatch) -> None:
+        if batch.new < self.min_new:
+            return
+        n_glitch = int(sum(lab.sum() for lab in batch.labels))
+        n_clean = batch.size - n_glitch
+        if min(n_glitch, n_clean) < self.min_per_class:
+            # a map from fewer samples would only be published as unhealthy (OK = 0)
+            log.info(
+                "%s: %d new samples, but %d glitch / %d clean < %d per class: waiting",
+                name,
+                batch.new,
+                n_glitch,
+                n_clean,
+                self.min_per_class,
+            )
+            return
+        batch.prune(self.max_samples, self.history_seconds, self.max_history)
+        self._fit(name, batch)
 
     def _fit(self, name: str, batch: MiniBatch) -> None:
         t0 = time.monotonic()
@@ -396,6 +563,8 @@ class CalibrateStage:
                 # samples first used by this calibration: summed over announcements
                 # they count what calibrate consumed (each exactly once)
                 "new_samples": float(batch.new),
+                # samples of superseded models dropped since the last announcement
+                "dropped_samples": float(batch.dropped),
             },
         )
         self.runtime.produce(
@@ -406,8 +575,10 @@ class CalibrateStage:
             timestamp_ms=gps_to_kafka_ms(end),
         )
         self.runtime.flush()
-        self._settle(batch)
-        batch.new = 0
+        batch.unsettled.clear()
+        batch.dropped_origins.clear()
+        batch.new = batch.dropped = 0
+        self.last[name] = ann
         self.runtime.metrics.set_calibration(name, ref.id, created)
         self.runtime.metrics.calibration_published(name)
         self.runtime.metrics.accumulated(name, 0)
