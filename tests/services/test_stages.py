@@ -9,6 +9,7 @@ The same stages against a real broker are tests/integration/test_pipeline_e2e.py
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ from idq_common.io.avro.convert import record_to_timeseries
 from idq_common.io.frames import find_frames, read_frame, read_provenance
 from idq_common.io.store import ArtifactStore
 from idq_common.science.calibration import CalibrationMap
+from idq_common.science.classifiers.base import Model
+from idq_common.science.features import FeatureSpec
 from idq_common.stage.announcements import (
     Announcements,
     CalibrationAnnouncement,
@@ -298,3 +301,63 @@ def test_timeseries_writes_a_frame_and_records_per_stride(timeseries: Chain) -> 
         assert _metric(runtime, "idq_calibration_age_seconds", classifier=name) > 0
     assert progress.saves[-1][0] == TS_SPAN[1]
 
+
+def test_timeseries_refuses_a_model_of_the_wrong_feature_count(timeseries: Chain) -> None:
+    """A model whose estimator was fitted on fewer features than its spec names (a
+    wrong-shape artifact) is refused: its announcements are dead-lettered with the
+    reason and the previous model and calibration stay in use (no crash loop)."""
+    chain = timeseries
+    name = "forest"
+    good_model = chain.models.latest[name]
+    good_cal = chain.calibrations.latest[name]
+    model = Model.from_bytes(chain.store.get(good_model.uri, good_model.sha256))
+    wider = FeatureSpec(
+        (*model.spec.channels, "H1:EXTRA-CHANNEL"), model.spec.window, model.spec.columns
+    )
+    bad = Model(model.flavor, model.payload, wider, n_samples=model.n_samples, span=model.span)
+    ref = chain.store.put("model", bad.to_bytes(), {"classifier": name})
+    bad_model = dataclasses.replace(
+        good_model, model_id=bad.id, uri=ref.uri, sha256=ref.sha256,
+        created_gps=good_model.created_gps + 1,
+    )  # fmt: skip
+    # another (earlier) map of the classifier: artifacts are content-addressed
+    other = next(
+        c for c in chain.calibrations.by_id.values()
+        if c.classifier == name and c.calibration_id != good_cal.calibration_id
+    )  # fmt: skip
+    bad_cal = dataclasses.replace(
+        other, model_id=bad.id, model_uri=ref.uri, model_sha256=ref.sha256,
+        created_gps=good_cal.created_gps + 1,
+    )  # fmt: skip
+    models: Announcements[ModelAnnouncement] = Announcements()
+    cals: Announcements[CalibrationAnnouncement] = Announcements()
+    for ann in chain.models.by_id.values():
+        models.add(ann)
+    for cann in chain.calibrations.by_id.values():
+        cals.add(cann)
+    models.add(bad_model, origin=(chain.settings.kafka.topics.models, 0, 99))
+    cals.add(bad_cal, origin=(chain.settings.kafka.topics.calibrations, 0, 42))
+    span = (TS_SPAN[1], TS_SPAN[1] + 4.0)
+    progress = MemoryProgress()
+    parts = _parts(chain, "timeseries", span, progress)
+    book = ModelBook(
+        chain.settings.classifiers, chain.store, parts.runtime.metrics, models, cals,
+        deadletter=parts.runtime.deadletters.publish,
+    )  # fmt: skip
+    stage = TimeseriesStage(chain.settings, parts, book)
+    try:
+        assert stage.run() == 0
+    finally:
+        stage.close()
+    ts = chain.settings.timeseries
+    frames = find_frames(ts.output_dir, chain.settings.general.observatory, ts.description, *span)
+    assert len(frames) == int((span[1] - span[0]) / ts.stream.stride)
+    for path in frames:  # the previous pair, OK as before
+        assert read_provenance(path)[name]["calibration_id"] == good_cal.calibration_id
+        assert read_frame(path)[channel_name("H1", "OK", name, ts.fmin, ts.fmax)].all()
+    dead = _producer(parts.runtime).records(chain.settings.kafka.topics.deadletter)
+    # the calibration naming the wrong-shape model, once (not once per stride)
+    assert [(d["topic"], d["offset"]) for _, d in dead] == [
+        (chain.settings.kafka.topics.calibrations, 42)
+    ], dead
+    assert "features" in dead[0][1]["reason"] and bad.id in dead[0][1]["reason"]

@@ -111,10 +111,14 @@ class Announcements(Generic[A]):
     def __init__(self) -> None:
         self.latest: dict[str, A] = {}
         self.by_id: dict[str, A] = {}
+        #: where each announcement came from (topic, partition, offset), when known
+        self.origins: dict[str, tuple[str, int, int]] = {}
 
-    def add(self, ann: A) -> None:
+    def add(self, ann: A, origin: tuple[str, int, int] | None = None) -> None:
         """Record ``ann``; the latest per classifier is the newest ``(created_gps, id)``."""
         self.by_id[ann.ident] = ann
+        if origin is not None:
+            self.origins[ann.ident] = origin
         current = self.latest.get(ann.classifier)
         if current is None or (ann.created_gps, ann.ident) >= (current.created_gps, current.ident):
             self.latest[ann.classifier] = ann
@@ -201,7 +205,7 @@ class AnnouncementTracker(Announcements[A]):
                 if self.deadletter is not None:
                     self.deadletter(str(exc), self.topic, part, offset, payload)
                 continue
-            self.add(ann)
+            self.add(ann, (self.topic, part, offset))
             n += 1
         return n
 

@@ -3,7 +3,11 @@
 Evaluate needs the newest model of each classifier; timeseries needs, for each
 classifier, the newest calibration *and the model it calibrates* (ranks of one
 model mean nothing to another model's calibration). Every artifact is loaded from
-the store with its sha256 checked; a load that fails keeps what was in use.
+the store with its sha256 checked; a load that fails keeps what was in use. An
+artifact that can never load (a model whose estimator does not match its feature
+spec, a malformed or tampered one) is *refused*: its announcement is dead-lettered
+once with the reason and never tried again; a store that is only unreachable (an
+outage) is tried again at the next stride.
 """
 
 from __future__ import annotations
@@ -11,10 +15,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from idq_common.config import ClassifierSettings, Settings
 from idq_common.contracts import group_id
-from idq_common.exceptions import IDQError
+from idq_common.exceptions import CalibrationError, ClassifierError, IDQError, IntegrityError
 from idq_common.gpstime import unix_to_gps
 from idq_common.io.store import ArtifactStore
 from idq_common.metrics import StageMetrics
@@ -22,14 +27,19 @@ from idq_common.science.calibration import CalibrationMap
 from idq_common.science.classifiers.base import Classifier, Model
 from idq_common.science.classifiers.factory import make_classifier
 from idq_common.stage.announcements import (
+    A,
     Announcements,
     AnnouncementTracker,
     CalibrationAnnouncement,
+    DeadLetterFn,
     ModelAnnouncement,
 )
 from idq_common.stage.runtime import ServiceRuntime
 
 log = logging.getLogger(__name__)
+
+#: load failures that retrying cannot cure (an outage of the store is not one)
+PERMANENT = (ClassifierError, CalibrationError, IntegrityError)
 
 
 @dataclass(frozen=True)
@@ -59,6 +69,8 @@ class ModelBook:
         Model announcements (a topic's, or in memory).
     calibrations : Announcements, optional
         Calibration announcements (timeseries).
+    deadletter : callable, optional
+        ``(reason, topic, partition, offset, payload)``: where refused announcements go.
     """
 
     def __init__(
@@ -68,6 +80,7 @@ class ModelBook:
         metrics: StageMetrics,
         models: Announcements[ModelAnnouncement],
         calibrations: Announcements[CalibrationAnnouncement] | None = None,
+        deadletter: DeadLetterFn | None = None,
     ) -> None:
         self.flavors = {c.nickname: c.flavor for c in classifiers}
         self.params = {c.nickname: c.params for c in classifiers}
@@ -81,6 +94,9 @@ class ModelBook:
         self._pairs: dict[str, Pair] = {}
         #: newest calibration passed over (unhealthy while a healthy one is in use)
         self._skipped: dict[str, str] = {}
+        self.deadletter = deadletter
+        #: announcements (ids) whose artifacts can never load
+        self.refused: set[str] = set()
 
     @classmethod
     def from_settings(
@@ -105,7 +121,14 @@ class ModelBook:
             )
             runtime.on_close(cals.close)
         store = ArtifactStore.from_url(settings.store.url, **settings.store.storage_options())
-        return cls(settings.classifiers, store, runtime.metrics, models, cals)
+        return cls(
+            settings.classifiers,
+            store,
+            runtime.metrics,
+            models,
+            cals,
+            deadletter=runtime.deadletters.publish,
+        )
 
     def refresh(self, timeout: float = 0.0) -> None:
         """Absorb new announcements and load what changed."""
@@ -135,13 +158,39 @@ class ModelBook:
                 del self._classifiers[k]
         return self._classifiers[key]
 
+    def _refuse(
+        self,
+        log_: Announcements[Any],
+        ann: ModelAnnouncement | CalibrationAnnouncement,
+        reason: str,
+    ) -> None:
+        """Never try ``ann`` again; dead-letter it (once) with ``reason``."""
+        self.refused.add(ann.ident)
+        log.error("%s: refusing %s %s: %s", ann.classifier, ann.kind, ann.ident, reason)
+        if self.deadletter is not None:
+            topic, part, offset = log_.origins.get(ann.ident, ("", -1, -1))
+            self.deadletter(reason, topic, part, offset, ann.encode())
+
+    def _newest(self, log_: Announcements[A], name: str) -> A | None:
+        """The newest announcement of ``name`` not refused (the latest, usually)."""
+        ann = log_.latest.get(name)
+        if ann is None or ann.ident not in self.refused:
+            return ann
+        usable = [
+            a for a in log_.by_id.values() if a.classifier == name and a.ident not in self.refused
+        ]
+        return max(usable, key=lambda a: (a.created_gps, a.ident), default=None)
+
     def model(self, name: str) -> Classifier | None:
         """The newest announced model of ``name`` (None before the first)."""
-        ann = self.models.latest.get(name)
+        ann = self._newest(self.models, name)
         if ann is None or name not in self.flavors:
             return self._current.get(name)
         try:
             clf = self._load_classifier(name, ann.uri, ann.sha256, ann.model_id)
+        except PERMANENT as exc:
+            self._refuse(self.models, ann, f"model {ann.model_id} refused: {exc}")
+            return self.model(name)  # the newest one not refused
         except IDQError as exc:
             log.error(
                 "%s: cannot load model %s, keeping the one in use: %s", name, ann.model_id, exc
@@ -155,7 +204,7 @@ class ModelBook:
     def pair(self, name: str) -> Pair | None:
         """The newest calibration of ``name`` with the model it calibrates."""
         assert self.calibrations is not None
-        ann = self.calibrations.latest.get(name)
+        ann = self._newest(self.calibrations, name)
         if ann is None or name not in self.flavors:
             return self._pairs.get(name)
         current = self._pairs.get(name)
@@ -223,6 +272,14 @@ class ModelBook:
                 return current
             clf = self._load_classifier(name, uri, sha, ann.model_id)
             cmap = CalibrationMap.from_bytes(self.store.get(ann.uri, ann.sha256))
+        except PERMANENT as exc:
+            assert self.calibrations is not None
+            self._refuse(
+                self.calibrations,
+                ann,
+                f"calibration {ann.calibration_id} (model {ann.model_id}) refused: {exc}",
+            )
+            return current if current is not None else self.pair(name)
         except IDQError as exc:
             log.error(
                 "%s: cannot load calibration %s, keeping the one in use: %s",

@@ -401,6 +401,18 @@ class _SklearnMixin:
                 raise ClassifierError(
                     f"model lags have shape {lags.shape}, its spec {len(spec.channels)} channels"
                 )
+        # an estimator fitted on another number of features than its spec gives would
+        # fail on every stride (a crash loop downstream): refuse it here, at load
+        want = preprocess(
+            np.zeros((1, spec.n_features)), spec, bool(self.params.get("signed_dt", False))
+        ).shape[1]
+        for part in (obj.get("scaler"), obj["estimator"]):
+            got = getattr(part, "n_features_in_", None)
+            if got is not None and int(got) != want:
+                raise ClassifierError(
+                    f"model fitted on {int(got)} features, but its spec gives {want} "
+                    f"({len(spec.channels)} channels x {len(spec.columns)} columns)"
+                )
         self._est, self._scaler, self._spec = obj["estimator"], obj.get("scaler"), spec
         self._lags = lags
 
