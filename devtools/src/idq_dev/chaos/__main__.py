@@ -42,6 +42,7 @@ def main(args: Sequence[str] | None = None) -> int:
             s3_freeze_seconds=8.0,
             witnesses=6,
             noise_channels=30,
+            ingest_seconds=128.0,
         )
     else:
         spec = ChaosSpec(

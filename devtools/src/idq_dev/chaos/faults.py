@@ -30,6 +30,7 @@ BACKOFF = 1.0
 
 #: the metric whose growth shows a stage is working again
 PROGRESS = {
+    "ingest": "idq_last_stride_end_gps",
     "train": "idq_last_stride_end_gps",
     "evaluate": "idq_last_stride_end_gps",
     "timeseries": "idq_last_stride_end_gps",

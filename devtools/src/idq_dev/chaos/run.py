@@ -13,7 +13,10 @@ output appears (a model, a quiver, a calibration, a frame: mid-flush / mid-commi
 the broker is stopped and restarted (evaluate and timeseries phases); the S3 store is
 frozen (SIGSTOP) during train; and the bad-input corpus (corpus.py) is on the
 features topic (mid-span, plus an out-of-order batch at the end) and the quivers
-topic. A supervisor restarts what dies, like Kubernetes.
+topic. A supervisor restarts what dies, like Kubernetes. Faults follow each phase's
+progress, not the wall clock (:func:`run_phase`), so a fast replay still gets them all.
+Ingest runs as a side phase of its own (chaos/ingest.py): seeded JSON, the JSON corpus,
+``kill -9`` right after feature batches appear, its batches compared with a clean run's.
 
 Pass (see :func:`checks`): models, quivers, calibrations and frames equal the clean
 run's (frames: one per stride, every channel equal, same provenance); every sample
@@ -47,6 +50,7 @@ from idq_common.io.avro import codec
 from idq_common.io.frames import find_frames, read_frame, read_provenance
 from idq_common.io.publish import FeaturePublisher
 from idq_dev.broker import LocalBroker, free_port
+from idq_dev.chaos import ingest
 from idq_dev.chaos.corpus import BadInput, features_corpus, out_of_order_batch, quivers_corpus
 from idq_dev.chaos.faults import Fault, Supervisor
 from idq_dev.chaos.live import live_dqsegdb
@@ -57,7 +61,12 @@ from idq_dev.testing.s3_server import S3Server, start_s3_server
 log = logging.getLogger(__name__)
 
 #: which output's appearance triggers the "mid-flush / mid-commit" kill, per stage
-OUTPUT_TOPIC = {"train": "models", "evaluate": "quivers", "calibrate": "calibrations"}
+OUTPUT_TOPIC = {
+    "ingest": "features",
+    "train": "models",
+    "evaluate": "quivers",
+    "calibrate": "calibrations",
+}
 #: stages reading each input topic (they must each dead-letter a bad message on it)
 READERS = {"features": ("train", "evaluate", "timeseries"), "quivers": ("calibrate",)}
 
@@ -80,6 +89,8 @@ class ChaosSpec:
     live_normal: float = 15.0
     live_down: float = 20.0
     live_slow: float = 15.0
+    #: seconds of JSON the ingest phase replays (0: no ingest phase)
+    ingest_seconds: float = 256.0
 
 
 @dataclass
@@ -236,6 +247,12 @@ def run_phase(
     ``kill_on_output`` (the next output after that point: mid-flush / mid-commit),
     ``broker``, ``s3``. Progress is the stage's ``idq_last_stride_end_gps`` over the
     span (calibrate: calibrations announced over ``expected_outputs``).
+
+    The schedule follows the stage's progress, never the wall clock: the first fault
+    comes at its seeded fraction, each further one at its own fraction or at the
+    stage's first progress after it recovered from the previous one, whichever comes
+    first. A phase that replays fast (an idle machine) would otherwise be over
+    before its later faults were due.
     """
     port = free_port()
     sup = Supervisor(stage, lambda: pipe.service(stage, ["--metrics-port", str(port)]), port)
@@ -271,15 +288,38 @@ def run_phase(
             sup.tick()
             time.sleep(0.1)
 
+    def mark() -> float:
+        """What grows as the stage makes progress (calibrate: its announcements)."""
+        if stage == "calibrate":
+            return float(outputs())
+        v = sup.progress()
+        return -np.inf if v is None else v
+
+    recovered_at: list[float | None] = [None]
+    lost: list[str] = []  # faults due when the stage was already done
+
+    def due(frac: float) -> bool:
+        if fraction() >= frac:
+            return True
+        return recovered_at[0] is not None and mark() > recovered_at[0]
+
     def pid() -> int | None:
         return sup.proc.proc.pid if sup.proc and sup.proc.proc else None
 
     def recover(f: Fault, before: float | None, old_pid: int | None) -> None:
         start = time.monotonic()
+        n0 = outputs()
         while time.monotonic() - start < 300:
             sup.tick()
             if sup.done:
                 break
+            if stage == "ingest":
+                # ingest reports progress once per read of 200 messages: its output
+                # (feature batches, again from the committed offset) shows it is back
+                if pid() != old_pid and outputs() > n0:
+                    break
+                time.sleep(0.1)
+                continue
             value = sup.progress()
             if value is not None and (pid() != old_pid or before is None or value > before):
                 break
@@ -288,6 +328,7 @@ def run_phase(
             log.error("%s did not recover from %s within 300 s", stage, f.kind)
         f.recovery_seconds = time.monotonic() - start
         faults.append(f)
+        recovered_at[0] = mark()
         log.info("chaos: %s %s: recovered in %.2f s", f.kind, stage, f.recovery_seconds)
 
     try:
@@ -295,7 +336,15 @@ def run_phase(
             if time.monotonic() - t0 > spec.phase_timeout:
                 raise RuntimeError(f"{stage} did not finish within {spec.phase_timeout:.0f} s")
             sup.tick()
-            if todo and fraction() >= todo[0][0]:
+            if todo and due(todo[0][0]):
+                if todo[0][1].startswith("kill") and (
+                    pid() is None
+                    or sup.proc is None
+                    or sup.proc.proc is None
+                    or sup.proc.proc.poll() is not None
+                ):
+                    time.sleep(0.05)
+                    continue  # restarting (backoff): kill it once it runs again
                 frac, kind = todo.pop(0)
                 now = time.monotonic() - t0
                 before, old = sup.progress(), pid()
@@ -303,8 +352,11 @@ def run_phase(
                 if kind == "kill":
                     if sup.kill9():
                         recover(Fault("kill9", stage, now, where), None, old)
+                    else:
+                        lost.append(kind)
                 elif kind == "kill_on_output":
                     n0, deadline = outputs(), time.monotonic() + 120
+                    killed = False
                     while outputs() == n0 and not sup.done and time.monotonic() < deadline:
                         sup.tick()
                         time.sleep(0.01)
@@ -314,16 +366,20 @@ def run_phase(
                         else f"a {OUTPUT_TOPIC[stage]} message"
                     )
                     if sup.kill9():
+                        killed = True
                         at = time.monotonic() - t0
                         recover(
                             Fault("kill9_on_output", stage, at, f"right after {what} appeared"),
                             None,
                             old,
                         )
+                    if not killed:
+                        lost.append(kind)  # the stage finished first
                 elif kind == "broker":
                     world.broker.stop()
                     hold(spec.broker_down_seconds)
                     world.broker.start()
+                    before = sup.progress()  # recovery: progress after the restart
                     detail = f"down {spec.broker_down_seconds:.0f} s {where}"
                     recover(Fault("broker_restart", stage, now, detail), before, old)
                 elif kind == "s3":
@@ -332,13 +388,14 @@ def run_phase(
                         hold(spec.s3_freeze_seconds)
                     finally:
                         os.kill(world.s3.process.pid, signal.SIGCONT)
+                    before = sup.progress()
                     detail = f"SIGSTOP {spec.s3_freeze_seconds:.0f} s {where}"
                     recover(Fault("s3_freeze", stage, now, detail), before, old)
             time.sleep(0.05)
     finally:
         watcher.close()
         sup.stop()
-    missed = [kind for _, kind in todo]
+    missed = lost + [kind for _, kind in todo]
     if missed:
         log.warning("chaos: %s finished before faults %s were due", stage, missed)
     return PhaseResult(stage, time.monotonic() - t0, sup.restarts, sup.exits, faults, missed)
@@ -496,13 +553,15 @@ def dead_letter_check(settings: Settings, sent: list[tuple[BadInput, int, int]])
 
 # -- the whole run ----------------------------------------------------------------------
 def _plan(stage: str, spec: ChaosSpec, rng: random.Random, bounce: bool) -> list[tuple[float, str]]:
-    """Seeded fault points, as fractions of the phase's progress."""
-    plan = [(rng.uniform(0.1, 0.85), "kill") for _ in range(spec.kills_per_service)]
-    plan.append((rng.uniform(0.05, 0.5), "kill_on_output"))
+    """Seeded fault points, as fractions of the phase's progress. The broker restart
+    and the store freeze come first (they need a stage in mid-run, not one that is
+    restarting), then the kills (see :func:`run_phase` for how they follow)."""
+    plan = [(rng.uniform(0.2, 0.85), "kill") for _ in range(spec.kills_per_service)]
+    plan.append((rng.uniform(0.1, 0.5), "kill_on_output"))
     if bounce:
-        plan.append((rng.uniform(0.2, 0.7), "broker"))
+        plan.append((rng.uniform(0.02, 0.1), "broker"))
     if stage == "train" and spec.s3_freeze_seconds > 0:
-        plan.append((rng.uniform(0.2, 0.6), "s3"))
+        plan.append((rng.uniform(0.02, 0.1), "s3"))
     return plan
 
 
@@ -539,6 +598,9 @@ def run(spec: ChaosSpec, workdir: Path, progress: Callable[[str], None] = print)
             f"chaos: features of [{start:.0f}, {end:.0f}) on both runs; {len(sent)} bad inputs"
         )
         phases: dict[str, Any] = {}
+        ingest_checks: dict[str, Any] = {}
+        if spec.ingest_seconds > 0:
+            ingest_checks = _ingest_phase(world, spec, model, rng, start, phases, progress)
         bounces = spec.broker_bounces
         for stage in STAGES:
             _, clean_settings, clean_pipe = runs["clean"]
@@ -623,6 +685,7 @@ def run(spec: ChaosSpec, workdir: Path, progress: Callable[[str], None] = print)
                 "dead_letters": dead,
                 "clean_run_dead_letters": {"ok": clean_dead == 0, "count": clean_dead},
                 "no_human": {"ok": True, "note": "only the supervisor's automatic restarts"},
+                **ingest_checks,
             },
             "wall_seconds": round(time.monotonic() - t_start, 1),
         }
@@ -661,6 +724,48 @@ def run(spec: ChaosSpec, workdir: Path, progress: Callable[[str], None] = print)
     finally:
         s3.stop()
         broker.stop()
+
+
+def _ingest_phase(
+    world: World,
+    spec: ChaosSpec,
+    model: SyntheticModel,
+    rng: random.Random,
+    start: float,
+    phases: dict[str, Any],
+    progress: Callable[[str], None],
+) -> dict[str, Any]:
+    """idq-ingest clean and under kill -9 with the JSON corpus (see chaos/ingest.py)."""
+    lo, hi = int(start) - 16, int(start + spec.ingest_seconds)
+    runs: dict[str, tuple[Settings, LocalPipeline]] = {}
+    sent: list[tuple[str, int]] = []
+    for tag in ("iclean", "ichaos"):
+        config, settings = _config(world, tag)
+        corpus_at = (lo + hi) // 2 if tag == "ichaos" else None
+        sent += ingest.produce_json(settings, model, lo, hi, corpus_at)
+        runs[tag] = (
+            settings,
+            LocalPipeline(config, world.workdir / tag, lo, hi, env=world.s3.env()),
+        )
+    clean = run_phase("ingest", runs["iclean"][1], runs["iclean"][0], world, [], spec, (lo, hi))
+    plan = ingest.ingest_plan(spec.kills_per_service)
+    chaos = run_phase("ingest", runs["ichaos"][1], runs["ichaos"][0], world, plan, spec, (lo, hi))
+    phases["ingest"] = {
+        "clean_seconds": round(clean.wall_seconds, 1),
+        "chaos_seconds": round(chaos.wall_seconds, 1),
+        "restarts": chaos.restarts,
+        "exit_statuses": chaos.exits,
+        "clean_restarts": clean.restarts,
+        "faults": [f.as_dict() for f in chaos.faults],
+        "faults_not_injected": chaos.not_injected,
+    }
+    progress(f"chaos: ingest: clean {clean.wall_seconds:.0f} s, chaos {chaos.wall_seconds:.0f} s")
+    return {
+        "ingest_batches_equal": ingest.compare_batches(
+            runs["iclean"][0], runs["ichaos"][0], read_topic
+        ),
+        "ingest_dead_letters": ingest.dead_letter_check(runs["ichaos"][0], sent, read_topic),
+    }
 
 
 def _count(items: Any) -> dict[str, int]:

@@ -56,6 +56,8 @@ class DQSegDBServer:
         self.mode = "ok"
         self.delay = 0.0
         self.requests: list[str] = []  # paths served, for tests
+        #: (start, end) of every flag query answered with segments (what a client knew)
+        self.answered: list[tuple[float, float]] = []
         self._lock = threading.Lock()
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -155,6 +157,8 @@ class DQSegDBServer:
                 "comment": "local test server",
             }
         body["query_information"] = {"uri": h.path, "start": s, "end": e, "server": "idq-local"}
+        with self._lock:
+            self.answered.append((s, e))
         return self._json(h, 200, body)
 
     @staticmethod
