@@ -157,3 +157,20 @@ def test_forest_ranks_are_predict_proba(model: Any, calibrated: dict[str, Any]) 
     Z = preprocess(X, spec, signed_dt, clf._lags)  # lags: learnt at training (on by default)
     expected = est.predict_proba(Z)[:, list(est.classes_).index(1)]
     np.testing.assert_array_equal(clf.rank(X), np.clip(expected, 0.0, 1.0))
+
+
+def test_rank_grid_at_sample_times_is_evaluate(model: Any, calibrated: dict[str, Any]) -> None:
+    """The evaluate stage ranks its samples with ``rank_grid`` (the timeseries code path):
+    the same ranks, bit for bit, as each classifier's ``evaluate`` on the samples' own
+    feature vectors."""
+    from idq_common.data.synthetic import SyntheticSource
+    from idq_common.science.stride import rank_grid
+
+    span = (T0 + 9000, T0 + 9400)
+    samples = small_quiver(model, span=span, random_rate=5.0, seed=3)
+    triggers = SyntheticSource(model, *span).triggers()  # what the features were built from
+    classifiers = {name: c.classifier for name, c in calibrated.items()}
+    ranks = rank_grid(triggers, samples.times, classifiers, max_cells=5000)
+    assert samples.n_glitch > 0
+    for name, clf in classifiers.items():
+        np.testing.assert_array_equal(ranks[name], clf.evaluate(samples), name)

@@ -230,7 +230,7 @@ def build_quiver(
     dirty_bounds: Mapping[str, tuple[float, float]] | None,
     dirty_window: float,
     seed: int,
-    spec: FeatureSpec,
+    spec: FeatureSpec | None,
     segs: Iterable | None = None,
     max_samples: int | None = None,
     rng_seed: int | None = None,
@@ -246,8 +246,11 @@ def build_quiver(
     random_rate, dirty_bounds, dirty_window, seed
         Clean samples (see :meth:`ClassifierData.random_times`); dirt is measured on
         ``target_channel``.
-    spec : FeatureSpec
-        Feature channels (must not include the target channel), window, columns.
+    spec : FeatureSpec or None
+        Feature channels (must not include the target channel), window, columns;
+        None: the samples only, with no feature columns (the evaluate stage ranks
+        them with :func:`idq_common.science.stride.rank_grid`, which builds the
+        features it needs itself).
     segs : segmentlist, optional
         Where samples may lie (e.g. the strides inside a padded umbrella); default
         ``data.segs``. It becomes the quiver's segments and its extent the span.
@@ -262,7 +265,7 @@ def build_quiver(
     ValueError
         If the target channel is among the feature channels.
     """
-    if target_channel in spec.channels:
+    if spec is not None and target_channel in spec.channels:
         raise ValueError("features never use the target channel")
     use = data.segs if segs is None else (data.segs & segmentlist(segs).coalesce())
     glitch = data.target_times(target_channel, target_bounds, segs=use)
@@ -284,5 +287,7 @@ def build_quiver(
     else:
         span = segmentlist(segs).coalesce().extent() if len(segmentlist(segs)) else None
         start, end = (float(span[0]), float(span[1])) if span else (data.start, data.start)
+    if spec is None:
+        return Quiver(times, labels, np.empty((times.size, 0)), (), start, end, use)
     features = feature_matrix(data.triggers(), times, spec)
     return Quiver(times, labels, features, spec.names, start, end, use)

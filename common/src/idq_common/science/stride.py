@@ -129,7 +129,8 @@ def rank_grid(
     classifiers: Mapping[str, Ranker],
     max_cells: int = MAX_CELLS,
 ) -> dict[str, np.ndarray]:
-    """Ranks of each classifier at ``times``.
+    """Ranks of each classifier at ``times`` (the grid of :func:`stride_products`, or the
+    evaluate stage's sample times: one ranking code path for both).
 
     Classifiers sharing a feature layout share the window resolution; each builds
     from it what its model reads (:meth:`Classifier.feature_builder`: OVL its veto

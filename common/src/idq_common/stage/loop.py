@@ -300,14 +300,15 @@ class StreamingStage(ABC):
     def samples_of(
         self,
         data: ClassifierData,
-        spec: FeatureSpec,
+        spec: FeatureSpec | None,
         segs: segmentlist,
         max_samples: int | None = None,
         rng_seed: int | None = None,
         random_rate: float | None = None,
     ) -> Quiver:
         """Glitch and clean samples of ``data`` inside ``segs``, as ``[samples]`` defines them
-        (``random_rate``: clean samples per second instead of ``[samples] random_rate``)."""
+        (with their feature vectors for ``spec``; none for None; ``random_rate``: clean
+        samples per second instead of ``[samples] random_rate``)."""
         s = self.settings.samples
         return build_quiver(
             data,

@@ -16,12 +16,12 @@ import argparse
 import logging
 from typing import Self
 
-import numpy as np
 from igwn_segments import segment, segmentlist
 
 from idq_common.config import Settings
 from idq_common.io.avro.convert import quiver_to_record
 from idq_common.science.quiver import Quiver
+from idq_common.science.stride import rank_grid
 from idq_common.stage.factory import closed_on_error, streaming_parts
 from idq_common.stage.loop import StageParts, StreamingStage
 from idq_common.stage.models import ModelBook
@@ -69,6 +69,7 @@ class EvaluateStage(StreamingStage):
                 batch.strides[-1][1],
             )
             return
+        usable = {n: clf for n, clf in models.items() if clf is not None}
         for start, end in batch.strides:
             if not self.owns(start):
                 continue  # another replica's stride
@@ -76,28 +77,33 @@ class EvaluateStage(StreamingStage):
             if abs(valid) == 0:
                 continue
             data = self.stride_data(batch, start, end)
-            # classifiers with the same feature layout share one set of samples
-            samples: dict[tuple, Quiver] = {}
-            for name, clf in models.items():
-                if clf is None:
-                    continue
-                spec = clf.feature_spec
-                key = (spec.channels, spec.window, spec.columns)
-                if key not in samples:
-                    samples[key] = self.samples_of(
-                        data,
-                        spec,
-                        valid,
-                        max_samples=self.max_samples,
-                        rng_seed=self.settings.samples.seed + int(start),
-                        random_rate=self.settings.evaluate.clean_rate,
-                    )
-                # a copy per classifier: evaluate() writes ranks and ids into it
-                quiver = samples[key].select(np.ones(len(samples[key]), dtype=bool))
-                quiver.start, quiver.end = start, end
-                if len(quiver) == 0:
-                    continue
-                clf.evaluate(quiver)
+            # the sample times do not depend on any classifier: drawn once per stride
+            samples = self.samples_of(
+                data,
+                None,
+                valid,
+                max_samples=self.max_samples,
+                rng_seed=self.settings.samples.seed + int(start),
+                random_rate=self.settings.evaluate.clean_rate,
+            )
+            if len(samples) == 0:
+                continue
+            # the ranking code path of the timeseries stage (stride_products), at the
+            # sample times instead of on the grid: features per layout, shared
+            ranks = rank_grid(data.triggers(), samples.times, usable)
+            for name, clf in usable.items():
+                quiver = Quiver(
+                    samples.times,
+                    samples.labels,
+                    samples.features,
+                    samples.columns,
+                    start,
+                    end,
+                    samples.segs,
+                    ranks=ranks[name],
+                    classifier=clf.nickname,
+                    model_id=clf.model.id,
+                )
                 seq = int(start // self.stream.stride)
                 record = quiver_to_record(quiver, self.ifo, seq)
                 self.runtime.produce(
