@@ -155,21 +155,10 @@ def write_config(
 def create_run_topics(cfg: RunConfig) -> None:
     """Create the run's topics on the broker its configuration names."""
     from idq_common.config import load_settings
-    from idq_common.io.kafka.topics import create_topics, topic_specs
+    from idq_common.io.kafka.topics import create_topics, settings_topic_specs
 
     s = load_settings(cfg.path, env={})
-    k = s.kafka
-    create_topics(
-        k.admin_config(),
-        topic_specs(
-            s.general.ifo,
-            k.topics.as_dict(),
-            k.partitions,
-            k.replication_factor,
-            k.retention_ms,
-            k.retention_bytes,
-        ),
-    )
+    create_topics(s.kafka.admin_config(), settings_topic_specs(s.general.ifo, s.kafka))
 
 
 def reset_group(cfg: RunConfig, group: str) -> None:

@@ -392,11 +392,9 @@ def _clean_env() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("IDQ_")}
 
 
-def test_cli_check_bad_file_exits_2_with_one_line(base: dict[str, Any], tmp_path: Path) -> None:
-    base["train"]["stream"]["stride"] = 0
-    cfg = tmp_path / "bad.toml"
-    cfg.write_text(_dump_toml(base))
-    proc = subprocess.run(
+def _run_check(cfg: Path) -> subprocess.CompletedProcess[str]:
+    """``idq config check`` on ``cfg`` in a child process, without IDQ_* overrides."""
+    return subprocess.run(
         [sys.executable, "-m", "idq_common.config.cli_check", str(cfg)],
         capture_output=True,
         text=True,
@@ -404,6 +402,13 @@ def test_cli_check_bad_file_exits_2_with_one_line(base: dict[str, Any], tmp_path
         timeout=120,
         check=False,
     )
+
+
+def test_cli_check_bad_file_exits_2_with_one_line(base: dict[str, Any], tmp_path: Path) -> None:
+    base["train"]["stream"]["stride"] = 0
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(_dump_toml(base))
+    proc = _run_check(cfg)
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines == ["idq: config error at 'train.stream.stride': must be > 0, got 0"]
@@ -426,14 +431,7 @@ def test_cli_check_rejects_what_a_service_would_crash_on(
     _set(path, value)(base)
     cfg = tmp_path / "bad.toml"
     cfg.write_text(_dump_toml(base))
-    proc = subprocess.run(
-        [sys.executable, "-m", "idq_common.config.cli_check", str(cfg)],
-        capture_output=True,
-        text=True,
-        env=_clean_env(),
-        timeout=120,
-        check=False,
-    )
+    proc = _run_check(cfg)
     assert proc.returncode == 2, proc.stdout
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"idq: config error at '{key}': ")

@@ -8,7 +8,14 @@ import pytest
 
 from idq_common.cli.main import main
 from idq_common.exceptions import BrokerError
-from idq_common.io.kafka.topics import TopicSpec, create_topics, describe_topic_config, topic_specs
+from idq_common.io.kafka.settings import KafkaSettings, TopicNames
+from idq_common.io.kafka.topics import (
+    TopicSpec,
+    create_topics,
+    describe_topic_config,
+    settings_topic_specs,
+    topic_specs,
+)
 
 KINDS = ["features", "segments", "quivers", "models", "calibrations", "timeseries", "deadletter"]
 
@@ -23,6 +30,23 @@ def test_topic_specs_defaults_and_policies() -> None:
     for kind in ("features", "segments", "quivers", "timeseries", "deadletter"):
         assert by_kind[kind].config == {"cleanup.policy": "delete", "retention.ms": "3600000"}
     assert {s.partitions for s in specs} == {3}
+
+
+def test_settings_topic_specs_follow_the_kafka_section() -> None:
+    kafka = KafkaSettings(
+        "127.0.0.1:9092",
+        TopicNames.for_ifo("V1", features="v.features"),
+        partitions=4,
+        replication_factor=3,
+        retention_hours=2.0,
+    )
+    specs = settings_topic_specs("V1", kafka)
+    assert specs == topic_specs(
+        "V1", kafka.topics.as_dict(), 4, 3, 7_200_000, kafka.retention_bytes
+    )
+    one = settings_topic_specs("V1", kafka, replication=1, retention_ms=-1)
+    assert {s.replication for s in one} == {1} and one[0].name == "v.features"
+    assert one[0].config["retention.ms"] == "-1"
 
 
 def test_topic_specs_overrides_and_unknown_kind() -> None:

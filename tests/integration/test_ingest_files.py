@@ -3,44 +3,23 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, TopicPartition
 
 from idq_common.cli.main import main
 from idq_common.data.synthetic import SyntheticModel
 from idq_common.gpstime import gps_to_kafka_ms
-from idq_common.io.avro import decode
 from idq_common.io.avro.convert import batch_extra, batch_to_triggers
 from idq_common.io.triggerfiles import omicron_channel
 from idq_dev.testing.pipeline import pipeline_config
+from idq_dev.testing.topics import read_topic
 from idq_dev.testing.trigger_files import expected, omicron_name, write_omicron, write_snax
 
 pytestmark = [pytest.mark.kafka]
 
 START = 1_300_000_000
 SPAN = (START + 10, START + 150)  # inside the files, not on their edges
-
-
-def _features(settings: Any) -> list[tuple[dict[str, Any], int]]:
-    topic = settings.kafka.topics.features
-    consumer = Consumer(settings.kafka.consumer_config("test.files.reader"))
-    out = []
-    try:
-        for p in sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            consumer.assign([TopicPartition(topic, p, low)])
-            got = 0
-            while got < high - low:
-                for m in consumer.consume(500, timeout=5):
-                    if m.error() is None:
-                        out.append((decode(m.value())[1], m.timestamp()[1]))
-                        got += 1
-    finally:
-        consumer.close()
-    return out
 
 
 def test_omicron_file_names() -> None:
@@ -68,7 +47,10 @@ def test_hdf5_round_trip(
     err = capsys.readouterr().err
     assert "ingest files: 140 batches in" in err and "ETA" in err  # the progress line
 
-    batches = _features(settings)
+    batches = [
+        (m.record, m.timestamp_ms)
+        for m in read_topic(settings.kafka, settings.kafka.topics.features)
+    ]
     assert sorted(r["seq"] for r, _ in batches) == list(range(140))
     assert all(ts == gps_to_kafka_ms(r["start"]) for r, ts in batches)
     names, cols = [], {c: [] for c in ("time", "snr", "frequency", "q", "phase", "duration")}

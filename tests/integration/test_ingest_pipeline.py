@@ -22,10 +22,10 @@ from confluent_kafka import Producer
 from idq_common.data.synthetic import SyntheticModel
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
 from idq_common.io.frames import find_frames, read_frame
-from idq_common.io.kafka.topics import NO_TIME_RETENTION, TopicSpec, create_topics
-from idq_dev.pipeline.local import MARGIN, LocalPipeline, ServiceProcess
-from idq_dev.testing.pipeline import pipeline_config
+from idq_dev.pipeline.local import MARGIN, LocalPipeline
+from idq_dev.testing.pipeline import create_source_topic, pipeline_config
 from idq_dev.testing.snax_json import message
+from idq_dev.testing.topics import read_topic
 
 pytestmark = [pytest.mark.kafka, pytest.mark.slow]
 
@@ -39,36 +39,11 @@ def _edit(doc: dict[str, Any]) -> None:
     doc["classifier"] = [c for c in doc["classifier"] if c["nickname"] == "forest"]
 
 
-def _read(settings: Any, topic: str) -> list[tuple[bytes | None, dict[str, Any]]]:
-    from confluent_kafka import Consumer, TopicPartition
-
-    from idq_common.io.avro import decode
-
-    consumer = Consumer(settings.kafka.consumer_config("test.ingestpipe.reader"))
-    out = []
-    try:
-        for p in sorted(consumer.list_topics(topic, timeout=10).topics[topic].partitions):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            consumer.assign([TopicPartition(topic, p, low)])
-            got = 0
-            while got < high - low:
-                for m in consumer.consume(500, timeout=5):
-                    if m.error() is None:
-                        out.append((m.key(), decode(m.value())[1]))
-                        got += 1
-    finally:
-        consumer.close()
-    return out
-
-
 def test_snax_and_sgnax_json_through_ingest_to_frames(kafka_bootstrap: str, tmp_path: Path) -> None:
     start = float((int(gps_now()) - 2 * 86400) // 64 * 64)  # history: two days old
     end = start + DURATION
     config, settings = pipeline_config(tmp_path, kafka_bootstrap, "ingestpipe", edit=_edit)
-    source = settings.ingest.source_topic
-    create_topics(
-        settings.kafka.admin_config(), [TopicSpec(source, partitions=2, config=NO_TIME_RETENTION)]
-    )
+    source = create_source_topic(settings, partitions=2)
     model = SyntheticModel(
         seed=9, ifo="H1", target_channel=settings.samples.target_channel, n_witness=6,
         n_noise=10, glitch_rate=1.0,
@@ -88,12 +63,9 @@ def test_snax_and_sgnax_json_through_ingest_to_frames(kafka_bootstrap: str, tmp_
     producer.flush(30)
 
     pipeline = LocalPipeline(config, tmp_path, start, end)
-    argv = [sys.executable, "-m", "idq_ingest.cli", "--config", str(config)]
-    ingest = ServiceProcess(
-        "ingest",
-        [*argv, "--gps-end", repr(end + MARGIN)],
-        tmp_path / "logs" / "ingest.log",
-        pipeline._env(),
+    # from the start of the JSON topic to the end of what was sent
+    ingest = LocalPipeline(config, tmp_path, None, end + MARGIN).service(
+        "ingest", program=[sys.executable, "-m", "idq_ingest.cli"]
     )
     try:
         ingest.start()
@@ -108,7 +80,9 @@ def test_snax_and_sgnax_json_through_ingest_to_frames(kafka_bootstrap: str, tmp_
         pipeline.stop()
         ingest.terminate()
 
-    batches = _read(settings, settings.kafka.topics.features)
+    batches = [
+        (m.key, m.record) for m in read_topic(settings.kafka, settings.kafka.topics.features)
+    ]
     sources = {record["source"] for _, record in batches}
     assert sources == {"ingest.snax", "ingest.sgnax"}
     assert len(batches) == 2 * int(DURATION + 2 * MARGIN)
@@ -116,7 +90,7 @@ def test_snax_and_sgnax_json_through_ingest_to_frames(kafka_bootstrap: str, tmp_
     assert settings.samples.target_channel in channels  # sgnax's band suffix stripped
     assert any(c.endswith("_10_2048") for c in channels)  # the other sgnax keys keep it
     assert any(c.startswith("H1:AUX-WIT") and not c.endswith("_2048") for c in channels)
-    assert not _read(settings, settings.kafka.topics.deadletter)
+    assert not read_topic(settings.kafka, settings.kafka.topics.deadletter)
 
     frames = find_frames(tmp_path / "frames", "H", settings.timeseries.description)
     assert len(frames) == int(DURATION)

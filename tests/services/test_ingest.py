@@ -16,15 +16,14 @@ from typing import Any
 
 import numpy as np
 import pytest
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Producer
 
 from idq_common.data.synthetic import SyntheticModel
 from idq_common.gpstime import gps_to_kafka_ms
-from idq_common.io.avro import decode
 from idq_common.io.avro.convert import batch_to_triggers
-from idq_common.io.kafka.topics import NO_TIME_RETENTION, TopicSpec, create_topics
-from idq_dev.testing.pipeline import pipeline_config
+from idq_dev.testing.pipeline import create_source_topic, pipeline_config
 from idq_dev.testing.snax_json import expected_triggers, message
+from idq_dev.testing.topics import read_topic
 
 pytestmark = [pytest.mark.kafka]
 
@@ -40,24 +39,7 @@ def _model(settings: Any) -> SyntheticModel:
 
 def _read(settings: Any, topic: str) -> list[tuple[bytes | None, dict[str, Any], int]]:
     """(key, record, timestamp ms) of every message of ``topic``, in offset order per partition."""
-    consumer = Consumer({**settings.kafka.consumer_config("test.ingest.reader")})
-    out = []
-    try:
-        parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        for p in sorted(parts):
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, p, low)])
-            got = 0
-            while got < high - low:
-                for m in consumer.consume(500, timeout=5):
-                    if m.error() is None:
-                        out.append((m.key(), decode(m.value())[1], m.timestamp()[1]))
-                        got += 1
-    finally:
-        consumer.close()
-    return out
+    return [(m.key, m.record, m.timestamp_ms) for m in read_topic(settings.kafka, topic)]
 
 
 def _run(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -77,10 +59,7 @@ def _bad_row(gps: int, **kw: Any) -> bytes:
 
 def test_ingest_publishes_batches_and_dead_letters(kafka_bootstrap: str, tmp_path: Path) -> None:
     config, settings = pipeline_config(tmp_path, kafka_bootstrap, "ingest")
-    source = settings.ingest.source_topic
-    create_topics(
-        settings.kafka.admin_config(), [TopicSpec(source, partitions=1, config=NO_TIME_RETENTION)]
-    )
+    source = create_source_topic(settings, partitions=1)
     model = _model(settings)
     producer = Producer(settings.kafka.producer_config())
     plan: list[tuple[int | None, bytes, str | None]] = []  # (gps if good, payload, reason)
@@ -149,10 +128,7 @@ def test_bad_ingest_config_exits_2_with_one_line(tmp_path: Path) -> None:
 def test_jobs_are_sources_of_their_own(kafka_bootstrap: str, tmp_path: Path) -> None:
     """Two extractor jobs (message keys) send the same seconds: two sources, no duplicates."""
     config, settings = pipeline_config(tmp_path, kafka_bootstrap, "ingestjobs")
-    source = settings.ingest.source_topic
-    create_topics(
-        settings.kafka.admin_config(), [TopicSpec(source, partitions=2, config=NO_TIME_RETENTION)]
-    )
+    source = create_source_topic(settings, partitions=2)
     model = _model(settings)
     n = len(model.channels)
     jobs = {"a": range(0, n // 2), "b": range(n // 2, n)}
@@ -186,11 +162,7 @@ def test_sigterm_commits_and_a_restart_goes_on(kafka_bootstrap: str, tmp_path: P
     from idq_dev.processes import free_port
 
     config, settings = pipeline_config(tmp_path, kafka_bootstrap, "ingestterm")
-    source = settings.ingest.source_topic
-    create_topics(
-        settings.kafka.admin_config(),
-        [TopicSpec(source, partitions=1, config=NO_TIME_RETENTION)],
-    )
+    source = create_source_topic(settings, partitions=1)
     model = _model(settings)
     producer = Producer(settings.kafka.producer_config())
 

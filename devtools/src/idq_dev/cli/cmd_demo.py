@@ -82,7 +82,7 @@ def run(ns: argparse.Namespace) -> int:
     from idq_common.config import load_settings_or_exit
     from idq_common.contracts import STAGES
     from idq_common.io.frames import find_frames
-    from idq_common.io.kafka.topics import create_topics, topic_specs
+    from idq_common.io.kafka.topics import create_topics, settings_topic_specs
     from idq_common.progress import Progress
     from idq_common.report import write_report
     from idq_dev.broker import LocalBroker
@@ -120,15 +120,7 @@ def run(ns: argparse.Namespace) -> int:
         kafka = settings.kafka
         # no deletion by time: the fixed span's data are older than any retention
         create_topics(
-            kafka.admin_config(),
-            topic_specs(
-                settings.general.ifo,
-                kafka.topics.as_dict(),
-                kafka.partitions,
-                kafka.replication_factor,
-                -1,
-                kafka.retention_bytes,
-            ),
+            kafka.admin_config(), settings_topic_specs(settings.general.ifo, kafka, retention_ms=-1)
         )
         producer_args = [
             "--witnesses",

@@ -2,48 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
 import math
 from typing import Any
 
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from idq_common.config import Settings
 from idq_common.data.synthetic import SyntheticModel
-from idq_common.exceptions import DecodeError
-from idq_common.io.avro import decode
 from idq_common.report.truth import efficiency_summary, frame_files, load_series
+from idq_dev.testing.topics import read_topic
 
 
 def count_messages(settings: Settings, topic: str) -> list[dict[str, Any]]:
-    """Decode every message of ``topic`` (small topics: announcements)."""
-    consumer = Consumer(
-        {**settings.kafka.consumer_config("idq.summary"), "enable.auto.commit": False}
-    )
-    try:
-        md = consumer.list_topics(topic, timeout=10).topics[topic]
-        records: list[dict[str, Any]] = []
-        for p in md.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-            if high <= low:
-                continue
-            consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)])
-            got = 0
-            while got < high - low:
-                msgs = consumer.consume(500, timeout=5)
-                if not msgs:
-                    break
-                for m in msgs:
-                    if m.error():
-                        continue
-                    got += 1
-                    # undecodable ones are the dead letters' business; a summary goes on
-                    with contextlib.suppress(DecodeError):
-                        records.append(decode(m.value() or b"")[1])
-        return records
-    finally:
-        consumer.close()
+    """Decode every message of ``topic`` (small topics: announcements); undecodable ones
+    are the dead letters' business, a summary goes on."""
+    return [m.record for m in read_topic(settings.kafka, topic, "idq.summary", True)]
 
 
 def summarize_run(

@@ -16,7 +16,12 @@ import tomli_w
 
 from idq_common.config import Settings, load_settings
 from idq_common.io.kafka.settings import TOPIC_KINDS
-from idq_common.io.kafka.topics import create_topics, topic_specs
+from idq_common.io.kafka.topics import (
+    NO_TIME_RETENTION,
+    TopicSpec,
+    create_topics,
+    settings_topic_specs,
+)
 
 DEMO_CONFIG = Path(__file__).resolve().parents[4] / "etc" / "idq-demo.toml"
 
@@ -68,16 +73,20 @@ def pipeline_config(
     path = workdir / "idq.toml"
     path.write_text(tomli_w.dumps(doc))
     settings = load_settings(path, env={**os.environ, **(env or {})})
-    k = settings.kafka
     create_topics(
-        k.admin_config(),
-        topic_specs(
-            settings.general.ifo,
-            k.topics.as_dict(),
-            k.partitions,
-            1,
-            k.retention_ms,
-            k.retention_bytes,
-        ),
+        settings.kafka.admin_config(),
+        settings_topic_specs(settings.general.ifo, settings.kafka, replication=1),
     )
     return path, settings
+
+
+def create_source_topic(settings: Settings, partitions: int = 1) -> str:
+    """Create ``[ingest] source_topic`` (the extractors' JSON topic; old seconds are
+    replayed into it, so no deletion by time); returns its name."""
+    assert settings.ingest is not None, "pipeline_config always writes an [ingest] section"
+    source = settings.ingest.source_topic
+    create_topics(
+        settings.kafka.admin_config(),
+        [TopicSpec(source, partitions=partitions, config=NO_TIME_RETENTION)],
+    )
+    return source

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from idq_common.exceptions import DecodeError
 from idq_common.io.avro import decode
 from idq_common.io.kafka.settings import KafkaSettings
 
@@ -22,12 +23,16 @@ class TopicMessage(NamedTuple):
 
 
 def read_topic(
-    kafka: KafkaSettings, topic: str, reader: str = "idq.test.reader"
+    kafka: KafkaSettings,
+    topic: str,
+    reader: str = "idq.test.reader",
+    skip_undecodable: bool = False,
 ) -> list[TopicMessage]:
     """Every message of ``topic``, decoded, partition by partition in offset order.
 
     Reads with partitions assigned (no group membership, nothing committed) from the
-    low to the high watermark as they are when called.
+    low to the high watermark as they are when called. ``skip_undecodable``: leave out
+    messages that are not valid Avro (the dead letters' business) instead of raising.
     """
     consumer = Consumer({**kafka.consumer_config(reader), "enable.auto.commit": False})
     out: list[TopicMessage] = []
@@ -40,16 +45,19 @@ def read_topic(
             while True:
                 msgs = consumer.consume(1000, timeout=5)
                 for m in msgs:
-                    if m.error() is None:
-                        out.append(
-                            TopicMessage(
-                                m.key(),
-                                decode(m.value() or b"")[1],
-                                m.partition() or 0,
-                                m.offset() or 0,
-                                m.timestamp()[1],
-                            )
+                    if m.error() is not None:
+                        continue
+                    try:
+                        record = decode(m.value() or b"")[1]
+                    except DecodeError:
+                        if skip_undecodable:
+                            continue
+                        raise
+                    out.append(
+                        TopicMessage(
+                            m.key(), record, m.partition() or 0, m.offset() or 0, m.timestamp()[1]
                         )
+                    )
                 if not msgs or (msgs[-1].offset() or 0) >= high - 1:
                     break
     finally:

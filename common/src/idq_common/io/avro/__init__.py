@@ -4,28 +4,7 @@
 on first use (see :mod:`idq_common.io.avro.codec` for where the schemas come from).
 """
 
-from idq_common.io.avro.codec import (
-    KINDS,
-    MARKER,
-    AvroCodec,
-    SchemaRegistry,
-    decode,
-    default_codec,
-    encode,
-    fingerprint_of,
-    kind_of,
-    schema_dir,
-)
+from idq_common.io.avro import codec
+from idq_common.io.avro.codec import *  # noqa: F403  (the package's names are the codec's)
 
-__all__ = [
-    "KINDS",
-    "MARKER",
-    "AvroCodec",
-    "SchemaRegistry",
-    "decode",
-    "default_codec",
-    "encode",
-    "fingerprint_of",
-    "kind_of",
-    "schema_dir",
-]
+__all__ = ["codec", *codec.__all__]

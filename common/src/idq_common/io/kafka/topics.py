@@ -21,7 +21,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from idq_common.exceptions import BrokerError
-from idq_common.io.kafka.settings import COMPACTED_KINDS, TOPIC_KINDS
+from idq_common.io.kafka.settings import COMPACTED_KINDS, TOPIC_KINDS, KafkaSettings
 
 log = logging.getLogger(__name__)
 _QUIET = logging.getLogger(f"{__name__}.probe")
@@ -119,6 +119,20 @@ def topic_specs(
             )
         )
     return specs
+
+
+def settings_topic_specs(ifo: str, kafka: KafkaSettings, **overrides: Any) -> list[TopicSpec]:
+    """:func:`topic_specs` as ``[kafka]`` describes them (names, partitions, replication,
+    retention); ``overrides`` replace any of those arguments (``replication=1`` on a
+    one-broker test cluster, ``retention_ms=-1`` for replayed old data)."""
+    args: dict[str, Any] = {
+        "names": kafka.topics.as_dict(),
+        "partitions": kafka.partitions,
+        "replication": kafka.replication_factor,
+        "retention_ms": kafka.retention_ms,
+        "retention_bytes": kafka.retention_bytes,
+    }
+    return topic_specs(ifo, **{**args, **overrides})
 
 
 def create_topics(

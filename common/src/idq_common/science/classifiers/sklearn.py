@@ -457,7 +457,28 @@ def _tree_input(
     return TreeInput(spec.columns, spec.window, width, got[1], lags)
 
 
-class RandomForest(_SklearnMixin, SupervisedClassifier):
+class _BatchBase(_SklearnMixin, SupervisedClassifier):
+    """A scikit-learn estimator fitted once on the whole training set, balanced classes.
+
+    ``estimator`` is built from the parameters named in ``estimator_params`` (the same
+    names as in :attr:`params`), ``class_weight="balanced"`` and ``random_state=seed``.
+    """
+
+    estimator: ClassVar[type[Any]]
+    estimator_params: ClassVar[tuple[str, ...]]
+
+    def _new_estimator(self) -> Any:
+        p = self.params
+        kw = {name: p[name] for name in self.estimator_params}
+        return self.estimator(**kw, class_weight="balanced", random_state=p["seed"])
+
+    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
+        self._spec, self._scaler = self.feature_spec, None
+        self._lags = self._learn_lags(X, y)
+        self._est = self._new_estimator().fit(self._prep(X), y)
+
+
+class RandomForest(_BatchBase):
     """``RandomForestClassifier`` with balanced class weights."""
 
     flavor: ClassVar[str] = "random_forest"
@@ -472,25 +493,11 @@ class RandomForest(_SklearnMixin, SupervisedClassifier):
         "lags": True,
     }
 
-    def _new_estimator(self) -> Any:
-        p = self.params
-        return RandomForestClassifier(
-            n_estimators=p["n_estimators"],
-            max_depth=p["max_depth"],
-            min_samples_leaf=p["min_samples_leaf"],
-            max_features=p["max_features"],
-            class_weight="balanced",
-            n_jobs=p["n_jobs"],
-            random_state=p["seed"],
-        )
-
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        self._spec, self._scaler = self.feature_spec, None
-        self._lags = self._learn_lags(X, y)
-        self._est = self._new_estimator().fit(self._prep(X), y)
+    estimator = RandomForestClassifier
+    estimator_params = ("n_estimators", "max_depth", "min_samples_leaf", "max_features", "n_jobs")
 
 
-class HistGradientBoosting(_SklearnMixin, SupervisedClassifier):
+class HistGradientBoosting(_BatchBase):
     """``HistGradientBoostingClassifier`` with balanced class weights."""
 
     flavor: ClassVar[str] = "hist_gradient_boosting"
@@ -505,22 +512,14 @@ class HistGradientBoosting(_SklearnMixin, SupervisedClassifier):
         "lags": False,
     }
 
-    def _new_estimator(self) -> Any:
-        p = self.params
-        return HistGradientBoostingClassifier(
-            max_iter=p["max_iter"],
-            learning_rate=p["learning_rate"],
-            max_leaf_nodes=p["max_leaf_nodes"],
-            l2_regularization=p["l2_regularization"],
-            early_stopping=p["early_stopping"],
-            class_weight="balanced",
-            random_state=p["seed"],
-        )
-
-    def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
-        self._spec, self._scaler = self.feature_spec, None
-        self._lags = self._learn_lags(X, y)
-        self._est = self._new_estimator().fit(self._prep(X), y)
+    estimator = HistGradientBoostingClassifier
+    estimator_params = (
+        "max_iter",
+        "learning_rate",
+        "max_leaf_nodes",
+        "l2_regularization",
+        "early_stopping",
+    )
 
 
 class _IncrementalBase(_SklearnMixin, IncrementalSupervisedClassifier):
