@@ -22,6 +22,7 @@ live in :class:`SecondTracker`, which the service keeps across messages.
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import re
@@ -183,6 +184,19 @@ def parse_message(
         instrument, the same channel twice), ``bad_value`` (a row that is not an object
         of numbers, non-finite or negative values, a time outside the message's span).
     """
+    # A JSON tree holds no reference cycles, so the cyclic collector's passes while
+    # orjson builds ~5,000 containers per message find nothing: measured ~20% of the
+    # decode time. Reference counting still frees everything.
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _parse(payload, fmt, fast)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _parse(payload: bytes | str | None, fmt: JsonFormat, fast: bool) -> ParsedMessage:
     if payload is None:
         raise IngestRejected("bad_json", "empty message")
     try:
