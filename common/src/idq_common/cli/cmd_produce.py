@@ -25,6 +25,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=1.0,
         help="data seconds per wall second (1: real time; 0: as fast as possible)",
     )
+    p.add_argument(
+        "--wall-clock",
+        action="store_true",
+        help="live: publish each batch once GPS now passes its end (as a detector does; "
+        "a late start catches up at once) instead of timing from this process's start",
+    )
     add_model_arguments(p)
     p.add_argument("--batch-seconds", type=float, default=1.0, help="span of one message")
     p.add_argument("--source-id", default="synthetic", help="producer id (message key)")
@@ -68,13 +74,15 @@ def run(ns: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
     from idq_common.config import load_settings_or_exit
-    from idq_common.gpstime import Clock, ScaledClock
+    from idq_common.gpstime import Clock, ScaledClock, WallClock
     from idq_common.io.publish import FeaturePublisher
 
     log = logging.getLogger(__name__)
     settings = load_settings_or_exit(ns.config)
     model = model_from_args(ns, settings.general.ifo, settings.samples.target_channel)
     clock: Clock | None = ScaledClock(ns.gps_start, ns.speed) if ns.speed > 0 else None
+    if getattr(ns, "wall_clock", False):
+        clock = WallClock()
     publisher = FeaturePublisher(
         Producer(settings.kafka.producer_config()),
         settings.kafka.topics.features,

@@ -99,7 +99,7 @@ def live_dqsegdb(
         producer = ServiceProcess(
             "produce",
             [str(bindir / "idq"), "produce", "--config", str(config), "--gps-start",
-             str(t_data - 8), "--gps-end", str(t_data + total + 30), "--speed", "1",
+             str(t_data - 8), "--gps-end", str(t_data + total + 330), "--wall-clock",
              "--witnesses", "6", "--noise-channels", "30", "--seed", "5"],
             workdir / "logs" / "produce.log", full_env,
         )  # fmt: skip
@@ -114,12 +114,19 @@ def live_dqsegdb(
         ts.start()
         out = Path(settings.timeseries.output_dir)
         obs, desc = settings.general.ifo[0], settings.timeseries.description
+        # the timeline starts once the stage works at the frontier (its last stride
+        # ended within a few seconds of now): a stage still catching up after a slow
+        # start would decide the outage's strides on segments fetched before it
         ready = time.monotonic() + 300
-        while not find_frames(out, obs, desc) and time.monotonic() < ready:
+        lag = settings.timeseries.stream.stride + settings.timeseries.stream.delay + 3.0
+        while time.monotonic() < ready:
             if ts.proc is not None and ts.proc.poll() is not None:
                 break
+            done_to = scrape(port, "idq_last_stride_end_gps")
+            if done_to is not None and done_to >= gps_now() - lag:
+                break
             time.sleep(0.2)
-        marks: dict[str, float] = {"first_frame": gps_now()}
+        marks: dict[str, float] = {"at_frontier": gps_now()}
         t0 = time.monotonic()
 
         def at(seconds: float) -> None:

@@ -249,10 +249,9 @@ def run_phase(
     span (calibrate: calibrations announced over ``expected_outputs``).
 
     The schedule follows the stage's progress, never the wall clock: the first fault
-    comes at its seeded fraction, each further one at its own fraction or at the
-    stage's first progress after it recovered from the previous one, whichever comes
-    first. A phase that replays fast (an idle machine) would otherwise be over
-    before its later faults were due.
+    comes at its seeded fraction, each further one as soon as the stage has recovered
+    from the previous one (made progress again). A phase that replays in seconds (an
+    idle machine) would otherwise be over before its later faults were due.
     """
     port = free_port()
     sup = Supervisor(stage, lambda: pipe.service(stage, ["--metrics-port", str(port)]), port)
@@ -305,9 +304,9 @@ def run_phase(
     lost: list[str] = []  # faults due when the stage was already done
 
     def due(frac: float) -> bool:
-        if fraction() >= frac:
-            return True
-        return recovered_at[0] is not None and mark() > recovered_at[0]
+        # a stage back from a fault (it made progress again) gets the next one at
+        # once: a replay that takes seconds is over before a restart's worth later
+        return fraction() >= frac or recovered_at[0] is not None
 
     def pid() -> int | None:
         return sup.proc.proc.pid if sup.proc and sup.proc.proc else None
