@@ -214,12 +214,13 @@ class StreamProcessor:
         return Umbrella(list(self._chunks))
 
     # -- buffers ---------------------------------------------------------------------
-    def new_buffer(self) -> None:
-        """Start a buffer: drop old ones beyond ``retain``, query segments once for all that is due."""
+    def new_buffer(self, until: float | None = None) -> None:
+        """Start a buffer: drop old ones beyond ``retain``, query segments once for all
+        that is due (up to ``until``, default what is due now)."""
         self.flush(self.retain)
         self._seg_failed = segmentlist()  # a new buffer may retry a failed server
         start = self.cadence.timestamp - self.pad
-        end = self.cadence.latest_due_end() + self.pad
+        end = (self.cadence.latest_due_end() if until is None else until) + self.pad
         if end > start:
             self._query_segments(start, end)
         # spans whose segments were unknown at the last poll and are known now count
@@ -354,12 +355,14 @@ class StreamProcessor:
             Umbrella with ``pad`` of data on both sides, valid segments, gaps
             (missing data, unavailable segments, skipped spans) and the strides.
         """
-        self.new_buffer()
         # the strides due *now*: in live mode fetching a stride can take as long as a
         # stride (data arriving in real time, a slow segment server), and a poll that
         # took every stride that became due meanwhile never ended: no output for a
-        # whole max_strides batch
+        # whole max_strides batch. Fixed before the segment query: strides that became
+        # due while a slow or failing server was asked (7 s of retries) were queried
+        # one by one in the same poll -- each as slow -- and nothing was written meanwhile
         limit = self.cadence.latest_due_end()
+        self.new_buffer(limit)
         strides: list[Span] = []
         skipped: list[Gap] = []
         while True:
