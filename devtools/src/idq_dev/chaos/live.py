@@ -14,8 +14,10 @@ Pass: every stride of the live window has exactly one frame. Which strides' segm
 the stage could know is read from the server's side -- the spans it answered: a
 stride outside every answered span must have OK = 0 (the stage could not know its
 segments), and every stride short of OK = 1 (those; missing data; a skip ahead) must
-be published as a gap (``idq_gap_seconds_total`` at least their sum). The outage must leave such strides (else nothing was tested);
-once the server is back, OK returns (recovery time measured); while it is slow,
+be published as a gap (``idq_gap_seconds_total`` at least their sum). The stage
+must have met the outage (refused requests); a stride decided once the server was
+back is rightly OK = 1, so a stage that waits out its retries loses little. Once the
+server is back, OK returns (recovery time measured); while it is slow,
 strides still get OK = 1.
 """
 
@@ -207,7 +209,8 @@ def live_dqsegdb(
             starts
             and not missing
             and not dupes
-            and unknown  # the outage cost strides: what this scenario is about
+            # the stage met the outage (requests refused): what this scenario is about
+            and len(server.requests) > len(server.answered)
             and not wrong_ok
             # OK = 0 (segments unknown, data missing, skipped) is a published gap
             and (gap_seconds or 0.0) >= dark / rate - 1e-6
