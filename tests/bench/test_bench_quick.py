@@ -33,6 +33,7 @@ def test_quick_suite_writes_every_field(tmp_path: Path) -> None:
     assert stages == {"train", "evaluate", "calibrate", "timeseries"}
     for x in r["replay"]:
         assert x["x_realtime"] > 0 and x["rows_per_s"] > 0 and x["ratio_to_ceiling"] > 0
+        assert x["cpu_s"] > 0 and x["x_realtime_cpu"] > 0  # CPU seconds from wait4
     live = r["live"]
     assert live["channels"] == 1000 and live["stride_s"] == 1
     assert live["strides_measured"] > 0
@@ -74,3 +75,5 @@ def test_quick_suite_writes_every_field(tmp_path: Path) -> None:
     assert q["frames"] == 600 and 0 < q["latency_ms_p50"] <= q["latency_ms_p95"]
     assert q["cpu_ms_p50"] > 0 and q["cli_cold_s"] > 0
     assert r["targets"] and all("met" in t for t in r["targets"])
+    assert r["scale_out"]["cpu_ratio_per_replica"] > 0 and len(r["load_avg_start"]) == 3
+    assert r["stride"]["bit_identical"] and r["stride"]["cpu_ms_per_stride_batched"] > 0
