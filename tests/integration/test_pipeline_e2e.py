@@ -136,29 +136,28 @@ def run(
         )
         poison.flush(10)
         restarts = {}
-        report = None
-        present: dict[str, bool] = {}
         for stage, at in zip(
             ("train", "evaluate", "calibrate", "timeseries"), (500, 900, 1200, 1500), strict=True
         ):
             wait_progress(at)
-            if stage == "timeseries":
-                # while every service runs (series of exited targets go stale); on a
-                # loaded machine a 1 s scrape can time out, so allow for a few misses
-                prom.wait_for_scrapes(2, timeout=120)
-                exprs = extract_expressions(
-                    sorted((REPO / "deploy" / "prometheus" / "rules").glob("*.yml")),
-                    sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json")),
-                )
-                report = check_expressions(prom, exprs)
-                names = architecture_metric_names(REPO / "docs" / "ARCHITECTURE.md")
-                present = {
-                    name: bool(prom.query(f'{{__name__=~"{name}(_bucket|_count|_sum)?"}}'))
-                    for name in sorted(names)
-                }
             # a restarted service keeps its argv, hence its metrics port
             restarts[stage] = pipeline.restart(stage)
         pipeline.wait(["produce", *STAGES], timeout=600)
+        # every service has finished its span and exited: Prometheus kept what each one
+        # exported, looked for over the run (last_over_time), stale series included
+        prom.wait_for_scrapes(2, timeout=120)
+        exprs = extract_expressions(
+            sorted((REPO / "deploy" / "prometheus" / "rules").glob("*.yml")),
+            sorted((REPO / "deploy" / "grafana" / "dashboards").glob("*.json")),
+        )
+        report = check_expressions(prom, exprs)
+        names = architecture_metric_names(REPO / "docs" / "ARCHITECTURE.md")
+        present = {
+            name: bool(
+                prom.query(f'last_over_time({{__name__=~"{name}(_bucket|_count|_sum)?"}}[1h])')
+            )
+            for name in sorted(names)
+        }
         # reprocess a calibrated stretch: every stride done twice must come out the same
         again = pipeline.service(
             "timeseries", ["--from-start", "--metrics-port", str(ports["timeseries"])]
