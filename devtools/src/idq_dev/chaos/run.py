@@ -231,6 +231,19 @@ class PhaseResult:
     not_injected: list[str] = field(default_factory=list)
 
 
+def _phase_summary(clean: PhaseResult, chaos: PhaseResult) -> dict[str, Any]:
+    """What chaos.json records of one phase: its clean and chaos runs side by side."""
+    return {
+        "clean_seconds": round(clean.wall_seconds, 1),
+        "chaos_seconds": round(chaos.wall_seconds, 1),
+        "restarts": chaos.restarts,
+        "exit_statuses": chaos.exits,
+        "clean_restarts": clean.restarts,
+        "faults": [f.as_dict() for f in chaos.faults],
+        "faults_not_injected": chaos.not_injected,
+    }
+
+
 def run_phase(
     stage: str,
     pipe: LocalPipeline,
@@ -630,15 +643,7 @@ def run(spec: ChaosSpec, workdir: Path, progress: Callable[[str], None] = print)
             chaos = run_phase(
                 stage, chaos_pipe, chaos_settings, world, plan, spec, (start, end), n_cal
             )
-            phases[stage] = {
-                "clean_seconds": round(clean.wall_seconds, 1),
-                "chaos_seconds": round(chaos.wall_seconds, 1),
-                "restarts": chaos.restarts,
-                "exit_statuses": chaos.exits,
-                "clean_restarts": clean.restarts,
-                "faults": [f.as_dict() for f in chaos.faults],
-                "faults_not_injected": chaos.not_injected,
-            }
+            phases[stage] = _phase_summary(clean, chaos)
             progress(
                 f"chaos: {stage}: clean {clean.wall_seconds:.0f} s, chaos {chaos.wall_seconds:.0f} s, {len(chaos.faults)} faults, {chaos.restarts} restarts"
             )
@@ -755,15 +760,7 @@ def _ingest_phase(
     clean = run_phase("ingest", runs["iclean"][1], runs["iclean"][0], world, [], spec, (lo, hi))
     plan = ingest.ingest_plan()
     chaos = run_phase("ingest", runs["ichaos"][1], runs["ichaos"][0], world, plan, spec, (lo, hi))
-    phases["ingest"] = {
-        "clean_seconds": round(clean.wall_seconds, 1),
-        "chaos_seconds": round(chaos.wall_seconds, 1),
-        "restarts": chaos.restarts,
-        "exit_statuses": chaos.exits,
-        "clean_restarts": clean.restarts,
-        "faults": [f.as_dict() for f in chaos.faults],
-        "faults_not_injected": chaos.not_injected,
-    }
+    phases["ingest"] = _phase_summary(clean, chaos)
     progress(f"chaos: ingest: clean {clean.wall_seconds:.0f} s, chaos {chaos.wall_seconds:.0f} s")
     return {
         "ingest_batches_equal": ingest.compare_batches(
