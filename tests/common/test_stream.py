@@ -176,3 +176,34 @@ def test_live_poll_returns_the_strides_due_when_it_started(model: SyntheticModel
     b = sp.poll()
     assert b.strides == [(T0, T0 + 1), (T0 + 1, T0 + 2)]  # before: 50 strides
     assert sp.poll().strides[0] == (T0 + 2, T0 + 3)  # the next poll goes on from there
+
+
+def test_max_rows_bounds_a_poll_without_changing_the_features(model: SyntheticModel) -> None:
+    """A poll stops adding strides once it read ``max_rows`` rows (memory follows rows,
+    not seconds: 64 s at 3,000 channels is ~3 M rows); the strides and their features
+    are those of unbounded polls."""
+    spec = spec_of(model)
+
+    def run(max_rows: int | None) -> tuple[list[int], np.ndarray]:
+        clock = ManualClock(T0 + SPAN + PAD)  # every stride due: one poll if unbounded
+        cm = CadenceManager(T0, 1, delay=PAD, clock=clock, max_timestamp=T0 + SPAN)
+        sp = StreamProcessor(
+            cm, FunctionSource(model.generate), AllTime(), pad=PAD, max_rows=max_rows
+        )
+        sizes, feats = [], []
+        while not cm.finished:
+            batch = sp.poll()
+            sizes.append(len(batch.strides))
+            trig = batch.umbrella.triggers()
+            for s, e in batch.strides:
+                feats.append(feature_matrix(trig, grid_times(s, e, RATE), spec))
+            sp.flush()
+        return sizes, np.concatenate(feats)
+
+    whole, f_whole = run(None)
+    per_second = len(model.generate(T0, T0 + SPAN)) / SPAN
+    bounded, f_bounded = run(int(4 * per_second))
+    assert whole == [SPAN]
+    assert len(bounded) >= SPAN / 6 and max(bounded) <= 6  # ~4-5 strides of rows per poll
+    assert sum(bounded) == SPAN
+    assert np.array_equal(f_whole, f_bounded)

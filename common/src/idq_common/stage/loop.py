@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 #: data seconds handled per poll at most (a stage catching up works in bounded batches)
 MAX_POLL_SECONDS = 64.0
+#: trigger rows read per poll at most: ~62 s at 1,000 channels, ~21 s at 3,000 (16 Hz
+#: each); with the pad and the copies a poll makes, a few hundred MB at most
+MAX_POLL_ROWS = 1_000_000
 
 
 class Progress(Protocol):
@@ -191,6 +194,7 @@ class StreamingStage(ABC):
             self.segments,
             pad=self.pad,
             max_strides=max(1, round(MAX_POLL_SECONDS / self.stream.stride)),
+            max_rows=MAX_POLL_ROWS,
         )
 
     # -- the loop -----------------------------------------------------------------------

@@ -159,6 +159,8 @@ class KafkaFeatureSource:
         self._runs: dict[str, _SourceRun] = {}
         self.dead_lettered = 0
         self.consumed = 0
+        #: messages per consume call (a backlog's read-ahead, see :meth:`advance`)
+        self.consume_batch = 64
         self.seeks = 0
         #: polled while waiting for a span: True abandons the wait (a stop was requested)
         self.should_stop: Callable[[], bool] = lambda: False
@@ -205,8 +207,15 @@ class KafkaFeatureSource:
         run = self._runs.setdefault(source, _SourceRun())
         return run.add(batch, self._low if self._low is not None else batch.start)
 
-    def advance(self, timeout: float) -> bool:
-        """Consume what arrives within ``timeout`` real seconds; True if any batch arrived."""
+    def advance(self, timeout: float, until: float | None = None) -> bool:
+        """Consume what arrives within ``timeout`` real seconds; True if any batch arrived.
+
+        ``until``: stop as soon as every source is complete up to this GPS time. What
+        is read is decoded and held until a fetch prunes it, so read-ahead is memory:
+        on a backlog (a replay) one call reads at most ``timeout`` seconds' worth plus
+        one consume batch of :attr:`consume_batch` messages (it was 1,000 messages, the
+        whole 600 s topic at 1,000 channels decoded at once).
+        """
         if self._low is None:
             if self._start_hint is None:
                 raise BrokerError("KafkaFeatureSource: nothing to read yet (no start and no fetch)")
@@ -214,8 +223,10 @@ class KafkaFeatureSource:
         got = False
         deadline = self._monotonic() + timeout
         while True:
+            if until is not None and self._complete(until):
+                return got
             left = max(0.0, deadline - self._monotonic())
-            msgs = self.consumer.consume(1000, min(left, 0.5))
+            msgs = self.consumer.consume(self.consume_batch, min(left, 0.5))
             for msg in msgs:
                 err = msg.error()
                 if err is not None:
@@ -270,7 +281,7 @@ class KafkaFeatureSource:
                 # SIGTERM must not wait out idle_timeout: the stride is abandoned
                 # uncommitted and done again after a restart
                 raise StopRequested(f"features {self.topic} [{start}, {end}): stop requested")
-            if self.advance(0.2):
+            if self.advance(0.2, until=end):
                 last = self._monotonic()
             elif self._monotonic() - last >= self.idle_timeout:
                 return self._give_up(start, end)

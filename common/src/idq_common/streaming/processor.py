@@ -156,6 +156,12 @@ class StreamProcessor:
     max_strides : int, optional
         Cap on the strides of one poll; a stage catching up then works in bounded
         batches instead of one batch as long as the backlog.
+    max_rows : int, optional
+        Cap on the trigger rows read by one poll: no further stride is added once the
+        poll's chunks hold this many (a poll has at least one stride). Memory then
+        follows rows, not seconds: 64 s at 3,000 channels is ~3 M rows, held a few
+        times over (chunks, umbrella, time-sorted copy). Outputs do not depend on
+        poll grouping (every stage works stride by stride), so this is a memory bound only.
     """
 
     def __init__(
@@ -166,6 +172,7 @@ class StreamProcessor:
         pad: float,
         retain: int = 0,
         max_strides: int | None = None,
+        max_rows: int | None = None,
     ) -> None:
         if pad < 0:
             raise ConfigError("pad", f"must be >= 0, got {pad}")
@@ -184,6 +191,8 @@ class StreamProcessor:
         self.retain = retain
         #: at most this many strides per poll (bounds a catching-up batch's memory)
         self.max_strides = max_strides
+        #: stop adding strides to a poll once it read this many rows
+        self.max_rows = max_rows
         self._chunks: deque[InMemoryData] = deque()
         self._fetched_to: float | None = None
         self._buffers: deque[Span] = deque()  # strides span of each poll
@@ -365,6 +374,7 @@ class StreamProcessor:
         self.new_buffer(limit)
         strides: list[Span] = []
         skipped: list[Gap] = []
+        rows = 0
         while True:
             try:
                 for stride in self.cadence.poll():
@@ -382,8 +392,11 @@ class StreamProcessor:
                         abs(ok),
                         stride[1] - stride[0],
                     )
+                    rows += len(chunk.triggers())
                     if self.max_strides is not None and len(strides) >= self.max_strides:
                         break  # the cadence resumes at the next stride on the next poll
+                    if self.max_rows is not None and rows >= self.max_rows:
+                        break
                     if stride[1] >= limit:
                         break
                 break
