@@ -109,3 +109,16 @@ def test_cli_prints_json_and_exits_1_without_data(frames: Path) -> None:
     out = _idq("query", "-c", cfg, "--gps", str(T0), "--classifier", "nope")
     assert out.returncode == 2 and "unknown classifier" in out.stderr
     assert np.isfinite(doc["max_pglitch"])
+
+
+def test_query_does_not_import_scikit_learn(frames: Path) -> None:
+    """``idq query`` answers alerts: its cold start must not pay for scikit-learn (~1-5 s)."""
+    code = (
+        "import sys\n"
+        "from idq_common.cli.main import main\n"
+        f"rc = main(['query', '-c', {str(frames / 'idq.toml')!r}, '--gps', '{T0 + 22}'])\n"
+        "heavy = sorted(m for m in ('sklearn', 'skops', 'scipy.stats') if m in sys.modules)\n"
+        "print(rc, heavy, file=sys.stderr)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stderr.strip().splitlines()[-1] == "0 []", out.stderr[-2000:]

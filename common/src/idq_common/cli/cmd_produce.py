@@ -78,7 +78,7 @@ def run(ns: argparse.Namespace) -> int:
     from idq_common.io.publish import FeaturePublisher
 
     log = logging.getLogger(__name__)
-    settings = load_settings_or_exit(ns.config)
+    settings = load_settings_or_exit(ns.config, check_classifiers=False)
     model = model_from_args(ns, settings.general.ifo, settings.samples.target_channel)
     clock: Clock | None = ScaledClock(ns.gps_start, ns.speed) if ns.speed > 0 else None
     if getattr(ns, "wall_clock", False):

@@ -49,7 +49,7 @@ def run(ns: argparse.Namespace) -> int:
     from idq_common.config import load_settings_or_exit
     from idq_common.report.query import query
 
-    settings = load_settings_or_exit(ns.config)
+    settings = load_settings_or_exit(ns.config, check_classifiers=False)
     if ns.window <= 0:
         print("idq query: --window must be positive", file=sys.stderr)
         return 2

@@ -398,15 +398,18 @@ def timeseries(root: Table, smp: SamplesSettings) -> TimeseriesSettings:
 # -- classifiers, kafka, store, metrics -----------------------------------------------------
 
 
-def classifiers(root: Table, feats: FeaturesSettings) -> tuple[ClassifierSettings, ...]:
+def classifiers(
+    root: Table, feats: FeaturesSettings, check_params: bool = True
+) -> tuple[ClassifierSettings, ...]:
     """Every ``[[classifier]]``; nicknames unique once upper-cased (they name channels).
 
     Parameters are checked by the classifier itself (unknown names, and values its
     estimator would refuse at the first training, e.g. OVL windows larger than the
     feature window), so a service stops at start, not at its first training.
+    ``check_params=False`` skips that check (it imports scikit-learn) for commands
+    that never build a classifier, e.g. ``idq query``.
     """
     from idq_common.exceptions import ClassifierError, ClassifierParamError
-    from idq_common.science.classifiers.factory import check_classifier
 
     if not root.has("classifier"):
         raise root.error("classifier", "missing required section; add at least one [[classifier]]")
@@ -443,7 +446,10 @@ def classifiers(root: Table, feats: FeaturesSettings) -> tuple[ClassifierSetting
             raise t.error("flavor", f"unknown flavor {flavor!r}" + suggest(flavor, flavors))
         params: dict[str, Any] = copy.deepcopy(t.raw_table("params") or {})
         try:
-            check_classifier(nickname, flavor, params, feats.window, feats.columns)
+            if check_params:
+                from idq_common.science.classifiers.factory import check_classifier
+
+                check_classifier(nickname, flavor, params, feats.window, feats.columns)
         except ClassifierParamError as exc:
             key = exc.param if "." in exc.param else f"{prefix}.params.{exc.param}"
             raise root.ctx.error(key, exc.problem) from None

@@ -62,7 +62,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.stats import poisson
 
 from idq_common.exceptions import ClassifierError, ClassifierParamError
 from idq_common.science.classifiers.base import SupervisedClassifier
@@ -249,6 +248,8 @@ class OVL(SupervisedClassifier):
             fap = (nc + 0.5) / (C + 1.0)
             eff_fap = (ng / G) / fap
             # -log10 p underflows to inf past ~1e-308: cap so metrics stay comparable
+            from scipy.stats import poisson  # here: scipy.stats costs ~1 s to import
+
             signif = np.minimum(-poisson.logsf(ng - 1, fap * G) / np.log(10.0), 300.0)
             passing = (ng >= int(p["min_vetoed"])) & (signif >= float(p["min_significance"]))
             passing &= eff_fap > 1.0

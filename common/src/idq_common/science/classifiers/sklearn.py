@@ -48,7 +48,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-import skops.io as sio
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.linear_model import SGDClassifier
 from sklearn.naive_bayes import GaussianNB
@@ -230,6 +229,10 @@ class TreeInput:
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
+    # skops is imported where models are stored and loaded: importing it costs ~1-3 s
+    # that every command validating a configuration (idq query, idq report) would pay
+    import skops.io as sio
+
     return canonical_skops(bytes(sio.dumps(obj)))
 
 
@@ -276,6 +279,8 @@ def canonical_skops(payload: bytes) -> bytes:
 
 
 def _loads(payload: bytes) -> dict[str, Any]:
+    import skops.io as sio
+
     try:
         untrusted = sio.get_untrusted_types(data=payload)
     except Exception as exc:  # skops raises assorted errors on corrupt zips
