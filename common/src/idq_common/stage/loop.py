@@ -14,6 +14,9 @@ abandoned whole and redone after restart.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import functools
 import logging
 import time
 from abc import ABC, abstractmethod
@@ -44,6 +47,30 @@ MAX_POLL_SECONDS = 64.0
 #: trigger rows read per poll at most: ~62 s at 1,000 channels, ~21 s at 3,000 (16 Hz
 #: each); with the pad and the copies a poll makes, a few hundred MB at most
 MAX_POLL_ROWS = 1_000_000
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim`` (None elsewhere)."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the heap pages freed by a poll back to the OS (glibc ``malloc_trim(0)``).
+
+    A poll allocates and frees hundreds of MB of arrays; glibc keeps freed heap pages
+    (and after freeing a large mmapped array it raises its mmap threshold, so later
+    arrays of that size come from the heap too), so RSS ratcheted up to the largest
+    poll's high-water mark and stayed there, growing with fragmentation. One call per
+    poll costs a walk of the free lists (well under a millisecond here).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class Progress(Protocol):
@@ -225,11 +252,14 @@ class StreamingStage(ABC):
             if self.commit_every_batch:
                 self.commit()
             self.processor.flush()
-            if batch.strides:
-                start, end = batch.strides[0][0], batch.strides[-1][1]
-                rt.metrics.stride_done(start, end, time.monotonic() - t0, n=len(batch.strides))
+            strides = batch.strides
+            del batch  # this poll's umbrella, before its memory is handed back
+            release_freed_memory()
+            if strides:
+                start, end = strides[0][0], strides[-1][1]
+                rt.metrics.stride_done(start, end, time.monotonic() - t0, n=len(strides))
                 if self._progress is not None:
-                    self._progress.advance(len(batch.strides))
+                    self._progress.advance(len(strides))
                 rt.metrics.lag(self.topics.features, self.checkpoint.lag())
             rt.metrics.set_ready(self.ready())
         log.info(
