@@ -54,6 +54,7 @@ def test_quick_suite_writes_every_field(tmp_path: Path) -> None:
     assert fam["seeds"] and str(fam["tuning_seed"]) not in fam["seeds"]
     for row in fam["seeds"].values():
         assert 0 < row["witnessed_bound"] < 1
+        assert 0 <= row["witness_above_clean_q99"] <= row["witnessed_bound"]
         assert all(0 <= c["eff_at_0.01"] <= 1 for c in row["classifiers"].values())
     ing = r["ingest"]
     assert {x["style"] for x in ing["styles"]} == {"snax", "sgnax"}

@@ -268,3 +268,54 @@ def test_forest_measures_closeness_from_each_witness_lag() -> None:
     assert plain._lags is None
     with pytest.raises(ClassifierError, match="lags"):
         make_classifier("f", "random_forest", {"lags": "yes"}, spec).check()
+
+
+def test_forest_keeps_the_witness_channels_and_their_jitter() -> None:
+    """``witness_select`` / ``lag_snr`` (forest defaults) on the multi-family generator:
+    the kept channels are witnesses but for a fluke or two (the lag is the best of 8
+    bins of the same data: a z = 3 excess happens by chance), each kept channel's
+    learnt jitter lies between the floor and the 'at the lag' distance, both travel with
+    the model, and the stride path's builder ranks like the feature matrix."""
+    from idq_common.data.families import FamilyModel, FamilySource
+    from idq_common.science.features import build_features, feature_matrix
+    from idq_common.science.quiver import build_quiver
+
+    m = FamilyModel(seed=1, n_channels=60)
+    spec = FeatureSpec(m.aux_channels, 0.5)
+    span = (T0, T0 + 1500)
+    q = build_quiver(
+        FamilySource(m, span[0] - 1, span[1] + 1), m.target_channel,
+        {"snr": (10.0, math.inf)}, 2.0, {"snr": (5.5, math.inf)}, 0.5, 1, spec, segs=[span],
+    )  # fmt: skip
+    clf = make_classifier("f", "random_forest", {"n_estimators": 20}, spec)
+    clf.train(q)
+    assert clf._cols is not None and clf._tol is not None
+    nch = len(spec.channels)
+    kept = {int(c) // 3 for c in clf._cols if c < nch * 3}
+    witnesses = set(m.layout.w_channel.tolist())
+    assert len(kept - witnesses) <= 2, (kept, witnesses)
+    assert len(kept & witnesses) >= 0.75 * len(witnesses), (kept, witnesses)
+    tol = clf._tol[sorted(kept)]
+    assert np.all((tol >= 0.04 * 0.5) & (tol <= 0.2 * 0.5))
+    # 4 columns per kept channel (snr, frequency, closeness, signed dt) + its lag snr
+    assert clf._cols.size == 5 * len(kept) == clf._est.n_features_in_
+    other = make_classifier("f", "random_forest", {"n_estimators": 20}, spec)
+    other.from_bytes(clf.to_bytes())
+    assert np.array_equal(other._cols, clf._cols) and np.array_equal(other._tol, clf._tol)
+    trig = m.generate(T0 + 2000, T0 + 2010)
+    times = np.arange(T0 + 2001, T0 + 2009, 1 / 64)
+    X = feature_matrix(trig, times, spec)
+    builder = other.feature_builder()
+    assert builder is not None
+    built = build_features(trig, times, spec, [builder])[0]
+    np.testing.assert_array_equal(other.rank_built(built), clf.rank(X))
+    # switched off: every channel, no lag snr columns
+    plain = make_classifier(
+        "f", "random_forest", {"n_estimators": 5, "witness_select": 0, "lag_snr": False}, spec
+    )
+    plain.train(q)
+    assert plain._cols is None and plain._tol is None
+    assert plain._est.n_features_in_ == spec.width + nch
+    for bad in ({"witness_select": -1}, {"witness_select": "x"}, {"lag_snr": "yes"}):
+        with pytest.raises(ClassifierError, match=next(iter(bad))):
+            make_classifier("f", "random_forest", bad, spec).check()

@@ -67,3 +67,28 @@ def test_witnessed_fraction_grows_with_the_window() -> None:
     assert witnessed_fraction(m, t[fam == 0], 1.0) == 0.0
     # restricted to no channel: nothing is witnessed
     assert witnessed_fraction(m, loud, 0.5, channels=()) == 0.0
+
+
+def test_witnessed_fraction_counts_only_the_glitchs_own_witness_triggers() -> None:
+    """The bound is the issue's "had a witness trigger within the feature window at
+    SNR >= 6.5": a trigger the glitch caused on one of its witnesses. Any loud trigger
+    on those channels within the window (background included) would count more."""
+    m = FamilyModel(seed=2)
+    trig = m.generate(T0 - 1, T0 + 1001)
+    t, s, fam = m.truth(T0, T0 + 1000)
+    loud, fam = t[s >= 10], fam[s >= 10]
+    lay = m.layout
+    any_loud = np.zeros(loud.size, dtype=bool)
+    for c in np.unique(lay.w_channel):
+        times, snrs, _ = trig.for_channel(m.aux_channels[c])
+        times = times[snrs >= 6.5]
+        mine = np.isin(fam, lay.w_family[lay.w_channel == c])
+        lo = np.searchsorted(times, loud - 0.5, side="left")
+        hi = np.searchsorted(times, loud + 0.5, side="right")
+        any_loud |= mine & (hi > lo)
+    bound = witnessed_fraction(m, loud, 0.5)
+    assert 0 < bound < any_loud.mean()
+    # every glitch the bound counts has such a trigger: the caused one
+    rec = m.witness_records(T0, T0 + 1000)
+    ok = (np.abs(rec.dt) <= 0.5) & (rec.snr >= 6.5)
+    assert np.all(any_loud[np.isin(loud, rec.glitch_time[ok])])

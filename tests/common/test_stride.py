@@ -146,15 +146,12 @@ def test_built_features_rank_like_the_feature_matrix(
 
 def test_forest_ranks_are_predict_proba(model: Any, calibrated: dict[str, Any]) -> None:
     """The forest's joblib-free sum is scikit-learn's ``predict_proba``, bit for bit."""
-    from idq_common.science.classifiers.sklearn import preprocess
-
     clf = calibrated["random_forest"].classifier
     spec = small_spec(model)
     times = grid_times(T0 + 9000, T0 + 9003, RATE)
     X = feature_matrix(model.generate(T0 + 8999, T0 + 9004), times, spec)
     est = clf._est  # the fitted scikit-learn estimator
-    signed_dt = bool(clf.params.get("signed_dt", False))  # the forest's default is True
-    Z = preprocess(X, spec, signed_dt, clf._lags)  # lags: learnt at training (on by default)
+    Z = clf._prep(X)  # preprocess with what training learnt (lags, lag_snr, witness_select)
     expected = est.predict_proba(Z)[:, list(est.classes_).index(1)]
     np.testing.assert_array_equal(clf.rank(X), np.clip(expected, 0.0, 1.0))
 

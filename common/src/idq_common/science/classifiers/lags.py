@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["channel_lags"]
+__all__ = ["channel_lags", "lag_tolerances", "witness_channels"]
 
 
 def channel_lags(
@@ -82,3 +82,64 @@ def channel_lags(
     for c, a, b in zip(chosen.tolist(), lo.tolist(), hi.tolist(), strict=True):
         lags[c] = round(float(np.median(d_near[a:b])), 4)
     return lags
+
+
+def _near(snr: np.ndarray, dt: np.ndarray, lags: np.ndarray, near: float) -> np.ndarray:
+    """Cells holding a trigger within ``near`` of the channel's lag."""
+    return (snr > 0) & (np.abs(dt - lags[None, :]) <= near)
+
+
+def witness_channels(
+    snr: np.ndarray,
+    dt: np.ndarray,
+    y: np.ndarray,
+    lags: np.ndarray,
+    near: float,
+    z: float,
+    min_excess: int,
+) -> np.ndarray:
+    """Channels whose triggers sit at their lag more often for glitches than for clean.
+
+    Per channel, ``n`` glitch samples have a trigger within ``near`` of the lag; clean
+    samples give the expected count ``m = n_glitch * p_clean``. The channel is kept
+    when ``n - m >= z * sqrt(m + 1)`` (a Poisson excess of ``z`` sigma, the ``+ 1``
+    keeps a channel that never fires on clean samples from passing on one glitch)
+    and ``n - m >= min_excess``. With hundreds of channels and a few witnesses, a
+    forest that samples ``sqrt`` of its columns per split mostly sees noise channels;
+    dropping them before fitting is what lets it find rare families' witnesses.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(channels,)`` bool.
+    """
+    at = _near(snr, dt, lags, near)
+    g, c = y == 1, y == 0
+    n_g = int(g.sum())
+    n = at[g].sum(axis=0).astype(np.float64)
+    m = n_g * (at[c].mean(axis=0) if c.any() else np.zeros(at.shape[1]))
+    excess = n - m
+    return (excess >= z * np.sqrt(m + 1.0)) & (excess >= min_excess)
+
+
+def lag_tolerances(
+    snr: np.ndarray,
+    dt: np.ndarray,
+    y: np.ndarray,
+    lags: np.ndarray,
+    near: float,
+    floor: float,
+    quantile: float,
+    min_count: int = 5,
+) -> np.ndarray:
+    """Per channel, how far from its lag a witness trigger lands (its jitter).
+
+    The ``quantile`` of ``|dt - lag|`` over glitch-sample triggers within ``near`` of
+    the lag (at least ``min_count`` of them, else ``near``), never below ``floor``.
+    """
+    at = _near(snr, dt, lags, near) & (y == 1)[:, None]
+    tol = np.full(snr.shape[1], float(near))
+    for c in np.nonzero(at.sum(axis=0) >= min_count)[0]:
+        d = np.abs(dt[at[:, c], c] - lags[c])
+        tol[c] = max(float(floor), round(float(np.quantile(d, quantile)), 4))
+    return tol

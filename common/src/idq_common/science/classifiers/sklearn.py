@@ -20,6 +20,19 @@ Preprocessing (a pure function of the feature matrix, no fitted state):
   loudest elsewhere in the window, where without a lag the forest needed two splits on
   the signed column per channel and rarely found them for rare glitch families.
   Incremental flavors do not offer it (their lags could not change with new data).
+- ``lag_snr = true`` (random forest default, with ``lags``): one more column per
+  channel, ``log1p(snr)`` of its trigger when that lies within the channel's learnt
+  jitter of its lag (:func:`~idq_common.science.classifiers.lags.lag_tolerances`), else
+  0: "a witness trigger this loud where the witness answers" is one split, not a
+  closeness split followed by an snr split in each branch.
+- ``witness_select = z`` (random forest default 3; 0 = off, with ``lags``): only the
+  channels whose triggers sit at their lag significantly more often for glitches than
+  for clean samples (:func:`~idq_common.science.classifiers.lags.witness_channels`)
+  are given to the estimator; the kept columns of the layout above are stored with the
+  model. With 240 channels and ~20 witnesses a forest drawing ``sqrt`` of 1000 columns
+  per split mostly drew noise channels and split on their flukes (tuned on one
+  ``FamilyModel`` seed, ``bench/science.py`` scores others). No witness found: every
+  channel is kept.
 
 Class balance: glitch samples are usually rarer than clean ones; forests and SGD use
 balanced class weights (SGD through per-batch sample weights, as ``class_weight``
@@ -59,7 +72,7 @@ from idq_common.science.classifiers.base import (
     IncrementalSupervisedClassifier,
     SupervisedClassifier,
 )
-from idq_common.science.classifiers.lags import channel_lags
+from idq_common.science.classifiers.lags import channel_lags, lag_tolerances, witness_channels
 from idq_common.science.features import FeatureBuilder, FeatureSpec, Picks
 
 #: Types skops does not trust by default but we do (scikit-learn internals of the
@@ -77,6 +90,13 @@ TRUSTED_TYPES: tuple[str, ...] = (
 LAG_BINS_PER_WINDOW = 8
 LAG_SNR_MIN = 1e-300
 LAG_MIN_EXCESS = 3
+#: ``witness_select`` / ``lag_snr``: a trigger within ``LAG_NEAR`` windows of its
+#: channel's lag is "at the lag" (0.1 s of a 0.5 s window, the jitter a witness may
+#: have); the learnt jitter is this quantile of the glitch triggers' distance from the
+#: lag, never below ``LAG_TOL_FLOOR`` windows
+LAG_NEAR = 0.2
+LAG_TOL_FLOOR = 0.04
+LAG_TOL_QUANTILE = 0.9
 
 #: scikit-learn parameter names that our parameters are called differently
 _SKLEARN_NAMES = {"random_state": "seed"}
@@ -104,14 +124,26 @@ def _shift(dt: np.ndarray, window: float, lags: np.ndarray | None) -> np.ndarray
     return np.where(dt >= window, window, dt - lags[None, :])
 
 
+def _lag_snr(snr: np.ndarray, shifted: np.ndarray, tol: np.ndarray) -> np.ndarray:
+    """``lag_snr`` columns: ``log1p(snr)`` of triggers within ``tol`` of the lag, else 0."""
+    return np.where(np.abs(shifted) <= tol[None, :], _log_map(snr), 0.0)
+
+
 def preprocess(
-    X: np.ndarray, spec: FeatureSpec, signed_dt: bool = False, lags: np.ndarray | None = None
+    X: np.ndarray,
+    spec: FeatureSpec,
+    signed_dt: bool = False,
+    lags: np.ndarray | None = None,
+    tol: np.ndarray | None = None,
+    cols: np.ndarray | None = None,
 ) -> np.ndarray:
     """Map raw features to learnable ones (see the module docstring).
 
     ``lags`` (per channel, s): ``dt`` is measured from the channel's lag, ``dt - lag``,
     in the closeness and the signed column; a missing trigger (``dt = +window``, the
     default of ``features.py``) stays closeness 0 and signed 1 whatever the lag.
+    ``tol`` (per channel, s; needs ``snr`` and ``dt``): the ``lag_snr`` columns follow.
+    ``cols``: the kept columns of that layout (``witness_select``), in order.
     """
     k = len(spec.columns)
     out = np.empty_like(X)
@@ -125,7 +157,10 @@ def preprocess(
             out[:, j::k] = _log_map(X[:, j::k])
     if signed_dt and shifted is not None:
         out = np.hstack([out, _signed(shifted, spec.window)])
-    return out
+    if tol is not None and shifted is not None and "snr" in spec.columns:
+        snr = X[:, spec.columns.index("snr") :: k]
+        out = np.hstack([out, _lag_snr(snr, shifted, tol)])
+    return out if cols is None else out[:, cols]
 
 
 def _log_rows(picks: Picks, column: str) -> np.ndarray:
@@ -193,9 +228,12 @@ class ScaledMatrix:
 class TreeInput:
     """A forest's float32 input with only the columns its trees split on filled.
 
-    ``used``: sorted columns of the preprocessed layout (``preprocess``: channel-major
-    mapped columns, then one signed dt column per channel when ``signed_dt``). The
-    other columns stay 0: no tree reads them.
+    ``used``: sorted columns of the forest's input its trees split on; ``full``: each
+    one's column in the whole preprocessed layout (``preprocess``: channel-major
+    mapped columns, then one signed dt column per channel when ``signed``, then one
+    ``lag_snr`` column per channel when ``tol`` is given; the forest's input is the
+    kept columns of it, ``witness_select``). The other columns stay 0: no tree reads
+    them.
     """
 
     columns: tuple[str, ...]
@@ -203,6 +241,9 @@ class TreeInput:
     width: int
     used: np.ndarray
     lags: np.ndarray | None = None
+    full: np.ndarray | None = None
+    signed: bool = True
+    tol: np.ndarray | None = None
 
     def _dt(self, picks: Picks, chans: np.ndarray) -> np.ndarray:
         lags = None if self.lags is None else self.lags[chans]
@@ -214,18 +255,26 @@ class TreeInput:
     def fill(self, picks: Picks, out: np.ndarray) -> None:
         k = len(self.columns)
         base = picks.nch * k
+        pos = self.used
+        full = pos if self.full is None else self.full[pos]
         for j, col in enumerate(self.columns):
-            sel = self.used[(self.used < base) & (self.used % k == j)]
-            if sel.size == 0:
+            m = (full < base) & (full % k == j)
+            if not m.any():
                 continue
-            chans = sel // k
+            chans = full[m] // k
             if col == "dt":
-                out[:, sel] = _closeness(self._dt(picks, chans), self.window)
+                out[:, pos[m]] = _closeness(self._dt(picks, chans), self.window)
             else:
-                out[:, sel] = _log_rows(picks, col).take(picks.best[:, chans])
-        sel = self.used[self.used >= base]
-        if sel.size:
-            out[:, sel] = _signed(self._dt(picks, sel - base), self.window)
+                out[:, pos[m]] = _log_rows(picks, col).take(picks.best[:, chans])
+        n_signed = picks.nch if self.signed and "dt" in self.columns else 0
+        m = (full >= base) & (full < base + n_signed)
+        if m.any():
+            out[:, pos[m]] = _signed(self._dt(picks, full[m] - base), self.window)
+        m = full >= base + n_signed
+        if m.any() and self.tol is not None:
+            chans = full[m] - base - n_signed
+            snr = picks.rows("snr").take(picks.best[:, chans])
+            out[:, pos[m]] = _lag_snr(snr, self._dt(picks, chans), self.tol[chans])
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
@@ -304,10 +353,15 @@ class _SklearnMixin:
     _spec: FeatureSpec | None = None
     #: per-channel lags of the fitted model (``lags = true``), None: dt measured from 0
     _lags: np.ndarray | None = None
+    #: per-channel jitter about the lag (``lag_snr``), None: no such columns
+    _tol: np.ndarray | None = None
+    #: kept columns of the preprocessed layout (``witness_select``), None: all
+    _cols: np.ndarray | None = None
 
     def _prep(self, X: np.ndarray) -> np.ndarray:
         spec = self._spec or self.feature_spec
-        Z = preprocess(X, spec, bool(self.params.get("signed_dt", False)), self._lags)
+        signed = bool(self.params.get("signed_dt", False))
+        Z = preprocess(X, spec, signed, self._lags, self._tol, self._cols)
         if self._scaler is not None:
             Z = self._scaler.transform(Z)
         return Z
@@ -328,14 +382,38 @@ class _SklearnMixin:
             LAG_MIN_EXCESS,
         )
 
+    def _learn_witnesses(self, X: np.ndarray, y: np.ndarray) -> None:
+        """``lag_snr`` jitters and ``witness_select`` columns from the training matrix."""
+        self._tol = self._cols = None
+        spec, lags = self.feature_spec, self._lags
+        if lags is None:
+            return
+        k, w = len(spec.columns), spec.window
+        snr = X[:, spec.columns.index("snr") :: k]
+        dt = X[:, spec.columns.index("dt") :: k]
+        if self.params.get("lag_snr", False):
+            near, floor = LAG_NEAR * w, LAG_TOL_FLOOR * w
+            self._tol = lag_tolerances(snr, dt, y, lags, near, floor, LAG_TOL_QUANTILE)
+        z = float(self.params.get("witness_select", 0))
+        if z > 0:
+            keep = witness_channels(snr, dt, y, lags, LAG_NEAR * w, z, LAG_MIN_EXCESS)
+            if keep.any():
+                nch = len(spec.channels)
+                signed = bool(self.params.get("signed_dt", False))
+                per_channel = [np.arange(nch) * k + j for j in range(k)]
+                extra = int(signed) + int(self._tol is not None)
+                per_channel += [nch * k + e * nch + np.arange(nch) for e in range(extra)]
+                layout = np.stack(per_channel, axis=1)  # (nch, columns per channel)
+                self._cols = np.sort(layout[keep].ravel())
+
     def feature_builder(self) -> FeatureBuilder | None:
         spec = self._spec
         if self._est is None or spec != self.feature_spec:
             return None
         signed = bool(self.params.get("signed_dt", False))
         if isinstance(self._est, RandomForestClassifier):
-            return _tree_input(self._est, spec, signed, self._lags)
-        if signed:
+            return _tree_input(self._est, spec, signed, self._lags, self._tol, self._cols)
+        if signed or self._tol is not None or self._cols is not None:
             return None
         if self._scaler is None:
             return LearnableMatrix(spec.columns, spec.window, spec.width, self._lags)
@@ -373,9 +451,12 @@ class _SklearnMixin:
 
     def check(self) -> None:
         """Validate the parameters with scikit-learn's own constraints (no fitting)."""
-        for name in ("signed_dt", "lags"):
+        for name in ("signed_dt", "lags", "lag_snr"):
             if not isinstance(self.params.get(name, False), bool):
                 raise ClassifierParamError(name, "expected true or false")
+        z = self.params.get("witness_select", 0)
+        if isinstance(z, bool) or not isinstance(z, int | float) or not z >= 0:
+            raise ClassifierParamError("witness_select", f"expected a number >= 0, got {z!r}")
         seed = self.params.get("seed", 0)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ClassifierParamError("seed", f"expected an integer >= 0, got {seed!r}")
@@ -395,22 +476,33 @@ class _SklearnMixin:
         bundle = {"estimator": self._est, "scaler": self._scaler}
         if self._lags is not None:
             bundle["lags"] = np.asarray(self._lags, dtype=np.float64)
+        if self._tol is not None:
+            bundle["lag_tol"] = np.asarray(self._tol, dtype=np.float64)
+        if self._cols is not None:
+            bundle["columns"] = np.asarray(self._cols, dtype=np.int64)
         return _dumps(bundle)
 
     def _load(self, payload: bytes, spec: FeatureSpec) -> None:
         obj = _loads(payload)
-        lags = obj.get("lags")
-        if lags is not None:
-            lags = np.asarray(lags, dtype=np.float64)
-            if lags.shape != (len(spec.channels),):
+        lags, tol = obj.get("lags"), obj.get("lag_tol")
+        for name, arr in (("lags", lags), ("lag_tol", tol)):
+            if arr is not None and np.shape(arr) != (len(spec.channels),):
                 raise ClassifierError(
-                    f"model lags have shape {lags.shape}, its spec {len(spec.channels)} channels"
+                    f"model {name} have shape {np.shape(arr)}, its spec "
+                    f"{len(spec.channels)} channels"
                 )
+        lags = None if lags is None else np.asarray(lags, dtype=np.float64)
+        tol = None if tol is None or lags is None else np.asarray(tol, dtype=np.float64)
         # an estimator fitted on another number of features than its spec gives would
         # fail on every stride (a crash loop downstream): refuse it here, at load
-        want = preprocess(
-            np.zeros((1, spec.n_features)), spec, bool(self.params.get("signed_dt", False))
-        ).shape[1]
+        signed = bool(self.params.get("signed_dt", False))
+        full = preprocess(np.zeros((1, spec.n_features)), spec, signed, lags, tol).shape[1]
+        cols = obj.get("columns")
+        if cols is not None:
+            cols = np.asarray(cols, dtype=np.int64)
+            if cols.ndim != 1 or (cols.size and not 0 <= cols.min() <= cols.max() < full):
+                raise ClassifierError(f"model columns out of its spec's {full} features")
+        want = full if cols is None else int(cols.size)
         for part in (obj.get("scaler"), obj["estimator"]):
             got = getattr(part, "n_features_in_", None)
             if got is not None and int(got) != want:
@@ -419,7 +511,7 @@ class _SklearnMixin:
                     f"({len(spec.channels)} channels x {len(spec.columns)} columns)"
                 )
         self._est, self._scaler, self._spec = obj["estimator"], obj.get("scaler"), spec
-        self._lags = lags
+        self._lags, self._tol, self._cols = lags, tol, cols
 
 
 def _forest_glitch_proba(forest: RandomForestClassifier, Z: np.ndarray) -> np.ndarray:
@@ -447,10 +539,17 @@ _TREE_COLUMNS: dict[int, tuple[RandomForestClassifier, np.ndarray]] = {}
 
 
 def _tree_input(
-    forest: RandomForestClassifier, spec: FeatureSpec, signed: bool, lags: np.ndarray | None
+    forest: RandomForestClassifier,
+    spec: FeatureSpec,
+    signed: bool,
+    lags: np.ndarray | None,
+    tol: np.ndarray | None = None,
+    cols: np.ndarray | None = None,
 ) -> TreeInput | None:
     width = int(forest.n_features_in_)
-    if width != spec.width + (len(spec.channels) if signed and "dt" in spec.columns else 0):
+    has_dt = "dt" in spec.columns
+    full = spec.width + len(spec.channels) * (int(signed and has_dt) + int(tol is not None))
+    if width != (full if cols is None else cols.size):
         return None  # trained with another signed_dt: the matrix path says what is wrong
     got = _TREE_COLUMNS.get(id(forest))
     if got is None or got[0] is not forest:
@@ -459,7 +558,7 @@ def _tree_input(
         if len(_TREE_COLUMNS) > 16:  # models are replaced: keep the few in use
             _TREE_COLUMNS.clear()
         got = _TREE_COLUMNS[id(forest)] = (forest, used)
-    return TreeInput(spec.columns, spec.window, width, got[1], lags)
+    return TreeInput(spec.columns, spec.window, width, got[1], lags, cols, signed, tol)
 
 
 class _BatchBase(_SklearnMixin, SupervisedClassifier):
@@ -480,6 +579,7 @@ class _BatchBase(_SklearnMixin, SupervisedClassifier):
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         self._spec, self._scaler = self.feature_spec, None
         self._lags = self._learn_lags(X, y)
+        self._learn_witnesses(X, y)
         self._est = self._new_estimator().fit(self._prep(X), y)
 
 
@@ -496,6 +596,8 @@ class RandomForest(_BatchBase):
         "seed": 0,
         "signed_dt": True,
         "lags": True,
+        "lag_snr": True,
+        "witness_select": 3.0,
     }
 
     estimator = RandomForestClassifier
