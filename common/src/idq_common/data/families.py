@@ -33,9 +33,14 @@ tune on one seed, score on others.
 
 :func:`witnessed_fraction` gives the *witnessed-within-window bound*: the fraction of
 glitch samples with at least one of their own witness triggers within the feature
-window and at snr >= 6.5 (OVL's lowest threshold). A classifier that only looks at the
-auxiliary channels inside the window cannot be expected to find more than this at a
-low false-alarm probability; the bench quotes efficiency as a ratio to it.
+window and at snr >= 6.5 (OVL's lowest threshold), the measure the issue quotes
+("~46 % had a witness trigger within the feature window at SNR >= 6.5"). Only triggers
+the glitch caused count, never background on its witness channels. The bench quotes
+efficiency as a ratio to it. It is a yardstick, not a ceiling: it counts glitches whose
+only witness is lost in a noisy channel's background (no classifier finds those at a
+1 % false-alarm rate) and misses glitches found through witnesses quieter than 6.5 on
+quiet channels, so a ratio above 1 is possible (the bench's generator-aware reference
+reaches 1.07 on seed 3).
 """
 
 from __future__ import annotations
