@@ -86,6 +86,7 @@ def measure(
     env: dict[str, str] | None = None,
     start: float | None = None,
     extra_toml: str = "",
+    profile: bool = False,
 ) -> dict[str, Any]:
     """Replay ``stages`` in order over the (produced once) data; memory and CPU figures."""
     data = _data_config(workdir, bootstrap, channels)
@@ -116,6 +117,15 @@ def measure(
         "stages": [],
     }
     for stage in stages:
+        if profile:
+            from bench.profile import profile_stage
+
+            path = profile_stage(
+                cfg, stage, start, start + span, cfg.workdir / "profiles", max(300, 10 * span)
+            )
+            out["stages"].append({"service": stage, "profile": str(path)})
+            log.info("bench.memory %s: profile in %s", stage, path)
+            continue
         # progress is committed per group on the (shared) features topic: start afresh
         reset_group(cfg, f"idq.H1.{stage}")
         res = replay.run_stage(cfg, stage, start, start + span, max(300, 10 * span), env=env)
@@ -146,6 +156,11 @@ def main(args: Sequence[str] | None = None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--env", action="append", default=[], metavar="NAME=VALUE")
     p.add_argument("--toml", default="", help="TOML text appended to the run's config")
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="run the stages under pyinstrument instead (text reports under the run's dir)",
+    )
     p.add_argument("--out", type=Path, default=None, help="append the JSON figures here")
     ns = p.parse_args(args)
     stages = [s for s in ns.stages.split(",") if s]
@@ -173,6 +188,7 @@ def main(args: Sequence[str] | None = None) -> int:
             overrides,
             env,
             extra_toml=ns.toml.replace("\\n", "\n"),
+            profile=ns.profile,
         )
     finally:
         broker.stop()

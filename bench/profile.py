@@ -15,6 +15,7 @@ from bench._infra import RunConfig, reset_group, run_sampled
 MODULES = {
     "train": "idq_train.cli",
     "evaluate": "idq_evaluate.cli",
+    "calibrate": "idq_calibrate.cli",
     "timeseries": "idq_timeseries.cli",
 }
 

@@ -59,3 +59,42 @@ def test_round_trip_through_bytes_and_cut_before_restart_point():
     assert len(back.data_for("sgd", True)) == 8 and "other" not in back.unseen
     back.before(16.0)
     assert back.data_for("forest", False).end == 16.0 and len(back) == 4
+
+
+def test_joining_when_read_equals_pruning_after_every_stride():
+    """The set keeps stride quivers as parts and joins/prunes them when read; the
+    newest-samples cut only moves forward, so that is the quiver of pruning after every
+    stride (the earlier code, which copied the whole kept set per stride)."""
+    rng = np.random.default_rng(5)
+    for max_samples, max_span in [(7, 1e6), (10_000, 40.0), (12, 50.0), (3, 9.0)]:
+        ts = TrainingSet(["sgd"], max_samples, max_span)
+        ref: Quiver | None = None
+        t = 0.0
+        for k in range(40):
+            n = int(rng.integers(0, 5))
+            length = float(rng.choice([1.0, 4.0]))
+            times = np.sort(rng.uniform(t, t + length, n))
+            times[1:][rng.random(max(n - 1, 0)) < 0.2] = times[0] if n else 0.0  # ties
+            times.sort()
+            q = Quiver(
+                times,
+                rng.integers(0, 2, n),
+                rng.normal(size=(n, 2)),
+                ("a", "b"),
+                t,
+                t + length,
+                [segment(t, t + length)],
+            )
+            ts.add(q)
+            ref = (q if ref is None else Quiver.concat([ref, q])).newest(max_samples, max_span)
+            t += length
+            if k % 7 == 3:  # read now and then (a round, a log line, a commit)
+                got = ts.data_for("forest", incremental=False)
+                assert np.array_equal(got.times, ref.times)
+            if k % 11 == 5:
+                ts.trained("sgd")
+        got = ts.data_for("forest", incremental=False)
+        assert ref is not None and len(ts) == len(ref)
+        assert np.array_equal(got.times, ref.times) and np.array_equal(got.labels, ref.labels)
+        assert np.array_equal(got.features, ref.features)
+        assert (got.start, got.end) == (ref.start, ref.end) and got.segs == ref.segs

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import json
+import zipfile
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -26,6 +27,20 @@ from idq_common.science.quiver import Quiver
 __all__ = ["TrainingSet"]
 
 _FORMAT = 1
+
+
+def _npz(arrays: dict[str, np.ndarray], level: int = 1) -> bytes:
+    """``np.savez_compressed`` at deflate level ``level`` (numpy's is zlib's default, 6).
+
+    Stored with every round of models; at level 1 it is ~2.7x faster (2.0 -> 0.76 CPU
+    s for 1,500 samples x 3,000 columns) and ~6 % larger. ``np.load`` reads either.
+    """
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED, compresslevel=level) as z:
+        for name, value in arrays.items():
+            with z.open(f"{name}.npy", "w", force_zip64=True) as f:
+                np.lib.format.write_array(f, np.asanyarray(value), allow_pickle=False)
+    return buf.getvalue()
 
 
 class TrainingSet:
@@ -45,36 +60,74 @@ class TrainingSet:
         self.names = tuple(incremental)
         self.max_samples = int(max_samples)
         self.max_span = float(max_span)
-        self.accumulated: Quiver | None = None
-        self.unseen: dict[str, Quiver] = {}
+        # kept quivers as parts (the stride quivers added since the last join): joining
+        # and pruning once when read gives the same quiver as after every stride (the
+        # newest-samples cut only moves forward), without copying the whole kept set
+        # per stride (up to max_samples x columns: 120 MB at 1,000 channels, twice with
+        # an incremental classifier, and a second copy alive during each join)
+        self._acc: list[Quiver] = []
+        self._unseen: dict[str, list[Quiver]] = {}
         #: samples added since the last training round
         self.n_new = 0
 
     def __len__(self) -> int:
-        return 0 if self.accumulated is None else len(self.accumulated)
+        acc = self.accumulated
+        return 0 if acc is None else len(acc)
 
     def _prune(self, q: Quiver) -> Quiver:
         return q.newest(self.max_samples, self.max_span)
 
+    def _join(self, parts: list[Quiver]) -> None:
+        """Parts -> one pruned quiver, in place (pruning a pruned quiver returns it)."""
+        if parts:
+            parts[:] = [self._prune(parts[0] if len(parts) == 1 else Quiver.concat(parts))]
+
+    def _add_to(self, parts: list[Quiver], quiver: Quiver) -> None:
+        parts.append(quiver)
+        # join once the parts hold more than max_samples beyond the kept set: memory
+        # stays within ~2 x max_samples, each sample is copied O(1) times on average
+        if sum(len(p) for p in parts[1:]) > self.max_samples:
+            self._join(parts)
+
+    @property
+    def accumulated(self) -> Quiver | None:
+        """Every kept sample (the newest ``max_samples`` within ``max_span``), or None."""
+        self._join(self._acc)
+        return self._acc[0] if self._acc else None
+
+    @accumulated.setter
+    def accumulated(self, q: Quiver | None) -> None:
+        self._acc = [] if q is None else [q]
+
+    @property
+    def unseen(self) -> dict[str, Quiver]:
+        """Per incremental classifier, the kept samples it has not learned yet."""
+        for parts in self._unseen.values():
+            self._join(parts)
+        return {k: v[0] for k, v in self._unseen.items() if v}
+
+    @unseen.setter
+    def unseen(self, value: dict[str, Quiver]) -> None:
+        self._unseen = {k: [q] for k, q in value.items()}
+
     def add(self, quiver: Quiver) -> None:
         """Take in the samples of new strides."""
-        acc = self.accumulated
-        self.accumulated = self._prune(quiver if acc is None else Quiver.concat([acc, quiver]))
+        self._add_to(self._acc, quiver)
         for name in self.names:
-            old = self.unseen.get(name)
-            self.unseen[name] = self._prune(quiver if old is None else Quiver.concat([old, quiver]))
+            self._add_to(self._unseen.setdefault(name, []), quiver)
         self.n_new += len(quiver)
 
     def data_for(self, name: str, incremental: bool) -> Quiver:
         """What classifier ``name`` trains on in this round."""
         if incremental:
             return self.unseen[name]  # KeyError: not declared incremental
-        assert self.accumulated is not None
-        return self.accumulated
+        acc = self.accumulated
+        assert acc is not None
+        return acc
 
     def trained(self, name: str) -> None:
         """Classifier ``name`` has learned its unseen samples."""
-        self.unseen.pop(name, None)
+        self._unseen.pop(name, None)
 
     def round_done(self) -> None:
         """A training round is over (classifiers not trained keep their unseen samples)."""
@@ -82,8 +135,9 @@ class TrainingSet:
 
     def relayout(self, fn: Callable[[Quiver], Quiver]) -> None:
         """Apply ``fn`` to every kept quiver (new feature channels: new columns)."""
-        if self.accumulated is not None:
-            self.accumulated = fn(self.accumulated)
+        acc = self.accumulated
+        if acc is not None:
+            self.accumulated = fn(acc)
         self.unseen = {k: fn(v) for k, v in self.unseen.items()}
 
     # -- persistence ----------------------------------------------------------------
@@ -109,9 +163,7 @@ class TrainingSet:
                 -1, 2
             )
         arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **arrays)  # type: ignore[arg-type]
-        return buf.getvalue()
+        return _npz(arrays)
 
     def restore(self, data: bytes) -> None:
         """Replace the state with one from :meth:`to_bytes` (unknown classifiers ignored)."""
@@ -136,7 +188,7 @@ class TrainingSet:
                 if key == "accumulated":
                     self.accumulated = q
                 elif key.startswith("unseen/") and key[7:] in self.names:
-                    self.unseen[key[7:]] = q
+                    self._unseen[key[7:]] = [q]
             self.n_new = int(header.get("n_new", 0))
 
     def before(self, gps: float) -> None:
