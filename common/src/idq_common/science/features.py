@@ -13,12 +13,11 @@ Columns per channel, channel-major (``chan0.snr, chan0.frequency, chan0.dt, chan
 - ``frequency``: the trigger's frequency; **0** when missing;
 - ``dt``: ``t_trig - t``; **+window** when missing (the window edge: "as far as can be").
 
-Algorithm (every channel at once, no Python loop over channels or samples): sample
-times are sorted and taken in chunks; a chunk's triggers (a slice of the time-sorted
-rows) are grouped by channel in (time, snr, frequency) order; each trigger's position
-among the sorted window edges is one ``searchsorted``, and a histogram over (position,
-channel) with a cumulative sum gives every window's row range ``[lo, hi)``. The loudest
-row of each non-empty range comes from an O(1) range-argmax query on a sparse table.
+Algorithm (no Python loop over channels or samples): sample times are sorted and
+taken in chunks; a chunk's triggers (a slice of the time-sorted rows) are grouped by
+channel in (time, snr, frequency) order, and the loudest row of every window is a
+sliding-window maximum per channel (compiled with numba, :mod:`._windows`): both window
+edges only move forward along the sorted sample times.
 """
 
 from __future__ import annotations
@@ -131,52 +130,14 @@ def grid_times(start: float, end: float, rate: float) -> np.ndarray:
 
 #: Sample-times x channels cells resolved at once: small enough that the temporaries
 #: (a few int64 arrays of this many cells) stay in cache.
-_CHUNK_CELLS = 1 << 15
+_CHUNK_CELLS = 1 << 18
 
 
-def _sparse_table(values: np.ndarray, max_len: int) -> np.ndarray:
-    """Sparse table: row j holds, per i, the index of the max of values[i : i + 2**j].
+def _kernels() -> Any:
+    """The compiled kernels (numba: imported on the first feature build only)."""
+    from idq_common.science import _windows
 
-    Ties keep the lower index (the earliest trigger). Rows stop at the longest range
-    that will be queried, ``max_len``; row j is valid for ``i <= values.size - 2**j``
-    (the rest is padding, never read by a query of length ``>= 2**j``).
-    """
-    n = values.size
-    levels = 1
-    while (1 << levels) <= min(n, max_len):
-        levels += 1
-    table = np.empty((levels, n), dtype=np.int64)
-    table[0] = np.arange(n, dtype=np.int64)
-    for j in range(1, levels):
-        half = 1 << (j - 1)
-        m = n - (1 << j) + 1
-        a = table[j - 1, :m]
-        b = table[j - 1, half : half + m]
-        table[j, :m] = np.where(values[b] > values[a], b, a)
-        table[j, m:] = 0
-    return table
-
-
-def _range_argmax(
-    values: np.ndarray, table: np.ndarray, lo: np.ndarray, length: np.ndarray
-) -> np.ndarray:
-    """Index of the max of ``values[lo:lo + length]`` (``length >= 1``), earliest on ties.
-
-    The two table entries a (range ``[lo, lo + 2**l)``) and b (``[hi - 2**l, hi)``) are
-    each the earliest maximum of their range; when they tie, b cannot be earlier than
-    a (it would be an earlier maximum inside a's range), so ties keep a.
-    """
-    top = int(length.max())
-    # floor(log2(k)) and 2**floor(log2(k)) for k <= top, looked up (k = 0 is never asked)
-    k = np.arange(1, top + 1, dtype=np.float64)
-    log2 = np.append(0, np.frexp(k)[1] - 1).astype(np.int64)
-    level = log2.take(length)
-    ia = level * values.size + lo
-    ib = ia + length
-    ib -= (np.int64(1) << log2).take(length)
-    flat = table.reshape(-1)
-    a, b = flat.take(ia), flat.take(ib)
-    return np.where(values.take(b) > values.take(a), b, a)
+    return _windows
 
 
 class Picks:
@@ -235,29 +196,85 @@ class Picks:
         """Per-row values of ``snr`` or ``frequency`` (defaults 0 included), read-only."""
         return self._rows[name]
 
+    def _chans(self, channels: np.ndarray | None) -> np.ndarray:
+        if channels is None:
+            return np.arange(self.nch, dtype=np.int64)
+        return np.ascontiguousarray(channels, dtype=np.int64)
+
+    def write(
+        self, values: np.ndarray, out: np.ndarray, cols: np.ndarray, channels: np.ndarray
+    ) -> None:
+        """``out[:, cols[m]] = values[best[:, channels[m]]]``: a per-row array (length
+        :attr:`n_rows`, defaults included) gathered into columns of ``out``, a C-contiguous
+        ``(n, width)`` block, cast to its dtype."""
+        _kernels().gather_cols(
+            np.ascontiguousarray(values, dtype=np.float64),
+            self.best,
+            self._chans(channels),
+            out,
+            np.ascontiguousarray(cols, dtype=np.int64),
+        )
+
+    def write_dt(
+        self,
+        out: np.ndarray,
+        cols: np.ndarray,
+        channels: np.ndarray,
+        mode: str = "raw",
+        lags: np.ndarray | None = None,
+        mean: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+        tol: np.ndarray | None = None,
+        values: np.ndarray | None = None,
+    ) -> None:
+        """A column derived from ``dt`` per channel ``channels[m]`` into ``out[:, cols[m]]``.
+
+        ``dt`` is ``t_trig - t`` where the cell has a trigger, else the window; with
+        ``lags`` (per listed channel) ``dt - lag`` (a missing trigger kept at the window);
+        ``mode``: ``"raw"`` the value, ``"closeness"`` ``1 - min(|dt| / window, 1)``,
+        ``"scaled"`` ``(closeness - mean) / scale`` (per listed channel), ``"signed"``
+        ``clip(dt / window, -1, 1)``, ``"lag_snr"`` the picked row's ``values`` (per
+        row, defaults included) where ``|dt| <= tol`` (per listed channel), else 0.
+        One compiled pass, no temporaries.
+        """
+        k = _kernels()
+        chans = self._chans(channels)
+        zeros = np.zeros(chans.size)
+
+        def per(x: np.ndarray | None) -> np.ndarray:
+            return zeros if x is None else np.ascontiguousarray(x, dtype=np.float64)
+
+        k.dt_cols(
+            self.best,
+            self.hit,
+            self._rows["time"],
+            self.times,
+            float(self.window),
+            chans,
+            per(lags),
+            lags is not None,
+            getattr(k, f"DT_{mode.upper()}"),
+            per(tol if mode == "lag_snr" else mean),
+            per(scale),
+            np.ascontiguousarray(values, dtype=np.float64) if values is not None else zeros,
+            out,
+            np.ascontiguousarray(cols, dtype=np.int64),
+        )
+
     def cells(self, name: str, channels: np.ndarray | None = None) -> np.ndarray:
         """Raw cells of column ``name``, shape ``(n, nch)`` or ``(n, len(channels))``.
 
         ``dt`` is ``t_trig - t`` where the cell has a trigger, else the window; the
         others are the picked row's value (0 without a trigger).
         """
-        best = self.best if channels is None else self.best[:, channels]
-        if name != "dt":
-            return self._rows[name].take(best)
-        hit = self.hit if channels is None else self.hit[:, channels]
-        return np.where(hit, self._rows["time"].take(best) - self.times[:, None], self.window)
-
-    def dt(self) -> np.ndarray:
-        """:meth:`cells` of ``dt`` for every channel, computed once per chunk."""
-        got = self._cache.get("dt")
-        if got is None:
-            got = self._cache["dt"] = self.cells("dt")
-        return got
-
-    def dt_of(self, channels: np.ndarray) -> np.ndarray:
-        """``dt`` cells of some channels (from :meth:`dt` when it was computed)."""
-        got = self._cache.get("dt")
-        return got[:, channels] if got is not None else self.cells("dt", channels)
+        chans = self._chans(channels)
+        out = np.empty((self.times.size, chans.size))
+        cols = np.arange(chans.size, dtype=np.int64)
+        if name == "dt":
+            self.write_dt(out, cols, chans)
+        else:
+            self.write(self._rows[name], out, cols, chans)
+        return out
 
     def memo(self, key: Any, fn: Callable[[], np.ndarray]) -> np.ndarray:
         """``fn()`` once per chunk and key (per-row maps shared by several builders)."""
@@ -291,9 +308,12 @@ class RawMatrix:
         return np.empty((n, self.width), dtype=np.float64)
 
     def fill(self, picks: Picks, out: np.ndarray) -> None:
-        cells = out.reshape(out.shape[0], picks.nch, len(self.columns))  # a view
-        for k, name in enumerate(self.columns):
-            cells[:, :, k] = picks.dt() if name == "dt" else picks.cells(name)
+        k, chans = len(self.columns), np.arange(picks.nch, dtype=np.int64)
+        for j, name in enumerate(self.columns):
+            if name == "dt":
+                picks.write_dt(out, chans * k + j, chans)
+            else:
+                picks.write(picks.rows(name), out, chans * k + j, chans)
 
 
 def feature_matrix(
@@ -374,34 +394,13 @@ def _resolve(
     """The picks of the sorted sample times ``st``, every channel at once.
 
     Window ``[t - w, t + w]`` of spec channel c covers grouped rows ``[lo, hi)``: lo
-    counts c's triggers with ``time < t - w``, hi those with ``time <= t + w``, exactly
-    what ``searchsorted`` on the channel's times gives. A trigger's position along the
-    sorted windows is one ``searchsorted``; a histogram over (position, channel) and a
-    cumulative sum give lo and hi of every (sample, channel) cell.
+    counts c's triggers with ``time < t - w``, hi those with ``time <= t + w``; the
+    loudest row of each window is a compiled sliding-window maximum per channel
+    (:func:`idq_common.science._windows.resolve`), O(rows + samples) per channel.
     """
-    bounds, t, s, _ = grouped
-    n, nch, rows = st.size, bounds.size - 1, t.size
-    default = rows + np.arange(nch, dtype=np.int64)
-    if rows == 0:
-        best = np.broadcast_to(default, (n, nch))
-        return Picks(st, w, best, np.zeros((n, nch), dtype=bool), grouped)
-    col = np.repeat(np.arange(nch, dtype=np.int64), np.diff(bounds))
-    size = (n + 1) * (nch + 1)
-    # window j starts after trigger r iff j >= #(lo_t <= time_r); it reaches trigger r
-    # iff j >= #(hi_t < time_r).
-    before = np.searchsorted(st - w, t, side="right") * (nch + 1) + col
-    upto = np.searchsorted(st + w, t, side="left") * (nch + 1) + col
-    lo = np.cumsum(np.bincount(before, minlength=size).reshape(n + 1, nch + 1), axis=0)
-    hi = np.cumsum(np.bincount(upto, minlength=size).reshape(n + 1, nch + 1), axis=0)
-    length = hi[:n, :nch] - lo[:n, :nch]
-    lo = lo[:n, :nch] + bounds[:nch]
-    hit = length > 0
-    if int(length.max()) > 1:
-        # Empty cells query a valid one-row range; their answer is masked below.
-        table = _sparse_table(s, int(length.max()))
-        best = _range_argmax(s, table, np.minimum(lo, rows - 1), np.maximum(length, 1))
-    else:
-        # Common sparse case: at most one trigger per window needs no table.
-        best = lo
-    # Empty cells point at their channel's default row (snr 0, frequency 0).
-    return Picks(st, w, np.where(hit, best, default), hit, grouped)
+    bounds = grouped[0]
+    n, nch = st.size, bounds.size - 1
+    best = np.empty((n, nch), dtype=np.int64)
+    hit = np.empty((n, nch), dtype=bool)
+    _kernels().resolve(bounds, grouped[1], grouped[2], st, float(w), best, hit)
+    return Picks(st, w, best, hit, grouped)

@@ -96,9 +96,9 @@ class VetoInput:
         if not self.channels:
             return
         chans = np.asarray(self.channels, dtype=np.int64)
-        k = chans.size
-        out[:, :k] = picks.cells("snr", chans)
-        out[:, k:] = picks.dt_of(chans)
+        k = np.arange(chans.size, dtype=np.int64)
+        picks.write(picks.rows("snr"), out, k, chans)
+        picks.write_dt(out, k + chans.size, chans)
 
 
 def _positive_numbers(value: Any, name: str) -> np.ndarray:

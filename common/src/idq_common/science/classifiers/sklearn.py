@@ -181,13 +181,12 @@ class LearnableMatrix:
         return np.empty((n, self.width))
 
     def fill(self, picks: Picks, out: np.ndarray) -> None:
-        k = len(self.columns)
-        cells = out.reshape(out.shape[0], picks.nch, k)  # a view
+        k, chans = len(self.columns), np.arange(picks.nch, dtype=np.int64)
         for j, col in enumerate(self.columns):
             if col == "dt":
-                cells[:, :, j] = _closeness(_shift(picks.dt(), self.window, self.lags), self.window)
+                picks.write_dt(out, chans * k + j, chans, "closeness", self.lags)
             else:
-                cells[:, :, j] = _log_rows(picks, col).take(picks.best)
+                picks.write(_log_rows(picks, col), out, chans * k + j, chans)
 
 
 @dataclass(frozen=True, eq=False)
@@ -209,72 +208,69 @@ class ScaledMatrix:
         return np.empty((n, self.mean.size))
 
     def fill(self, picks: Picks, out: np.ndarray) -> None:
-        k = len(self.columns)
-        cells = out.reshape(out.shape[0], picks.nch, k)  # a view
+        k, chans = len(self.columns), np.arange(picks.nch, dtype=np.int64)
         for j, col in enumerate(self.columns):
             mean, scale = self.mean[j::k], self.scale[j::k]
             if col == "dt":
-                z = _closeness(_shift(picks.dt(), self.window, self.lags), self.window) - mean
-                z /= scale
-                cells[:, :, j] = z
+                picks.write_dt(out, chans * k + j, chans, "scaled", self.lags, mean, scale)
             else:
                 ch = picks.channel
                 z = _log_rows(picks, col) - mean.take(ch)
                 z /= scale.take(ch)
-                cells[:, :, j] = z.take(picks.best)
+                picks.write(z, out, chans * k + j, chans)
 
 
 @dataclass(frozen=True, eq=False)
 class TreeInput:
-    """A forest's float32 input with only the columns its trees split on filled.
+    """A forest's float32 input: only the columns its trees split on, in order.
 
-    ``used``: sorted columns of the forest's input its trees split on; ``full``: each
-    one's column in the whole preprocessed layout (``preprocess``: channel-major
-    mapped columns, then one signed dt column per channel when ``signed``, then one
-    ``lag_snr`` column per channel when ``tol`` is given; the forest's input is the
-    kept columns of it, ``witness_select``). The other columns stay 0: no tree reads
-    them.
+    ``used``: sorted columns of the forest's input its trees split on; column ``m``
+    of what is built is ``used[m]`` of the forest's input (:class:`FlatForest` walks
+    the trees with their features renumbered the same way). ``full``: each forest
+    input column's column in the whole preprocessed layout (``preprocess``:
+    channel-major mapped columns, then one signed dt column per channel when
+    ``signed``, then one ``lag_snr`` column per channel when ``tol`` is given; the
+    forest's input is the kept columns of it, ``witness_select``).
     """
 
     columns: tuple[str, ...]
     window: float
-    width: int
     used: np.ndarray
     lags: np.ndarray | None = None
     full: np.ndarray | None = None
     signed: bool = True
     tol: np.ndarray | None = None
 
-    def _dt(self, picks: Picks, chans: np.ndarray) -> np.ndarray:
-        lags = None if self.lags is None else self.lags[chans]
-        return _shift(picks.dt_of(chans), self.window, lags)
-
     def new(self, n: int) -> np.ndarray:
-        return np.zeros((n, self.width), dtype=np.float32)
+        return np.empty((n, self.used.size), dtype=np.float32)
+
+    def _lags(self, chans: np.ndarray) -> np.ndarray | None:
+        return None if self.lags is None else self.lags[chans]
 
     def fill(self, picks: Picks, out: np.ndarray) -> None:
         k = len(self.columns)
         base = picks.nch * k
-        pos = self.used
-        full = pos if self.full is None else self.full[pos]
+        full = self.used if self.full is None else self.full[self.used]
         for j, col in enumerate(self.columns):
-            m = (full < base) & (full % k == j)
-            if not m.any():
+            at = np.flatnonzero((full < base) & (full % k == j))
+            if at.size == 0:
                 continue
-            chans = full[m] // k
+            chans = full[at] // k
             if col == "dt":
-                out[:, pos[m]] = _closeness(self._dt(picks, chans), self.window)
+                picks.write_dt(out, at, chans, "closeness", self._lags(chans))
             else:
-                out[:, pos[m]] = _log_rows(picks, col).take(picks.best[:, chans])
+                picks.write(_log_rows(picks, col), out, at, chans)
         n_signed = picks.nch if self.signed and "dt" in self.columns else 0
-        m = (full >= base) & (full < base + n_signed)
-        if m.any():
-            out[:, pos[m]] = _signed(self._dt(picks, full[m] - base), self.window)
-        m = full >= base + n_signed
-        if m.any() and self.tol is not None:
-            chans = full[m] - base - n_signed
-            snr = picks.rows("snr").take(picks.best[:, chans])
-            out[:, pos[m]] = _lag_snr(snr, self._dt(picks, chans), self.tol[chans])
+        at = np.flatnonzero((full >= base) & (full < base + n_signed))
+        if at.size:
+            chans = full[at] - base
+            picks.write_dt(out, at, chans, "signed", self._lags(chans))
+        at = np.flatnonzero(full >= base + n_signed)
+        if at.size and self.tol is not None:
+            chans = full[at] - base - n_signed
+            snr = _log_rows(picks, "snr")
+            tol = self.tol[chans]
+            picks.write_dt(out, at, chans, "lag_snr", self._lags(chans), tol=tol, values=snr)
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
@@ -427,7 +423,7 @@ class _SklearnMixin:
 
     def _rank_built(self, built: np.ndarray) -> np.ndarray:
         if isinstance(self._est, RandomForestClassifier):
-            return _forest_proba32(self._est, built)
+            return FlatForest.of(self._est).glitch_proba(built, compact=True)
         return self._predict(built)
 
     def _predict(self, Z: np.ndarray) -> np.ndarray:
@@ -517,25 +513,108 @@ class _SklearnMixin:
 def _forest_glitch_proba(forest: RandomForestClassifier, Z: np.ndarray) -> np.ndarray:
     """``forest.predict_proba(Z)[:, glitch]``, the same arithmetic without joblib.
 
-    ``predict_proba`` casts to float32, sums the trees' probabilities in estimator order
-    into float64 zeros and divides by the number of trees; with one job that is this
-    loop. Dispatching each tree through joblib cost more than the trees on a stride's
-    rows (tests/common/test_stride.py compares with ``predict_proba``).
+    ``predict_proba`` casts to float32, sums the trees' leaf probabilities in estimator
+    order into float64 zeros and divides by the number of trees; here the trees are
+    walked by a compiled loop (:class:`FlatForest`) instead of one scikit-learn call per
+    tree, whose fixed cost exceeded the trees' work on a stride's rows
+    (tests/common/test_stride.py compares with ``predict_proba`` bit for bit).
     """
-    return _forest_proba32(forest, np.ascontiguousarray(Z, dtype=np.float32))
+    X = np.ascontiguousarray(Z, dtype=np.float32)
+    return FlatForest.of(forest).glitch_proba(X, compact=False)
 
 
-def _forest_proba32(forest: RandomForestClassifier, X: np.ndarray) -> np.ndarray:
-    """:func:`_forest_glitch_proba` of a C-contiguous float32 matrix."""
-    total = np.zeros((X.shape[0], int(forest.n_classes_)), dtype=np.float64)
-    for tree in forest.estimators_:
-        total += tree.predict_proba(X, check_input=False)
-    total /= len(forest.estimators_)
-    return np.asarray(total[:, list(forest.classes_).index(1)], dtype=np.float64)
+@dataclass(frozen=True, eq=False)
+class FlatForest:
+    """A fitted forest's trees as flat node arrays, for the compiled walk.
+
+    ``compact``: the features renumbered to positions in ``used`` (the sorted columns
+    the trees split on), the layout :class:`TreeInput` builds.
+    """
+
+    used: np.ndarray
+    roots: np.ndarray
+    left: np.ndarray
+    right: np.ndarray
+    feature: np.ndarray
+    compact: np.ndarray
+    threshold: np.ndarray
+    nan_left: np.ndarray
+    leaf: np.ndarray
+    n_features: int
+
+    @classmethod
+    def of(cls, forest: RandomForestClassifier) -> FlatForest:
+        """The flat form of ``forest``, computed once per fitted forest (cached)."""
+        got = _FLAT.get(id(forest))
+        if got is not None and got[0] is forest:
+            return got[1]
+        glitch = list(forest.classes_).index(1)
+        trees = [est.tree_ for est in forest.estimators_]
+        sizes = np.array([t.node_count for t in trees], dtype=np.int64)
+        roots = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.int64)
+
+        def nodes(name: str, dtype: Any) -> np.ndarray:
+            return np.concatenate([np.asarray(getattr(t, name)) for t in trees]).astype(dtype)
+
+        def child(name: str) -> np.ndarray:
+            parts = []
+            for t, r in zip(trees, roots, strict=True):
+                c = np.asarray(getattr(t, name), dtype=np.int64)
+                parts.append(np.where(c < 0, -1, c + r))
+            return np.concatenate(parts)
+
+        left = child("children_left")
+        feature = np.where(left < 0, 0, nodes("feature", np.int64))
+        used = np.unique(feature[left >= 0]).astype(np.int64)
+        missing = [getattr(t, "missing_go_to_left", None) for t in trees]
+        nan_left = (
+            np.concatenate([np.asarray(m, dtype=bool) for m in missing])
+            if all(m is not None for m in missing)
+            else np.ones(left.size, dtype=bool)
+        )
+        # tree_.value holds each leaf's class fractions (what predict_proba returns)
+        leaf = np.concatenate([np.asarray(t.value)[:, 0, glitch] for t in trees])
+        flat = cls(
+            used=used,
+            roots=roots,
+            left=left,
+            right=child("children_right"),
+            feature=feature,
+            compact=np.searchsorted(used, feature).astype(np.int64),
+            threshold=nodes("threshold", np.float64),
+            nan_left=nan_left,
+            leaf=np.ascontiguousarray(leaf, dtype=np.float64),
+            n_features=int(forest.n_features_in_),
+        )
+        if len(_FLAT) > 16:  # models are replaced: keep the few in use
+            _FLAT.clear()
+        _FLAT[id(forest)] = (forest, flat)
+        return flat
+
+    def glitch_proba(self, X: np.ndarray, compact: bool) -> np.ndarray:
+        """Mean glitch-class leaf fraction over the trees, per row of a C-contiguous
+        float32 ``X`` (all ``n_features`` columns, or the ``used`` ones if ``compact``)."""
+        from idq_common.science import _windows  # numba: imported on first use only
+
+        out = np.empty(X.shape[0], dtype=np.float64)
+        feature = self.compact if compact else self.feature
+        _windows.forest_sum(
+            X,
+            self.roots,
+            self.left,
+            self.right,
+            feature,
+            self.threshold,
+            self.nan_left,
+            self.leaf,
+            out,
+        )
+        out /= self.roots.size
+        return out
 
 
-#: the columns a fitted forest's trees split on, per forest (computed once per model)
-_TREE_COLUMNS: dict[int, tuple[RandomForestClassifier, np.ndarray]] = {}
+#: the flat form of each fitted forest in use (computed once per model)
+_FLAT: dict[int, tuple[RandomForestClassifier, FlatForest]] = {}
 
 
 def _tree_input(
@@ -551,14 +630,8 @@ def _tree_input(
     full = spec.width + len(spec.channels) * (int(signed and has_dt) + int(tol is not None))
     if width != (full if cols is None else cols.size):
         return None  # trained with another signed_dt: the matrix path says what is wrong
-    got = _TREE_COLUMNS.get(id(forest))
-    if got is None or got[0] is not forest:
-        splits = [t.tree_.feature[t.tree_.feature >= 0] for t in forest.estimators_]
-        used = np.unique(np.concatenate(splits)).astype(np.int64)
-        if len(_TREE_COLUMNS) > 16:  # models are replaced: keep the few in use
-            _TREE_COLUMNS.clear()
-        got = _TREE_COLUMNS[id(forest)] = (forest, used)
-    return TreeInput(spec.columns, spec.window, width, got[1], lags, cols, signed, tol)
+    used = FlatForest.of(forest).used
+    return TreeInput(spec.columns, spec.window, used, lags, cols, signed, tol)
 
 
 class _BatchBase(_SklearnMixin, SupervisedClassifier):

@@ -1,0 +1,185 @@
+"""Compiled (numba) kernels of the window resolution and of the builders' cells.
+
+Imported lazily by :mod:`idq_common.science.features` on the first feature build, so a
+process that never builds features (ingest, calibrate, the CLI) does not pay numba's
+import (~0.4 s CPU). ``cache=True`` keeps the machine code in ``__pycache__`` (or the
+user's cache when that is read-only): a new process loads it instead of compiling.
+
+Every kernel does the same IEEE float64 operations, in the same order, as the numpy
+expressions it replaces (no ``fastmath``: no reassociation, no fused multiply-add), so
+the values are the same bit for bit; ``tests/common/test_features.py`` (a naive
+per-sample reference) and ``tests/common/test_stride.py`` (every flavor's built input
+against ``rank`` of the feature matrix) check it.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+#: compiled once, the machine code cached on disk; no fastmath (bit-identical values)
+_jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+
+
+@_jit
+def resolve(
+    bounds: np.ndarray,
+    t: np.ndarray,
+    s: np.ndarray,
+    st: np.ndarray,
+    w: float,
+    best: np.ndarray,
+    hit: np.ndarray,
+) -> None:  # pragma: no cover - compiled; covered through build_features
+    """Loudest grouped row of every window ``[st[i] - w, st[i] + w]`` of every channel.
+
+    ``bounds`` (nch + 1): channel c owns grouped rows ``[bounds[c], bounds[c + 1])``,
+    sorted by (time, snr, frequency); ``st`` sorted. Writes ``best[i, c]`` (the row;
+    ``t.size + c``, the channel's default row, when the window is empty) and
+    ``hit[i, c]``. One sliding-window maximum per channel: the window's edges only move
+    forward, a deque keeps the candidate rows in decreasing snr, and a row is dropped
+    only by a strictly louder later one, so the front is the earliest loudest row (ties
+    go to the earliest in group order: earliest time, then lowest frequency).
+    A row is inside iff ``st[i] - w <= time <= st[i] + w``, evaluated in float64.
+    """
+    n = st.size
+    nch = bounds.size - 1
+    rows = t.size
+    dq = np.empty(max(rows, 1), dtype=np.int64)
+    for c in range(nch):
+        b1 = bounds[c + 1]
+        hi = bounds[c]  # next row to enter
+        head = hi  # the deque is dq[head:tail], within the channel's own rows
+        tail = hi
+        nxt = t[hi] if hi < b1 else np.inf  # time of the next row to enter
+        front = np.inf  # time of the picked row (inf: none)
+        cur = rows + c
+        got = False
+        for i in range(n):
+            top = st[i] + w
+            bottom = st[i] - w
+            # The pick changes only when a row enters or the picked row leaves; rows
+            # behind the front are later, so they leave after it.
+            if nxt <= top or front < bottom:
+                while hi < b1 and t[hi] <= top:
+                    v = s[hi]
+                    while tail > head and s[dq[tail - 1]] < v:
+                        tail -= 1
+                    dq[tail] = hi
+                    tail += 1
+                    hi += 1
+                nxt = t[hi] if hi < b1 else np.inf
+                while head < tail and t[dq[head]] < bottom:
+                    head += 1
+                if head < tail:
+                    cur = dq[head]
+                    front = t[cur]
+                    got = True
+                else:
+                    cur = rows + c
+                    front = np.inf
+                    got = False
+            best[i, c] = cur
+            hit[i, c] = got
+
+
+#: what :func:`dt_cols` writes of a cell's ``dt`` (after the optional lag shift)
+DT_RAW, DT_CLOSENESS, DT_SCALED, DT_SIGNED, DT_LAG_SNR = 0, 1, 2, 3, 4
+
+
+@_jit
+def gather_cols(
+    values: np.ndarray, best: np.ndarray, chans: np.ndarray, out: np.ndarray, cols: np.ndarray
+) -> None:  # pragma: no cover - compiled; covered through build_features
+    """``out[:, cols[m]] = values[best[:, chans[m]]]`` (cast to ``out``'s dtype)."""
+    n = best.shape[0]
+    for i in range(n):
+        for m in range(chans.size):
+            out[i, cols[m]] = values[best[i, chans[m]]]
+
+
+@_jit
+def dt_cols(
+    best: np.ndarray,
+    hit: np.ndarray,
+    t_rows: np.ndarray,
+    times: np.ndarray,
+    w: float,
+    chans: np.ndarray,
+    lags: np.ndarray,
+    shift: bool,
+    mode: int,
+    p: np.ndarray,
+    q: np.ndarray,
+    values: np.ndarray,
+    out: np.ndarray,
+    cols: np.ndarray,
+) -> None:  # pragma: no cover - compiled; covered through build_features
+    """A ``dt`` derived column per channel ``chans[m]`` into ``out[:, cols[m]]``.
+
+    ``dt = t_trig - t`` where the cell has a trigger, else ``w``; with ``shift``,
+    ``w if dt >= w else dt - lags[m]`` (a missing trigger stays missing); then by
+    ``mode``: the value itself, the closeness ``1 - min(|dt| / w, 1)``, the closeness
+    scaled ``(x - p[m]) / q[m]`` (a scaler's mean and scale), the signed
+    ``clip(dt / w, -1, 1)``, or ``lag_snr``: the picked row's ``values`` (its log snr)
+    where ``|dt| <= p[m]`` (a tolerance), else 0. The numpy expressions of
+    ``classifiers/sklearn.py``, operation for operation.
+    """
+    n = best.shape[0]
+    for i in range(n):
+        ti = times[i]
+        for m in range(chans.size):
+            c = chans[m]
+            dt = t_rows[best[i, c]] - ti if hit[i, c] else w
+            if shift:
+                dt = w if dt >= w else dt - lags[m]
+            if mode == DT_RAW:
+                x = dt
+            elif mode == DT_LAG_SNR:
+                x = values[best[i, c]] if abs(dt) <= p[m] else 0.0
+            elif mode == DT_SIGNED:
+                x = dt / w
+                x = -1.0 if x < -1.0 else (1.0 if x > 1.0 else x)
+            else:
+                r = abs(dt) / w
+                x = 1.0 - (r if r < 1.0 else 1.0)
+                if mode == DT_SCALED:
+                    x = (x - p[m]) / q[m]
+            out[i, cols[m]] = x
+
+
+@_jit
+def forest_sum(
+    X: np.ndarray,
+    roots: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    nan_left: np.ndarray,
+    leaf: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled; covered through the forest's rank
+    """``out[i] = sum over trees, in order, of the leaf value row i reaches``.
+
+    The trees' nodes concatenated (children as global node indices, -1 at a leaf);
+    a node sends a row left iff its float32 feature, promoted to float64, is ``<=`` the
+    threshold, a NaN by ``nan_left``: scikit-learn's ``Tree.apply`` on a float32 matrix.
+    Sums from 0.0 in tree order, as ``predict_proba``'s accumulation.
+    """
+    n = X.shape[0]
+    for i in range(n):
+        out[i] = 0.0
+    for k in range(roots.size):
+        root = roots[k]
+        for i in range(n):
+            node = root
+            while left[node] != -1:
+                x = X[i, feature[node]]
+                if np.isnan(x):
+                    node = left[node] if nan_left[node] else right[node]
+                elif x <= threshold[node]:
+                    node = left[node]
+                else:
+                    node = right[node]
+            out[i] += leaf[node]
