@@ -128,8 +128,9 @@ def grid_times(start: float, end: float, rate: float) -> np.ndarray:
     return start + np.arange(n, dtype=np.float64) / rate
 
 
-#: Sample-times x channels cells resolved at once: small enough that the temporaries
-#: (a few int64 arrays of this many cells) stay in cache.
+#: Sample-times x channels cells resolved at once: the picks (int64 + bool per cell,
+#: ~2.3 MB) stay in L2/L3 while the builders read them; larger chunks share fewer
+#: trigger rows between neighbours (measured: 2^15 -> 2^18 cells, -10 % per stride).
 _CHUNK_CELLS = 1 << 18
 
 
