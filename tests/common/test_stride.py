@@ -13,7 +13,7 @@ from igwn_segments import segment, segmentlist
 from idq_common.contracts import PRODUCTS
 from idq_common.science.calibration import CalibrationMap
 from idq_common.science.classifiers import make_classifier
-from idq_common.science.features import feature_matrix, grid_times
+from idq_common.science.features import build_features, feature_matrix, grid_times
 from idq_common.science.products import INVALID
 from idq_common.science.stride import Calibrated, Stride, stride_products
 from idq_dev.testing.synthetic import small_model, small_quiver, small_spec
@@ -154,6 +154,15 @@ def test_forest_ranks_are_predict_proba(model: Any, calibrated: dict[str, Any]) 
     Z = clf._prep(X)  # preprocess with what training learnt (lags, lag_snr, witness_select)
     expected = est.predict_proba(Z)[:, list(est.classes_).index(1)]
     np.testing.assert_array_equal(clf.rank(X), np.clip(expected, 0.0, 1.0))
+    # the compiled builder fills exactly the columns the trees split on, each the
+    # float32 of the preprocessed column (lag_snr and witness_select ones included)
+    assert clf._tol is not None and clf._cols is not None
+    builder = clf.feature_builder()
+    trig = model.generate(T0 + 8999, T0 + 9004)
+    built = build_features(trig, times, spec, [builder])[0]
+    assert 0 < builder.used.size <= Z.shape[1]
+    np.testing.assert_array_equal(built, Z.astype(np.float32)[:, builder.used])
+    np.testing.assert_array_equal(clf.rank_built(built), clf.rank(X))
 
 
 def test_rank_grid_at_sample_times_is_evaluate(model: Any, calibrated: dict[str, Any]) -> None:
@@ -171,3 +180,26 @@ def test_rank_grid_at_sample_times_is_evaluate(model: Any, calibrated: dict[str,
     assert samples.n_glitch > 0
     for name, clf in classifiers.items():
         np.testing.assert_array_equal(ranks[name], clf.evaluate(samples), name)
+
+
+def test_flat_forest_is_predict_proba_on_the_columns_it_reads() -> None:
+    """The compiled walk of the flattened trees gives ``predict_proba`` bit for bit,
+    on the whole input and on the compact one (only the columns the trees split on,
+    features renumbered): shallow trees over many columns leave most columns unused."""
+    from sklearn.ensemble import RandomForestClassifier
+
+    from idq_common.science.classifiers.sklearn import FlatForest
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 60)).astype(np.float32)
+    y = (X[:, 3] + X[:, 41] * 0.5 + rng.normal(size=400) > 0).astype(int)
+    forest = RandomForestClassifier(n_estimators=7, max_depth=3, random_state=0).fit(X, y)
+    flat = FlatForest.of(forest)
+    assert 0 < flat.used.size < X.shape[1]
+    test = rng.normal(size=(300, 60)).astype(np.float32)
+    root = forest.estimators_[0].tree_
+    test[::7, root.feature[0]] = np.float32(root.threshold[0])  # at a split, to the bit
+    expected = forest.predict_proba(test)[:, 1]
+    np.testing.assert_array_equal(flat.glitch_proba(test, compact=False), expected)
+    compact = np.ascontiguousarray(test[:, flat.used])
+    np.testing.assert_array_equal(flat.glitch_proba(compact, compact=True), expected)
