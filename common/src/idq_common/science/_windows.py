@@ -183,3 +183,50 @@ def forest_sum(
                 else:
                     node = right[node]
             out[i] += leaf[node]
+
+
+@_jit
+def matrix_cells(
+    best: np.ndarray,
+    hit: np.ndarray,
+    t_rows: np.ndarray,
+    times: np.ndarray,
+    w: float,
+    lags: np.ndarray,
+    shift: bool,
+    rowvals: np.ndarray,
+    kinds: np.ndarray,
+    mode: int,
+    p: np.ndarray,
+    q: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled; covered through build_features
+    """A channel-major matrix of every channel, ``k = kinds.size`` columns each.
+
+    Column ``j`` of channel ``c`` is ``out[:, c * k + j]``: ``rowvals[kinds[j]]`` of the
+    picked row when ``kinds[j] >= 0``, else the channel's ``dt`` column as
+    :func:`dt_cols` makes it in ``mode`` (``p``/``q`` per channel). One pass over the
+    picks for all columns, instead of one per column.
+    """
+    n, nch = best.shape
+    k = kinds.size
+    for i in range(n):
+        ti = times[i]
+        for c in range(nch):
+            b = best[i, c]
+            for j in range(k):
+                src = kinds[j]
+                if src >= 0:
+                    out[i, c * k + j] = rowvals[src, b]
+                    continue
+                dt = t_rows[b] - ti if hit[i, c] else w
+                if shift:
+                    dt = w if dt >= w else dt - lags[c]
+                if mode == DT_RAW:
+                    x = dt
+                else:
+                    r = abs(dt) / w
+                    x = 1.0 - (r if r < 1.0 else 1.0)
+                    if mode == DT_SCALED:
+                        x = (x - p[c]) / q[c]
+                out[i, c * k + j] = x

@@ -262,6 +262,50 @@ class Picks:
             np.ascontiguousarray(cols, dtype=np.int64),
         )
 
+    def write_matrix(
+        self,
+        out: np.ndarray,
+        columns: Sequence[str],
+        rows: Mapping[str, np.ndarray],
+        mode: str = "raw",
+        lags: np.ndarray | None = None,
+        mean: np.ndarray | None = None,
+        scale: np.ndarray | None = None,
+    ) -> None:
+        """A channel-major matrix of every channel into ``out`` (``(n, nch * k)``).
+
+        Column ``j`` of channel ``c`` (``out[:, c * k + j]``) is, for ``columns[j]`` other
+        than ``dt``, ``rows[columns[j]]`` (per row, defaults included) of the picked row;
+        for ``dt``, :meth:`write_dt`'s column in ``mode`` (``lags``, ``mean``, ``scale``
+        per channel). One compiled pass for all columns.
+        """
+        names = [c for c in columns if c != "dt"]
+        kinds = np.array([-1 if c == "dt" else names.index(c) for c in columns], dtype=np.int64)
+        n_rows = self._rows["time"].size
+        rowvals = np.empty((len(names), n_rows))
+        for r, name in enumerate(names):
+            rowvals[r] = rows[name]
+        zeros = np.zeros(self.nch)
+
+        def per(x: np.ndarray | None) -> np.ndarray:
+            return zeros if x is None else np.ascontiguousarray(x, dtype=np.float64)
+
+        _kernels().matrix_cells(
+            self.best,
+            self.hit,
+            self._rows["time"],
+            self.times,
+            float(self.window),
+            per(lags),
+            lags is not None,
+            rowvals,
+            kinds,
+            getattr(_kernels(), f"DT_{mode.upper()}"),
+            per(mean),
+            per(scale),
+            out,
+        )
+
     def cells(self, name: str, channels: np.ndarray | None = None) -> np.ndarray:
         """Raw cells of column ``name``, shape ``(n, nch)`` or ``(n, len(channels))``.
 
@@ -309,12 +353,8 @@ class RawMatrix:
         return np.empty((n, self.width), dtype=np.float64)
 
     def fill(self, picks: Picks, out: np.ndarray) -> None:
-        k, chans = len(self.columns), np.arange(picks.nch, dtype=np.int64)
-        for j, name in enumerate(self.columns):
-            if name == "dt":
-                picks.write_dt(out, chans * k + j, chans)
-            else:
-                picks.write(picks.rows(name), out, chans * k + j, chans)
+        rows = {name: picks.rows(name) for name in self.columns if name != "dt"}
+        picks.write_matrix(out, self.columns, rows)
 
 
 def feature_matrix(

@@ -181,12 +181,8 @@ class LearnableMatrix:
         return np.empty((n, self.width))
 
     def fill(self, picks: Picks, out: np.ndarray) -> None:
-        k, chans = len(self.columns), np.arange(picks.nch, dtype=np.int64)
-        for j, col in enumerate(self.columns):
-            if col == "dt":
-                picks.write_dt(out, chans * k + j, chans, "closeness", self.lags)
-            else:
-                picks.write(_log_rows(picks, col), out, chans * k + j, chans)
+        rows = {col: _log_rows(picks, col) for col in self.columns if col != "dt"}
+        picks.write_matrix(out, self.columns, rows, "closeness", self.lags)
 
 
 @dataclass(frozen=True, eq=False)
@@ -208,16 +204,16 @@ class ScaledMatrix:
         return np.empty((n, self.mean.size))
 
     def fill(self, picks: Picks, out: np.ndarray) -> None:
-        k, chans = len(self.columns), np.arange(picks.nch, dtype=np.int64)
+        k, ch = len(self.columns), picks.channel
+        rows = {}
         for j, col in enumerate(self.columns):
-            mean, scale = self.mean[j::k], self.scale[j::k]
-            if col == "dt":
-                picks.write_dt(out, chans * k + j, chans, "scaled", self.lags, mean, scale)
-            else:
-                ch = picks.channel
-                z = _log_rows(picks, col) - mean.take(ch)
-                z /= scale.take(ch)
-                picks.write(z, out, chans * k + j, chans)
+            if col != "dt":
+                z = _log_rows(picks, col) - self.mean[j::k].take(ch)
+                z /= self.scale[j::k].take(ch)
+                rows[col] = z
+        j = self.columns.index("dt") if "dt" in self.columns else 0
+        mean, scale = self.mean[j::k], self.scale[j::k]  # read for the dt column only
+        picks.write_matrix(out, self.columns, rows, "scaled", self.lags, mean, scale)
 
 
 @dataclass(frozen=True, eq=False)
