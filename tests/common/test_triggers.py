@@ -51,6 +51,39 @@ def test_concat_is_stable_for_equal_times():
     assert [c.channels[i] for i in c.channel] == ["A", "B"]
 
 
+def test_concat_of_one_channel_table_equals_the_merge() -> None:
+    """Batches sharing a channel table (the stream's case) skip the merge and, when in
+    time order, the sort: the same set as through the merging path, ties included."""
+    rng = np.random.default_rng(3)
+    names = ("A", "B", "C")
+
+    def batch(t0: float) -> TriggerSet:
+        t = np.sort(t0 + rng.integers(0, 8, 20) / 8.0)  # equal times across channels
+        return TriggerSet(names, rng.integers(0, 3, 20), t, rng.random(20), rng.random(20))
+
+    in_order = [batch(0.0), batch(1.0), batch(2.0)]
+    shuffled = [in_order[2], in_order[0], in_order[1]]
+    for sets in (in_order, shuffled):
+        got = TriggerSet.concat(sets)
+        # the same rows through the merging path: a table with another name order
+        other = ("C", "A", "B")
+        remapped = [s.take(np.arange(len(s))) for s in sets]
+        relabeled = [
+            TriggerSet(
+                other,
+                np.array([other.index(names[c]) for c in s.channel]),
+                s.time,
+                s.snr,
+                s.frequency,
+            )
+            for s in remapped
+        ]
+        want = TriggerSet.concat([TriggerSet.empty(names), *relabeled])
+        assert got.channels == want.channels == names
+        for col in ("channel", "time", "snr", "frequency"):
+            np.testing.assert_array_equal(getattr(got, col), getattr(want, col))
+
+
 def test_select_time_half_open_and_restrict():
     s = TriggerSet.from_channels({"A": ([0.0, 1.0, 2.0, 3.0], [6] * 4, [1] * 4)})
     assert s.select_time(1.0, 3.0).time.tolist() == [1.0, 2.0]
