@@ -36,7 +36,7 @@ def measure(cfg: RunConfig, duration: float, warmup_s: float = 10.0) -> dict[str
     from idq_common.config import load_settings
     from idq_common.data.synthetic import SyntheticModel
     from idq_common.gpstime import WallClock, gps_now, gps_to_kafka_ms
-    from idq_common.io.publish import FeaturePublisher
+    from idq_common.io.publish import FeaturePublisher, partitioning
 
     s = load_settings(cfg.path, env={})
     model = SyntheticModel(
@@ -88,8 +88,7 @@ def measure(cfg: RunConfig, duration: float, warmup_s: float = 10.0) -> dict[str
         s.general.ifo,
         "synthetic",
         batch_seconds=1.0,
-        partitioner="round_robin",
-        partitions=s.kafka.partitions,
+        **partitioning(s.kafka),
         clock=WallClock(),
     )
 

@@ -151,6 +151,11 @@ class StageMetrics:
         self._deadletters = counter(
             "idq_deadletter_messages", "Messages sent to the dead-letter topic", [*base, "reason"]
         )
+        self._feature_batches = counter(
+            "idq_feature_batches_read",
+            "Feature batches read and decoded, per partition of the features topic",
+            [*base, "partition"],
+        )
         self._gaps = counter("idq_gaps", "Skipped spans published as gaps")
         self._gap_seconds = counter("idq_gap_seconds", "Seconds skipped and published as gaps")
         self._accumulated = gauge(
@@ -208,6 +213,10 @@ class StageMetrics:
         """A span ``[start, end)`` was skipped and published as a gap."""
         self._gaps.labels(self.stage, self.ifo).inc()
         self._gap_seconds.labels(self.stage, self.ifo).inc(max(0.0, end - start))
+
+    def feature_batch(self, partition: int) -> None:
+        """One feature batch of ``partition`` was read and decoded."""
+        self._feature_batches.labels(self.stage, self.ifo, str(partition)).inc()
 
     def deadletter(self, reason: str) -> None:
         """One message went to the dead-letter topic (``reason``: a short category)."""

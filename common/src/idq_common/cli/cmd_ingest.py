@@ -44,7 +44,7 @@ def run(ns: argparse.Namespace) -> int:
     from confluent_kafka import Producer
 
     from idq_common.config import load_settings_or_exit
-    from idq_common.io.publish import FeaturePublisher
+    from idq_common.io.publish import FeaturePublisher, partitioning
     from idq_common.io.snax import IngestRejected, JsonFormat
     from idq_common.io.triggerfiles import find_trigger_files, read_triggers
     from idq_common.progress import Progress
@@ -69,15 +69,18 @@ def run(ns: argparse.Namespace) -> int:
         print(f"idq ingest files: no HDF5 files in {ns.paths} for the span", file=sys.stderr)
         return 1
     k = settings.kafka
-    publisher = FeaturePublisher(
-        Producer(k.producer_config()),
-        k.topics.features,
-        settings.general.ifo,
-        ns.source_id,
-        batch_seconds=ns.batch_seconds,
-        partitioner="round_robin",
-        partitions=k.partitions,
-    )
+    try:
+        publisher = FeaturePublisher(
+            Producer(k.producer_config()),
+            k.topics.features,
+            settings.general.ifo,
+            ns.source_id,
+            batch_seconds=ns.batch_seconds,
+            **partitioning(k),
+        )
+    except ValueError as exc:  # e.g. batches that would straddle a block
+        print(f"idq ingest files: {exc}", file=sys.stderr)
+        return 2
     total = math.ceil((ns.gps_end - ns.gps_start) / ns.batch_seconds - 1e-9)
     progress = Progress("ingest files", total, unit="batches", every=ns.progress_every)
     log.info("%d %s files for [%.0f, %.0f)", len(files), ns.format, ns.gps_start, ns.gps_end)

@@ -9,6 +9,7 @@ in real time, accelerated (``--speed``) or as fast as possible (``--speed 0``).
 from __future__ import annotations
 
 import argparse
+import sys
 
 NAME = "produce"
 HELP = "publish synthetic features (seeded) to the features topic"
@@ -75,7 +76,7 @@ def run(ns: argparse.Namespace) -> int:
 
     from idq_common.config import load_settings_or_exit
     from idq_common.gpstime import Clock, ScaledClock, WallClock
-    from idq_common.io.publish import FeaturePublisher
+    from idq_common.io.publish import FeaturePublisher, partitioning
 
     log = logging.getLogger(__name__)
     settings = load_settings_or_exit(ns.config, check_classifiers=False)
@@ -83,16 +84,19 @@ def run(ns: argparse.Namespace) -> int:
     clock: Clock | None = ScaledClock(ns.gps_start, ns.speed) if ns.speed > 0 else None
     if getattr(ns, "wall_clock", False):
         clock = WallClock()
-    publisher = FeaturePublisher(
-        Producer(settings.kafka.producer_config()),
-        settings.kafka.topics.features,
-        settings.general.ifo,
-        ns.source_id,
-        batch_seconds=ns.batch_seconds,
-        partitioner="round_robin",
-        partitions=settings.kafka.partitions,
-        clock=clock,
-    )
+    try:
+        publisher = FeaturePublisher(
+            Producer(settings.kafka.producer_config()),
+            settings.kafka.topics.features,
+            settings.general.ifo,
+            ns.source_id,
+            batch_seconds=ns.batch_seconds,
+            **partitioning(settings.kafka),
+            clock=clock,
+        )
+    except ValueError as exc:  # e.g. batches that would straddle a block
+        print(f"idq produce: {exc}", file=sys.stderr)
+        return 2
     log.info(
         "producing [%.0f, %.0f) of %d channels at %s",
         ns.gps_start,

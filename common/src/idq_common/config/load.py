@@ -152,6 +152,15 @@ def settings_from_dict(
     store = sections.store(root)
     metrics = sections.metrics(root)
     ingest = sections.ingest(root, general.ifo, kafka.topics)
+    sections.check_blocks(
+        root,
+        kafka,
+        {
+            "the evaluate stride": evaluate.stream.stride,
+            "the timeseries stride": timeseries.stream.stride,
+            **({"ingest.message_seconds": ingest.message_seconds} if ingest else {}),
+        },
+    )
     return Settings(
         general=general,
         samples=samples,

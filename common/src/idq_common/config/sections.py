@@ -40,6 +40,7 @@ from idq_common.config.schema import (
 from idq_common.io.kafka.settings import (
     DEFAULT_RETENTION_BYTES,
     MANAGED_LIBRDKAFKA_KEYS,
+    PARTITIONERS,
     SASL_MECHANISMS,
     SECURITY_PROTOCOLS,
     TOPIC_KINDS,
@@ -469,6 +470,8 @@ _KAFKA_KEYS = (
     "client_id",
     "partitions",
     "replication_factor",
+    "partitioner",
+    "block_seconds",
     "retention_hours",
     "retention_bytes",
     "topics",
@@ -528,6 +531,8 @@ def kafka(root: Table, ifo: str) -> KafkaSettings:
         client_id=t.string("client_id", "idq"),
         partitions=t.integer("partitions", 1, min=1),
         replication_factor=t.integer("replication_factor", 1, min=1),
+        partitioner=t.string("partitioner", "round_robin", choices=PARTITIONERS),
+        block_seconds=t.number("block_seconds", 16.0, gt=0),
         retention_hours=t.number("retention_hours", None, gt=0),
         retention_bytes=t.integer("retention_bytes", DEFAULT_RETENTION_BYTES, min=1024**2),
         librdkafka=extras[""],
@@ -535,6 +540,26 @@ def kafka(root: Table, ifo: str) -> KafkaSettings:
         librdkafka_consumer=extras["consumer"],
         librdkafka_admin=extras["admin"],
     )
+
+
+def check_blocks(root: Table, kafka: KafkaSettings, strides: dict[str, float]) -> None:
+    """``[kafka] block_seconds`` must be a whole number of every shared stage's strides
+    (and of the ingest's batches).
+
+    A stride then never straddles two blocks, so it belongs to exactly one partition
+    and its replica finds its data there (plus the pad at block edges); a batch never
+    straddles a block edge either.
+    """
+    if kafka.partitioner != "block":
+        return
+    block = kafka.block_seconds
+    for what, seconds in strides.items():
+        n = block / seconds
+        if n < 1 or not math.isclose(n, round(n), rel_tol=0, abs_tol=1e-9):
+            raise root.ctx.error(
+                "kafka.block_seconds",
+                f"{block:g} s is not a multiple of {what} ({seconds:g} s)",
+            )
 
 
 def _topics(t: Table, ifo: str) -> TopicNames:

@@ -4,8 +4,11 @@
 each), numbers them with a per-source ``seq`` and sends them with key = source id and
 timestamp = ``gps_to_kafka_ms(batch start)`` (DESIGN.md, "Time"), so a consumer can
 seek by time. Partitions: ``"key"`` (librdkafka's hash of the source id: one source,
-one partition, ordered) or ``"round_robin"`` (``seq % partitions``: spreads one source
-over every partition; the reader reassembles by ``seq``). Batches are sent as fast as
+one partition, ordered), ``"round_robin"`` (``seq % partitions``: spreads one source
+over every partition; the reader reassembles by ``seq``) or ``"block"`` (a batch of
+data second ``s`` goes to ``floor(s / block_seconds) % partitions``: a block of time
+lives in one partition, so a replica of a shared stage reads only its own blocks,
+docs/SCALE_OUT.md; a batch must not straddle a block edge). Batches are sent as fast as
 possible, or paced by a clock (a batch leaves once ``clock.now()`` passed its end,
 like a live producer).
 """
@@ -26,8 +29,36 @@ from idq_common.gpstime import Clock, gps_to_kafka_ms
 from idq_common.io.avro import codec
 from idq_common.io.avro.convert import triggers_to_batch
 from idq_common.io.kafka.clients import DeliveryTracker, flush
+from idq_common.io.kafka.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+
+def block_of(gps: float, block_seconds: float) -> int:
+    """The block number of data at ``gps`` (``floor(gps / block_seconds)``).
+
+    A hair of tolerance: a batch start computed as ``start + k * batch`` may land a
+    rounding error below a block edge it is meant to sit on.
+    """
+    return math.floor(gps / block_seconds + 1e-9)
+
+
+def block_partition(gps: float, block_seconds: float, partitions: int) -> int:
+    """The partition of the block holding ``gps`` under the ``"block"`` partitioner."""
+    return block_of(gps, block_seconds) % partitions
+
+
+def partitioning(kafka: KafkaSettings, partitions: int | None = None) -> dict[str, Any]:
+    """The :class:`FeaturePublisher` keyword arguments ``[kafka] partitioner`` asks for.
+
+    ``partitions``: the features topic's real partition count when the caller knows
+    it (default ``[kafka] partitions``, what the topic was created with).
+    """
+    return {
+        "partitioner": kafka.partitioner,
+        "partitions": partitions or kafka.partitions,
+        "block_seconds": kafka.block_seconds,
+    }
 
 
 class FeaturePublisher:
@@ -43,10 +74,12 @@ class FeaturePublisher:
         Instrument and producer id (the message key; ``seq`` is counted per source).
     batch_seconds : float
         Span of one message.
-    partitioner : {"key", "round_robin"}
+    partitioner : {"key", "round_robin", "block"}
         How batches are spread over partitions.
     partitions : int, optional
-        Partition count, needed for ``"round_robin"``.
+        Partition count, needed for ``"round_robin"`` and ``"block"``.
+    block_seconds : float
+        Block length of the ``"block"`` partitioner (a multiple of ``batch_seconds``).
     clock : Clock, optional
         Pace batches on this clock (real time with a WallClock); None: as fast as possible.
     seq : int
@@ -64,13 +97,23 @@ class FeaturePublisher:
         partitions: int | None = None,
         clock: Clock | None = None,
         seq: int = 0,
+        block_seconds: float = 16.0,
     ) -> None:
         if batch_seconds <= 0:
             raise ValueError(f"batch_seconds must be > 0, got {batch_seconds}")
-        if partitioner not in ("key", "round_robin"):
-            raise ValueError(f"partitioner must be 'key' or 'round_robin', got {partitioner!r}")
-        if partitioner == "round_robin" and not partitions:
-            raise ValueError("round_robin needs the partition count")
+        if partitioner not in ("key", "round_robin", "block"):
+            raise ValueError(
+                f"partitioner must be 'key', 'round_robin' or 'block', got {partitioner!r}"
+            )
+        if partitioner in ("round_robin", "block") and not partitions:
+            raise ValueError(f"{partitioner} needs the partition count")
+        if partitioner == "block":
+            n = block_seconds / batch_seconds
+            if block_seconds <= 0 or abs(n - round(n)) > 1e-9:
+                raise ValueError(
+                    f"block_seconds ({block_seconds:g}) must be a multiple of "
+                    f"batch_seconds ({batch_seconds:g}): a batch must not straddle a block"
+                )
         self.producer = producer
         self.topic = topic
         self.ifo = ifo
@@ -78,6 +121,7 @@ class FeaturePublisher:
         self.batch_seconds = float(batch_seconds)
         self.partitioner = partitioner
         self.partitions = partitions
+        self.block_seconds = float(block_seconds)
         self.clock = clock
         self.seq = seq
         self.sent = 0
@@ -107,6 +151,8 @@ class FeaturePublisher:
         kwargs: dict[str, Any] = {}
         if self.partitioner == "round_robin" and self.partitions:
             kwargs["partition"] = self.seq % self.partitions
+        elif self.partitioner == "block" and self.partitions:
+            kwargs["partition"] = block_partition(start, self.block_seconds, self.partitions)
         payload = codec.encode("feature_batch", record)
         while True:
             try:

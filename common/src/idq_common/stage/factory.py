@@ -24,6 +24,7 @@ from idq_common.gpstime import Clock, WallClock, gps_now
 from idq_common.io.store import ArtifactStore
 from idq_common.stage.loop import Progress, StageParts, stage_pad
 from idq_common.stage.runtime import ServiceRuntime
+from idq_common.streaming.block_source import BlockFeatureSource
 from idq_common.streaming.cadence import DataClock
 from idq_common.streaming.checkpoint import Checkpoint
 from idq_common.streaming.kafka_source import KafkaFeatureSource
@@ -36,6 +37,9 @@ from idq_common.streaming.segments import (
 )
 
 log = logging.getLogger(__name__)
+
+#: ``fetch.wait.max.ms`` of a block reader (see :func:`streaming_parts`)
+BLOCK_FETCH_WAIT_MS = 20
 
 
 def segment_source(
@@ -128,22 +132,51 @@ def streaming_parts(
     ifo = settings.general.ifo
     runtime = runtime_for(stage, settings, ns)
     with closed_on_error(runtime):
+        # a block-partitioned topic: shared replicas own strides by block and read
+        # only their blocks (docs/SCALE_OUT.md)
+        blocks = shared and settings.kafka.partitioner == "block"
         checkpoint = Checkpoint(
             settings.kafka.consumer_config(group_id(ifo, stage)),
             settings.kafka.topics.features,
             shared=shared,
+            block_strides=round(settings.kafka.block_seconds / stream.stride) if blocks else None,
         )
         runtime.on_close(checkpoint.close)
         start = start_time(
             stage, checkpoint, ns.gps_start, stream.stride, getattr(ns, "from_start", False)
         )
-        source = KafkaFeatureSource(
-            Consumer(settings.kafka.consumer_config(group_id(ifo, stage, "reader"))),
-            settings.kafka.topics.features,
-            start=start - pad,
-            idle_timeout=stream.timeout,
-            dead_letter=runtime.deadletters.publish,
-        )
+        reader_config = settings.kafka.consumer_config(group_id(ifo, stage, "reader"))
+        if blocks:
+            # a block reader switches partition at every range edge: a fetch waiting for
+            # data (fetch.wait.max.ms, 500 ms by default) would delay each switch and
+            # the offset lookup queued behind it on the broker connection
+            reader_config.setdefault("fetch.wait.max.ms", BLOCK_FETCH_WAIT_MS)
+        reader = Consumer(reader_config)
+        source: KafkaFeatureSource | BlockFeatureSource
+        if blocks:
+            source = BlockFeatureSource(
+                reader,
+                settings.kafka.topics.features,
+                owned=lambda: checkpoint.owned,
+                block_seconds=settings.kafka.block_seconds,
+                pad=pad,
+                start=start - pad,
+                # the batch holding a range's start: batches are at most this long
+                seek_pad=max(
+                    1.0, settings.ingest.message_seconds if settings.ingest is not None else 1.0
+                ),
+                idle_timeout=stream.timeout,
+                dead_letter=runtime.deadletters.publish,
+            )
+        else:
+            source = KafkaFeatureSource(
+                reader,
+                settings.kafka.topics.features,
+                start=start - pad,
+                idle_timeout=stream.timeout,
+                dead_letter=runtime.deadletters.publish,
+            )
+        source.on_batch = runtime.metrics.feature_batch
         runtime.on_close(source.close)
         source.should_stop = lambda: bool(runtime.stop)
         replay = ns.gps_start is not None

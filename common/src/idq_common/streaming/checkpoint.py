@@ -14,6 +14,12 @@ partitions it holds (it still reads every feature it needs, by time) and commits
 progress on those partitions only. With one replica it holds every partition and does
 every stride. The subscription is only for the assignment: the partitions are paused,
 no message is read through it.
+
+Block-partitioned topic (``[kafka] partitioner = "block"``, ``block_strides`` set):
+stride ``k`` belongs to partition ``(k // block_strides) % P`` instead -- the partition
+its block of data lives in -- so a replica's strides are whole blocks of its own
+partitions and its reader (:mod:`idq_common.streaming.block_source`) needs only those
+partitions plus the pad at block edges (docs/SCALE_OUT.md).
 """
 
 from __future__ import annotations
@@ -31,6 +37,17 @@ from idq_common.gpstime import gps_to_kafka_ms
 log = logging.getLogger(__name__)
 
 
+def stride_owner(stride_index: int, partitions: int, block_strides: int | None = None) -> int:
+    """The partition whose holder does stride number ``stride_index``.
+
+    ``stride_index % partitions``, or by block (``(stride_index // block_strides) %
+    partitions``) on a block-partitioned topic: the partition the stride's data is in.
+    """
+    if block_strides is None:
+        return stride_index % partitions
+    return (stride_index // block_strides) % partitions
+
+
 class Checkpoint:
     """Load and save a stage's next stride start for one consumer group.
 
@@ -44,6 +61,8 @@ class Checkpoint:
         Seconds allowed for broker round trips.
     shared : bool
         Join the consumer group and share the strides by partition (see the module).
+    block_strides : int, optional
+        Strides per block of a block-partitioned topic: ownership by block.
     """
 
     def __init__(
@@ -52,7 +71,11 @@ class Checkpoint:
         topic: str,
         timeout: float = 10.0,
         shared: bool = False,
+        block_strides: int | None = None,
     ) -> None:
+        if block_strides is not None and block_strides < 1:
+            raise ValueError(f"block_strides must be >= 1, got {block_strides}")
+        self.block_strides = block_strides
         cfg = dict(consumer_config)
         cfg.setdefault("enable.auto.commit", False)
         if shared:
@@ -109,7 +132,12 @@ class Checkpoint:
 
     def owns(self, stride_index: int) -> bool:
         """Whether stride number ``stride_index`` (start // stride) is this replica's."""
-        return stride_index % len(self._partitions) in self.owned
+        return stride_owner(stride_index, len(self._partitions), self.block_strides) in self.owned
+
+    @property
+    def partitions(self) -> list[int]:
+        """Every partition of the features topic."""
+        return list(self._partitions)
 
     def _list_partitions(self) -> list[int]:
         try:

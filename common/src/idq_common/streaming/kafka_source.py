@@ -109,6 +109,35 @@ class _SourceRun:
         self.covered &= segmentlist([segment(before, float("inf"))])
 
 
+def decode_message(
+    msg: Message, topic: str, dead_letter: DeadLetter | None
+) -> tuple[str, _Batch] | None:
+    """``(source id, batch)`` of a ``feature_batch`` message, or None if it was
+    unusable (then it went to ``dead_letter`` with the reason and its origin)."""
+    payload = msg.value() or b""
+    origin = (topic, msg.partition() or 0, msg.offset() or 0)
+    try:
+        kind, record = codec.decode(payload)
+        if kind != "feature_batch":
+            raise InvalidMessageError(f"expected feature_batch, got {kind}")
+        batch = _Batch(
+            int(record["seq"]),
+            float(record["start"]),
+            float(record["end"]),
+            batch_to_triggers(record),
+        )
+        source = str(record["source"])
+        if batch.seq < 0:
+            raise InvalidMessageError(f"seq {batch.seq} of source {source!r} is negative")
+    except (DecodeError, InvalidMessageError, KeyError, ValueError, TypeError) as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        log.warning("features %s[%d]@%d: dead-lettered: %s", *origin, reason)
+        if dead_letter is not None:
+            dead_letter(reason, *origin, payload)
+        return None
+    return source, batch
+
+
 class KafkaFeatureSource:
     """Serve ``fetch(start, end)`` from the features topic.
 
@@ -164,6 +193,8 @@ class KafkaFeatureSource:
         self.seeks = 0
         #: polled while waiting for a span: True abandons the wait (a stop was requested)
         self.should_stop: Callable[[], bool] = lambda: False
+        #: called with the partition of every feature batch decoded (a metric)
+        self.on_batch: Callable[[int], None] = lambda partition: None
 
     # -- positioning -------------------------------------------------------------------
     def seek(self, gps: float) -> None:
@@ -182,28 +213,12 @@ class KafkaFeatureSource:
 
     # -- consuming ---------------------------------------------------------------------
     def _handle(self, msg: Message) -> bool:
-        payload = msg.value() or b""
-        origin = (self.topic, msg.partition() or 0, msg.offset() or 0)
-        try:
-            kind, record = codec.decode(payload)
-            if kind != "feature_batch":
-                raise InvalidMessageError(f"expected feature_batch, got {kind}")
-            batch = _Batch(
-                int(record["seq"]),
-                float(record["start"]),
-                float(record["end"]),
-                batch_to_triggers(record),
-            )
-            source = str(record["source"])
-            if batch.seq < 0:
-                raise InvalidMessageError(f"seq {batch.seq} of source {source!r} is negative")
-        except (DecodeError, InvalidMessageError, KeyError, ValueError, TypeError) as exc:
+        decoded = decode_message(msg, self.topic, self.dead_letter)
+        self.on_batch(msg.partition() or 0)
+        if decoded is None:
             self.dead_lettered += 1
-            reason = f"{type(exc).__name__}: {exc}"
-            log.warning("features %s[%d]@%d: dead-lettered: %s", *origin, reason)
-            if self.dead_letter is not None:
-                self.dead_letter(reason, *origin, payload)
             return False
+        source, batch = decoded
         run = self._runs.setdefault(source, _SourceRun())
         return run.add(batch, self._low if self._low is not None else batch.start)
 

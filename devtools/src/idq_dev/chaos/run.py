@@ -48,7 +48,7 @@ from idq_common.data.synthetic import SyntheticModel
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
 from idq_common.io.avro import codec
 from idq_common.io.frames import find_frames, read_frame, read_provenance
-from idq_common.io.publish import FeaturePublisher
+from idq_common.io.publish import FeaturePublisher, partitioning
 from idq_dev.broker import LocalBroker, free_port
 from idq_dev.chaos import ingest
 from idq_dev.chaos.corpus import BadInput, features_corpus, out_of_order_batch, quivers_corpus
@@ -194,7 +194,7 @@ def produce_features(
     producer = Producer(k.producer_config())
     pub = FeaturePublisher(
         producer, k.topics.features, settings.general.ifo, "synthetic",
-        partitioner="round_robin", partitions=k.partitions,
+        **partitioning(k),
     )  # fmt: skip
     sent: list[tuple[BadInput, int, int]] = []
     lo, hi = start - 16.0, end + 16.0

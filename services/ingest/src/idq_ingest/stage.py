@@ -43,7 +43,7 @@ from idq_common.config import Settings
 from idq_common.contracts import group_id
 from idq_common.exceptions import BrokerError
 from idq_common.io.kafka.clients import partitions_of
-from idq_common.io.publish import FeaturePublisher
+from idq_common.io.publish import FeaturePublisher, partitioning
 from idq_common.io.snax import IngestRejected, JsonFormat, SecondTracker, parse_message
 from idq_common.stage.factory import closed_on_error, runtime_for
 from idq_common.stage.runtime import ServiceRuntime
@@ -219,8 +219,7 @@ class IngestStage:
                 self.ifo,
                 source,
                 batch_seconds=self.format.message_seconds,
-                partitioner="round_robin",
-                partitions=self.feature_partitions,
+                **partitioning(self.settings.kafka, self.feature_partitions),
                 seq=seq,
             )
             found = self.jobs[job] = Job(publisher, SecondTracker(last))

@@ -61,6 +61,8 @@ MANAGED_LIBRDKAFKA_KEYS: frozenset[str] = frozenset(
 
 #: Default ``retention.bytes`` per partition of the non-compacted topics (10 GiB).
 DEFAULT_RETENTION_BYTES = 10 * 1024**3
+#: how feature producers spread batches over the features topic's partitions
+PARTITIONERS: tuple[str, ...] = ("round_robin", "key", "block")
 
 MASK = "***"
 
@@ -151,6 +153,15 @@ class KafkaSettings:
         ``client.id`` reported to the broker (the stage appends its name).
     partitions, replication_factor : int
         Used when topics are created.
+    partitioner : {"round_robin", "key", "block"}
+        How feature producers spread batches over the features topic's partitions:
+        ``seq % P``, the hash of the source id, or by block of time (data second ``s``
+        to ``floor(s / block_seconds) % P``, docs/SCALE_OUT.md). With ``"block"`` the
+        shared stages (evaluate, timeseries) own strides by block and a replica reads
+        only its own blocks plus the pad at their edges.
+    block_seconds : float
+        Block length of the ``"block"`` partitioner (a multiple of every shared stage's
+        stride and of the producers' batch length).
     retention_hours : float or None
         Time-based retention of the non-compacted topics; None (the default): none.
         Message timestamps are the data's GPS time (so readers seek by GPS), and the
@@ -174,6 +185,8 @@ class KafkaSettings:
     client_id: str = "idq"
     partitions: int = 1
     replication_factor: int = 1
+    partitioner: str = "round_robin"
+    block_seconds: float = 16.0
     retention_hours: float | None = None
     retention_bytes: int = DEFAULT_RETENTION_BYTES
     librdkafka: Mapping[str, LibrdkafkaValue] = field(default_factory=dict)
@@ -190,6 +203,10 @@ class KafkaSettings:
             raise ValueError(f"security_protocol must be one of {SECURITY_PROTOCOLS}")
         if self.partitions < 1 or self.replication_factor < 1:
             raise ValueError("partitions and replication_factor must be >= 1")
+        if self.partitioner not in PARTITIONERS:
+            raise ValueError(f"partitioner must be one of {PARTITIONERS}")
+        if not self.block_seconds > 0:
+            raise ValueError("block_seconds must be > 0")
 
     __repr__ = masked_repr
     __str__ = masked_repr
