@@ -20,6 +20,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -238,12 +239,14 @@ def run_sampled(
     timeout: float,
     interval: float = 0.5,
     ports: dict[str, int] | None = None,
+    on_sample: Callable[[], None] | None = None,
 ) -> dict[str, Sampled]:
     """Start processes and wait for them, sampling each one's RSS every ``interval`` seconds.
 
     With ``ports`` (a service's ``--metrics-port``), also when its server first answers
     (:attr:`Sampled.up_s`), polled every 0.05 s until then. Past ``timeout`` the ones
-    still running are stopped and count as failed (return code -9).
+    still running are stopped and count as failed (return code -9). ``on_sample`` is
+    called at every sample (e.g. to scrape the services' metrics while they run).
     """
     t0 = time.monotonic()
     for sp in services.values():
@@ -280,6 +283,8 @@ def run_sampled(
                 mib = handles[n].memory_info().rss / 2**20
                 if mib > 1:  # an exiting (zombie) process reports 0
                     out[n].rss.append((now, mib))
+        if on_sample is not None:
+            on_sample()
         if now > timeout:
             for n in procs:
                 if n not in done:

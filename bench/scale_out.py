@@ -1,27 +1,63 @@
 """Scale-out: the timeseries stage with one and with two replicas in one consumer group.
 
-The timeseries stage is not partition-aware yet: each replica reads every partition of
-the features topic (its reader assigns them all) and computes every stride, and the
-consumer group is used only for the checkpoint. Two replicas therefore duplicate the
-work instead of sharing it. This measures what two replicas really give: both are
-started together over the same span (same group, committed offsets reset first, each
-writing frames to its own directory), useful throughput = feature rows of the span /
-wall time until both have finished, and the strides (frames) each one wrote are
-counted to show the duplication. The one-replica figure is the timeseries replay of
-the same topic, measured the same way.
+The bench configuration (etc/idq-demo.toml) partitions the features topic by block of
+time (``[kafka] partitioner = "block"``, docs/SCALE_OUT.md): a replica owns the strides
+of the blocks in its partitions and reads only those blocks plus the pad at their edges.
+Both replicas are started together over the same span (same group, committed offsets
+reset first, each writing frames to its own directory); useful throughput = feature
+rows of the span / wall time until both have finished. The one-replica figures are the
+timeseries replay of the same topic (bench.replay), measured the same way. Reported:
+CPU seconds per replica against the one replica's (target <= 0.6), the throughput ratio,
+the frames each replica wrote, the feature batches each decoded, and whether the two
+replicas' frames together are the one replica's, sample for sample.
+
+``python -m bench.scale_out [--channels 1000] [--span 300]`` runs it alone (a broker, the
+replay of every stage for the models, then the two replicas) and writes
+``bench/results/scale_out.json``; ``bench.run`` runs it as part of the suite.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
+import os
+import re
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from bench._infra import RunConfig, reset_group, run_sampled
 from idq_common.contracts import group_id
+from idq_dev.processes import free_ports
+
+RESULTS = Path(__file__).resolve().parent / "results" / "scale_out.json"
 
 
 def _frames(d: Path) -> int:
     return sum(1 for _ in d.glob("*/*.gwf")) if d.exists() else 0
+
+
+def same_frames(one: Path, parts: list[Path]) -> dict[str, Any]:
+    """Whether the frames of ``parts`` together are the frames of ``one``, sample for sample."""
+    from idq_common.io.frames import read_frame
+
+    ref = {p.name: p for p in one.glob("*/*.gwf")}
+    got = {p.name: p for d in parts for p in d.glob("*/*.gwf")}
+    differ = []
+    for name in sorted(set(ref) & set(got)):
+        a, b = read_frame(ref[name]), read_frame(got[name])
+        if a.keys() != b.keys() or any(not np.array_equal(a[k], b[k]) for k in a):
+            differ.append(name)
+    return {
+        "frames_one_replica": len(ref),
+        "frames_two_replicas": len(got),
+        "missing": len(set(ref) - set(got)),
+        "extra": len(set(got) - set(ref)),
+        "differ": len(differ),
+        "identical": bool(ref) and ref.keys() == got.keys() and not differ,
+    }
 
 
 def measure(
@@ -33,16 +69,36 @@ def measure(
     timeout: float,
     one_replica_cpu_s: float | None = None,
 ) -> dict[str, Any]:
+    from idq_dev.testing.metrics import scrape_by
+
     reset_group(cfg, group_id("H1", "timeseries"))
     pipeline = cfg.pipeline(start, start + span)
-    procs, dirs = {}, {}
-    for i in (1, 2):
+    procs, dirs, ports = {}, {}, {}
+    for i, port in zip((1, 2), free_ports(2), strict=True):
         name = f"timeseries-r{i}"
         dirs[name] = cfg.workdir / f"frames-r{i}"
+        ports[name] = port
         procs[name] = pipeline.service(
-            "timeseries", name=name, env={"IDQ_TIMESERIES__OUTPUT_DIR": str(dirs[name])}
+            "timeseries",
+            ["--metrics-port", str(port)],
+            name=name,
+            env={"IDQ_TIMESERIES__OUTPUT_DIR": str(dirs[name])},
         )
-    res = run_sampled(procs, timeout)
+    # feature batches decoded per partition, scraped while the replicas run (they exit
+    # at the span's end, taking their metrics with them)
+    batches: dict[str, dict[str, float]] = {}
+    last = [0.0]
+
+    def sample() -> None:
+        if time.monotonic() - last[0] < 2.0:
+            return
+        last[0] = time.monotonic()
+        for n, port in ports.items():
+            got = scrape_by(port, "idq_feature_batches_read_total", "partition")
+            if got:
+                batches[n] = got
+
+    res = run_sampled(procs, timeout, on_sample=sample)
     for name, r in res.items():
         if r.returncode != 0:
             raise RuntimeError(f"{name} exited {r.returncode}:\n{procs[name].tail()}")
@@ -51,9 +107,11 @@ def measure(
     shared = all(0 < f < int(span) for f in frames.values())
     cpu = {n: round(r.cpu_s, 2) if r.cpu_s else None for n, r in res.items()}
     worst = max((c for c in cpu.values() if c), default=None)
+    load = [round(x, 2) for x in os.getloadavg()]
     r1 = rows_in_span / one_replica_wall_s
     r2 = rows_in_span / wall
     return {
+        "load_avg": load,
         "replicas_1_rows_per_s": round(r1, 1),
         "replicas_2_rows_per_s": round(r2, 1),
         "speedup": round(r2 / r1, 3) if r1 else 0.0,
@@ -67,6 +125,11 @@ def measure(
         else None,
         "strides_in_span": int(span),
         "frames_written_per_replica": frames,
+        # feature batches each replica decoded, per partition of the features topic (at
+        # the last scrape before it exited: a lower bound)
+        "feature_batches_read_per_replica": batches,
+        "partitioner": partitioner(cfg),
+        "same_frames_as_one_replica": same_frames(cfg.workdir / "frames", list(dirs.values())),
         # shared: the replicas split the strides (each wrote fewer than all of them)
         "work_shared": shared,
         "note": (
@@ -76,5 +139,55 @@ def measure(
                 if shared
                 else "each replica did every stride (work duplicated, not split)"
             )
+            + "; the machine is shared: see load_avg"
         ),
     }
+
+
+def partitioner(cfg: RunConfig) -> str:
+    """``[kafka] partitioner`` of the run's configuration."""
+    m = re.search(r'(?m)^partitioner = "(\w+)"', cfg.path.read_text())
+    return m.group(1) if m else "round_robin"
+
+
+def main(args: list[str] | None = None) -> int:
+    """Measure scale-out alone: replay every stage once (models, one replica), then two."""
+    from bench import replay
+    from bench.run import FULL
+    from idq_common.gpstime import gps_now
+    from idq_dev.broker import LocalBroker
+
+    p = argparse.ArgumentParser(prog="python -m bench.scale_out", description=__doc__)
+    p.add_argument("--channels", type=int, default=1000)
+    p.add_argument("--span", type=float, default=300.0, help="replayed seconds")
+    p.add_argument("--workdir", type=Path, default=Path(".cache/bench-scale-out"))
+    p.add_argument("--out", type=Path, default=RESULTS)
+    ns = p.parse_args(args)
+    workdir = ns.workdir.resolve()
+    broker = LocalBroker(workdir / "kafka")
+    status = broker.start()
+    t0 = time.monotonic()
+    try:
+        start = float((int(gps_now()) - 7200) // 64 * 64)
+        timeout = max(300.0, 10 * ns.span)
+        load_start = [round(x, 2) for x in os.getloadavg()]
+        r = replay.measure(
+            workdir, str(status.bootstrap), ns.channels, start, ns.span, timeout, FULL["overrides"]
+        )
+        rows = r["ceiling"]["rows"] * ns.span / (ns.span + 2 * replay.MARGIN)
+        ts = r["processes"]["timeseries"]
+        result = measure(
+            r["config"], start, ns.span, rows, ts.wall_s, timeout, one_replica_cpu_s=ts.cpu_s
+        )
+        result.update(channels=ns.channels, span_s=ns.span, load_avg_start=load_start)
+        result["wall_s"] = round(time.monotonic() - t0, 1)
+    finally:
+        broker.stop()
+    ns.out.parent.mkdir(parents=True, exist_ok=True)
+    ns.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -2,7 +2,10 @@
 
 Two ``idq-timeseries`` processes in one group over a two-partition features topic:
 together they write every stride's frame, each does about half, and a replica
-stopped mid-run has its strides taken over by the other.
+stopped mid-run has its strides taken over by the other. The demo configuration
+partitions the features by block (``[kafka] partitioner = "block"``): while both run,
+each replica reads and decodes the batches of its own partition and only the pad
+batches at block edges of the other (``idq_feature_batches_read`` per partition).
 
 Everything is read from what the pipeline publishes, never from its logs: the group's
 assignment as the broker reports it, each replica's ``/metrics``, and the timeseries
@@ -26,7 +29,7 @@ from idq_common.gpstime import gps_now
 from idq_common.io.frames import frame_name
 from idq_dev.pipeline.local import LocalPipeline
 from idq_dev.processes import free_ports
-from idq_dev.testing.metrics import scrape
+from idq_dev.testing.metrics import scrape, scrape_by
 from idq_dev.testing.pipeline import pipeline_config
 from idq_dev.testing.topics import group_assignment, read_topic
 
@@ -88,6 +91,9 @@ def shared_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -
             180,
         )
         done_by_second = scrape(ports[REPLICAS[1]], "idq_frames_written_total") or 0.0
+        read = {
+            n: scrape_by(ports[n], "idq_feature_batches_read_total", "partition") for n in ports
+        }
         stopped_status = second.terminate()
         _wait(
             "the first replica to hold both partitions",
@@ -105,6 +111,7 @@ def shared_run(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -
         "frames": tmp / "frames",
         "records": records,
         "done_by_second": done_by_second,
+        "read": read,
         "status": status,
         "stopped_status": stopped_status,
         "settings": settings,
@@ -148,3 +155,17 @@ def test_the_remaining_replica_took_over(shared_run: dict[str, Any]) -> None:
     # after the second replica stopped the first did the strides of both partitions
     assert {int(t) % 2 for t in after} == {0, 1}
     assert len(after) >= 0.1 * DURATION
+
+
+def test_each_replica_read_only_its_blocks(shared_run: dict[str, Any]) -> None:
+    assert shared_run["settings"].kafka.partitioner == "block"
+    own = {}
+    for name, read in shared_run["read"].items():
+        # batches decoded per partition while both replicas ran
+        assert read, f"{name}: no idq_feature_batches_read_total"
+        mine = max(read, key=lambda p: read[p])
+        other = sum(v for p, v in read.items() if p != mine)
+        # the other partition: only the batch holding the pad at each block edge
+        assert read[mine] > 0 and other <= 0.3 * read[mine], (name, read)
+        own[name] = mine
+    assert sorted(own.values()) == ["0", "1"], own

@@ -37,7 +37,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from confluent_kafka import (
-    OFFSET_END,
     Consumer,
     KafkaError,
     KafkaException,
@@ -196,13 +195,20 @@ class BlockFeatureSource:
         if self._active is read:
             return
         ms = gps_to_kafka_ms(read.x - self.seek_pad)
+        tp = TopicPartition(self.topic, read.partition)
         try:
+            # the end *before* the lookup: if no message is at or after the time yet, every
+            # message from this offset on is new (a logical OFFSET_END is resolved later,
+            # when the fetch starts, and would skip what a live producer sent meanwhile)
+            _, high = self.consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
             found = self.consumer.offsets_for_times(
                 [TopicPartition(self.topic, read.partition, ms)], timeout=10.0
             )
         except KafkaException as exc:
             raise BrokerError(f"offsets_for_times on {self.topic} failed: {exc}") from exc
-        offset = found[0].offset if found[0].offset >= 0 else OFFSET_END
+        if found[0].error is not None:
+            raise BrokerError(f"offsets_for_times on {self.topic}: {found[0].error}")
+        offset = found[0].offset if found[0].offset >= 0 else high
         self.consumer.assign([TopicPartition(self.topic, read.partition, offset)])
         self._active = read
         self.seeks += 1
