@@ -168,6 +168,7 @@ def streaming_parts(
                 idle_timeout=stream.timeout,
                 dead_letter=runtime.deadletters.publish,
             )
+            source.unowned_wait = checkpoint.serve
         else:
             source = KafkaFeatureSource(
                 reader,

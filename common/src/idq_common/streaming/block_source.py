@@ -167,6 +167,10 @@ class BlockFeatureSource:
         self.should_stop: Callable[[], bool] = lambda: False
         #: called with the partition of every feature batch decoded (a metric)
         self.on_batch: Callable[[int], None] = lambda partition: None
+        #: waits ``seconds`` while this replica holds no partition: the stage sets the
+        #: group membership's poll, so an assignment arriving in a rebalance (revoked
+        #: first, assigned later) is taken at once instead of after an idle timeout
+        self.unowned_wait: Callable[[float], None] = time.sleep
 
     # -- ranges -----------------------------------------------------------------------
     def _ranges(self, block: int) -> list[tuple[float, float]]:
@@ -309,8 +313,8 @@ class BlockFeatureSource:
             raise BrokerError("BlockFeatureSource: nothing to read yet (no start and no fetch)")
         read = self._next_read(self._frontier)
         if read is None:
-            time.sleep(timeout)  # no partition held (yet): nothing to read
-            return False
+            self.unowned_wait(timeout)  # no partition held (mid-rebalance): nothing to read
+            return self._next_read(self._frontier) is not None
         if read.x > self._frontier:
             self._frontier = read.x  # other replicas' blocks: nothing to wait for
             return True
