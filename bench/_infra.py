@@ -189,6 +189,9 @@ class Sampled:
     up_s: float | None = None
     #: CPU seconds (user + system) of the process, from its exit status (wait4)
     cpu_s: float | None = None
+    #: CPU seconds of the process when its /healthz first answered (start-up: imports,
+    #: clients, models), so ``cpu_s - cpu_up_s`` is what the loop cost
+    cpu_up_s: float | None = None
 
     @property
     def loop_s(self) -> float | None:
@@ -279,6 +282,9 @@ def run_sampled(
                 continue
             if ports and n in ports and out[n].up_s is None and _answers(ports[n]):
                 out[n].up_s = now
+                with contextlib.suppress(psutil.Error):
+                    t = handles[n].cpu_times()
+                    out[n].cpu_up_s = t.user + t.system
             with contextlib.suppress(psutil.Error):
                 mib = handles[n].memory_info().rss / 2**20
                 if mib > 1:  # an exiting (zombie) process reports 0

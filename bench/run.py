@@ -106,6 +106,7 @@ def run_suite(
 ) -> dict[str, Any]:
     from bench import classifiers, live, scale_out, science
     from bench._infra import write_config
+    from bench.scale_out import loop_cpu
     from idq_common.gpstime import gps_now
     from idq_dev.broker import LocalBroker
 
@@ -159,6 +160,7 @@ def run_suite(
             ts_wall,
             timeout=max(300, 10 * ref["span_s"]),
             one_replica_cpu_s=ref["processes"]["timeseries"].cpu_s,
+            one_replica_loop_cpu_s=loop_cpu(ref["processes"]["timeseries"]),
         )
         if profile_dir is not None:
             from bench.profile import MODULES, profile_stage
@@ -245,6 +247,9 @@ def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
         )
     so = r["scale_out"]
     add("2 replicas / 1 replica", so["speedup"], ">= 1.7", so["speedup"] >= 1.7)
+    for key in ("cpu_ratio_per_replica", "loop_cpu_ratio_per_replica"):
+        ratio = so.get(key)
+        add(f"scale-out {key}", ratio, "<= 0.6", ratio is not None and ratio <= 0.6)
     sc = r["science"]
     add(
         "stride invariance max |diff|",

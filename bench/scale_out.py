@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._infra import RunConfig, reset_group, run_sampled
+from bench._infra import RunConfig, Sampled, reset_group, run_sampled
 from idq_common.contracts import group_id
 from idq_dev.processes import free_ports
 
@@ -68,6 +68,7 @@ def measure(
     one_replica_wall_s: float,
     timeout: float,
     one_replica_cpu_s: float | None = None,
+    one_replica_loop_cpu_s: float | None = None,
 ) -> dict[str, Any]:
     from idq_dev.testing.metrics import scrape_by
 
@@ -98,7 +99,7 @@ def measure(
             if got:
                 batches[n] = got
 
-    res = run_sampled(procs, timeout, on_sample=sample)
+    res = run_sampled(procs, timeout, ports=ports, on_sample=sample)
     for name, r in res.items():
         if r.returncode != 0:
             raise RuntimeError(f"{name} exited {r.returncode}:\n{procs[name].tail()}")
@@ -107,6 +108,10 @@ def measure(
     shared = all(0 < f < int(span) for f in frames.values())
     cpu = {n: round(r.cpu_s, 2) if r.cpu_s else None for n, r in res.items()}
     worst = max((c for c in cpu.values() if c), default=None)
+    # the same after start-up (imports, clients, models: paid once per replica, whatever
+    # the span), from the CPU seconds at the moment each process's /healthz answered
+    loop = {n: round(c, 2) if (c := loop_cpu(r)) else None for n, r in res.items()}
+    worst_loop = max((c for c in loop.values() if c), default=None)
     load = [round(x, 2) for x in os.getloadavg()]
     r1 = rows_in_span / one_replica_wall_s
     r2 = rows_in_span / wall
@@ -122,6 +127,13 @@ def measure(
         "replicas_2_cpu_s": cpu,
         "cpu_ratio_per_replica": round(worst / one_replica_cpu_s, 3)
         if worst and one_replica_cpu_s
+        else None,
+        "replicas_1_loop_cpu_s": round(one_replica_loop_cpu_s, 2)
+        if one_replica_loop_cpu_s
+        else None,
+        "replicas_2_loop_cpu_s": loop,
+        "loop_cpu_ratio_per_replica": round(worst_loop / one_replica_loop_cpu_s, 3)
+        if worst_loop and one_replica_loop_cpu_s
         else None,
         "strides_in_span": int(span),
         "frames_written_per_replica": frames,
@@ -142,6 +154,11 @@ def measure(
             + "; the machine is shared: see load_avg"
         ),
     }
+
+
+def loop_cpu(r: Sampled) -> float | None:
+    """CPU seconds of a finished process after its start-up (None if not measured)."""
+    return r.cpu_s - r.cpu_up_s if r.cpu_s and r.cpu_up_s is not None else None
 
 
 def partitioner(cfg: RunConfig) -> str:
@@ -177,7 +194,14 @@ def main(args: list[str] | None = None) -> int:
         rows = r["ceiling"]["rows"] * ns.span / (ns.span + 2 * replay.MARGIN)
         ts = r["processes"]["timeseries"]
         result = measure(
-            r["config"], start, ns.span, rows, ts.wall_s, timeout, one_replica_cpu_s=ts.cpu_s
+            r["config"],
+            start,
+            ns.span,
+            rows,
+            ts.wall_s,
+            timeout,
+            one_replica_cpu_s=ts.cpu_s,
+            one_replica_loop_cpu_s=loop_cpu(ts),
         )
         result.update(channels=ns.channels, span_s=ns.span, load_avg_start=load_start)
         result["wall_s"] = round(time.monotonic() - t0, 1)

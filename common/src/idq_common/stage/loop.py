@@ -88,7 +88,7 @@ class Progress(Protocol):
 
     def reassigned(self) -> bool: ...
 
-    def owns(self, stride_index: int) -> bool: ...
+    def owns(self, stride_index: int, start: float | None = None) -> bool: ...
 
     def lag(self) -> int: ...
 
@@ -290,7 +290,7 @@ class StreamingStage(ABC):
 
     def owns(self, start: float) -> bool:
         """Whether the stride starting at ``start`` is this replica's to do."""
-        return self.checkpoint.owns(round(start / self.stream.stride))
+        return self.checkpoint.owns(round(start / self.stream.stride), start)
 
     def commit(self) -> None:
         """Record that everything before the cadence timestamp is done."""

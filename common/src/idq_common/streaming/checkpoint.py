@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -93,6 +94,8 @@ class Checkpoint:
         #: partitions whose strides this process does (all of them unless shared)
         self.owned: set[int] = set() if shared else set(self._partitions)
         self._reassigned = False
+        #: committed next-stride GPS per partition, as last loaded (see :meth:`owns`)
+        self._done: dict[int, float] = {}
         if shared:
             self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
             deadline = time.monotonic() + 3 * self._timeout
@@ -130,9 +133,18 @@ class Checkpoint:
         changed, self._reassigned = self._reassigned, False
         return changed
 
-    def owns(self, stride_index: int) -> bool:
-        """Whether stride number ``stride_index`` (start // stride) is this replica's."""
-        return stride_owner(stride_index, len(self._partitions), self.block_strides) in self.owned
+    def owns(self, stride_index: int, start: float | None = None) -> bool:
+        """Whether stride number ``stride_index`` (start // stride) is this replica's.
+
+        With ``start`` (the stride's GPS start), a stride before its partition's committed
+        progress as last loaded is not: whoever held the partition did it already (a
+        replica taking a partition over resumes from the earliest progress of all it
+        holds, and would otherwise redo the others' strides in between).
+        """
+        partition = stride_owner(stride_index, len(self._partitions), self.block_strides)
+        if partition not in self.owned:
+            return False
+        return start is None or start >= self._done.get(partition, -math.inf)
 
     @property
     def partitions(self) -> list[int]:
@@ -170,6 +182,7 @@ class Checkpoint:
                     meta = json.loads(tp.metadata)
                     meta["next_gps"] = float(meta["next_gps"])
                     values.append(meta)
+                    self._done[tp.partition] = meta["next_gps"]
                 except (ValueError, KeyError, TypeError):
                     log.warning("ignoring unreadable checkpoint metadata %r", tp.metadata)
         return min(values, key=lambda m: m["next_gps"]) if values else None

@@ -114,7 +114,7 @@ class MemoryProgress:
     def reassigned(self) -> bool:
         return False
 
-    def owns(self, stride_index: int) -> bool:
+    def owns(self, stride_index: int, start: float | None = None) -> bool:
         return True
 
     def lag(self) -> int:
