@@ -84,9 +84,10 @@ class TrainingSet:
 
     def _add_to(self, parts: list[Quiver], quiver: Quiver) -> None:
         parts.append(quiver)
-        # join once the parts hold more than max_samples beyond the kept set: memory
-        # stays within ~2 x max_samples, each sample is copied O(1) times on average
-        if sum(len(p) for p in parts[1:]) > self.max_samples:
+        # join once the parts hold more than max_samples / 4 beyond the kept set (a
+        # round reads and joins them anyway): the parts stay within 1.25 x max_samples
+        # and each sample is copied a few times, not once per stride
+        if sum(len(p) for p in parts[1:]) > max(1, self.max_samples // 4):
             self._join(parts)
 
     @property
