@@ -203,3 +203,20 @@ def test_flat_forest_is_predict_proba_on_the_columns_it_reads() -> None:
     np.testing.assert_array_equal(flat.glitch_proba(test, compact=False), expected)
     compact = np.ascontiguousarray(test[:, flat.used])
     np.testing.assert_array_equal(flat.glitch_proba(compact, compact=True), expected)
+
+
+def test_warm_compiles_every_kernel_signature_the_builders_use(
+    model: Any, calibrated: dict[str, Any]
+) -> None:
+    """``_windows.warm`` (called by the benchmarks before any measured process) compiles
+    every signature a stride of every flavor needs: none is added by a real run."""
+    from idq_common.science import _windows
+
+    count = _windows.warm()
+    start = T0 + 9500
+    triggers = model.generate(start - 1, start + 3)
+    strides = _strides(start, 2, segmentlist([segment(start, start + 2)]))
+    stride_products(triggers, strides, RATE, calibrated)
+    feature_matrix(triggers, grid_times(start, start + 1, RATE), small_spec(model))
+    kernels = ("resolve", "gather_cols", "dt_cols", "matrix_cells", "forest_sum")
+    assert sum(len(getattr(_windows, k).signatures) for k in kernels) == count
