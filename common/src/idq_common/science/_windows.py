@@ -22,10 +22,51 @@ _jit = numba.njit(cache=True, nogil=True, boundscheck=False)
 
 
 @_jit
+def group(
+    chan: np.ndarray,
+    col_of: np.ndarray,
+    t: np.ndarray,
+    s: np.ndarray,
+    f: np.ndarray,
+    nch: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Rows grouped by spec channel ``col_of[chan[r]]`` (``nch``: not in the spec, dropped).
+
+    A stable counting sort: within a channel the rows keep their (time) order. Returns
+    ``bounds`` (channel c owns rows ``[bounds[c], bounds[c + 1])``) and the grouped
+    time, snr and frequency, each followed by one zero row per channel (the defaults a
+    cell without a trigger picks: row ``bounds[nch] + c``).
+    """
+    n = chan.size
+    counts = np.zeros(nch + 1, dtype=np.int64)
+    for r in range(n):
+        counts[col_of[chan[r]]] += 1
+    bounds = np.empty(nch + 1, dtype=np.int64)
+    bounds[0] = 0
+    for c in range(nch):
+        bounds[c + 1] = bounds[c] + counts[c]
+    size = bounds[nch] + nch
+    tg = np.zeros(size)
+    sg = np.zeros(size)
+    fg = np.zeros(size)
+    pos = bounds[:nch].copy()
+    for r in range(n):
+        c = col_of[chan[r]]
+        if c < nch:
+            k = pos[c]
+            tg[k] = t[r]
+            sg[k] = s[r]
+            fg[k] = f[r]
+            pos[c] = k + 1
+    return bounds, tg, sg, fg
+
+
+@_jit
 def resolve(
     bounds: np.ndarray,
     t: np.ndarray,
     s: np.ndarray,
+    f: np.ndarray,
     st: np.ndarray,
     w: float,
     best: np.ndarray,
@@ -33,18 +74,19 @@ def resolve(
 ) -> None:  # pragma: no cover - compiled; covered through build_features
     """Loudest grouped row of every window ``[st[i] - w, st[i] + w]`` of every channel.
 
-    ``bounds`` (nch + 1): channel c owns grouped rows ``[bounds[c], bounds[c + 1])``,
-    sorted by (time, snr, frequency); ``st`` sorted. Writes ``best[i, c]`` (the row;
-    ``t.size + c``, the channel's default row, when the window is empty) and
+    ``bounds`` (nch + 1): channel c owns grouped rows ``[bounds[c], bounds[c + 1])``
+    in time order (:func:`group`); ``st`` sorted. Writes ``best[i, c]`` (the row;
+    ``bounds[nch] + c``, the channel's default row, when the window is empty) and
     ``hit[i, c]``. One sliding-window maximum per channel: the window's edges only move
-    forward, a deque keeps the candidate rows in decreasing snr, and a row is dropped
-    only by a strictly louder later one, so the front is the earliest loudest row (ties
-    go to the earliest in group order: earliest time, then lowest frequency).
-    A row is inside iff ``st[i] - w <= time <= st[i] + w``, evaluated in float64.
+    forward and a deque keeps the candidate rows, best first, in the order "louder,
+    then earlier, then lower frequency": a later row drops the rows it beats (louder,
+    or as loud at the same time with a lower frequency), so the front is the loudest
+    row, ties to the earliest then the lowest frequency (the module docstring of
+    ``features``). A row is inside iff ``st[i] - w <= time <= st[i] + w`` (float64).
     """
     n = st.size
     nch = bounds.size - 1
-    rows = t.size
+    rows = bounds[nch]
     dq = np.empty(max(rows, 1), dtype=np.int64)
     for c in range(nch):
         b1 = bounds[c + 1]
@@ -62,9 +104,13 @@ def resolve(
             # behind the front are later, so they leave after it.
             if nxt <= top or front < bottom:
                 while hi < b1 and t[hi] <= top:
-                    v = s[hi]
-                    while tail > head and s[dq[tail - 1]] < v:
-                        tail -= 1
+                    v, th, fh = s[hi], t[hi], f[hi]
+                    while tail > head:
+                        b = dq[tail - 1]
+                        if s[b] < v or (s[b] == v and t[b] == th and f[b] > fh):
+                            tail -= 1
+                        else:
+                            break
                     dq[tail] = hi
                     tail += 1
                     hi += 1
@@ -232,6 +278,10 @@ def matrix_cells(
                 out[i, c * k + j] = x
 
 
+#: every compiled kernel (what :func:`warm` compiles)
+KERNELS = (group, resolve, gather_cols, dt_cols, matrix_cells, forest_sum)
+
+
 def warm() -> int:
     """Compile (or load from the cache) every kernel for the argument types the feature
     builders and the forest pass; returns the number of signatures now compiled.
@@ -244,7 +294,9 @@ def warm() -> int:
     best = np.zeros((2, 1), dtype=i8)
     hit = np.zeros((2, 1), dtype=bool)
     one, two = np.zeros(1, dtype=i8), np.zeros(2)
-    resolve(np.zeros(2, dtype=i8), np.zeros(0), np.zeros(0), two, 0.1, best, hit)
+    row = np.zeros(1)
+    bounds, t, s, f = group(np.zeros(1, dtype=np.int32), np.zeros(2, dtype=i8), row, row, row, 1)
+    resolve(bounds, t, s, f, two, 0.1, best, hit)
     for dtype in (np.float64, np.float32):
         out = np.zeros((2, 1), dtype=dtype)
         gather_cols(np.zeros(1), best, one, out, one)
@@ -292,5 +344,4 @@ def warm() -> int:
         leaf,
         np.zeros(2),
     )
-    kernels = (resolve, gather_cols, dt_cols, matrix_cells, forest_sum)
-    return sum(len(k.signatures) for k in kernels)
+    return sum(len(k.signatures) for k in KERNELS)

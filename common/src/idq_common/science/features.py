@@ -15,7 +15,7 @@ Columns per channel, channel-major (``chan0.snr, chan0.frequency, chan0.dt, chan
 
 Algorithm (no Python loop over channels or samples): sample times are sorted and
 taken in chunks; a chunk's triggers (a slice of the time-sorted rows) are grouped by
-channel in (time, snr, frequency) order, and the loudest row of every window is a
+channel, in time order, and the loudest row of every window is a
 sliding-window maximum per channel (compiled with numba, :mod:`._windows`): both window
 edges only move forward along the sorted sample times.
 """
@@ -29,7 +29,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from idq_common.data.triggers import TriggerSet, group_rows
+from idq_common.data.triggers import TriggerSet
 
 __all__ = [
     "FEATURE_COLUMNS",
@@ -173,13 +173,10 @@ class Picks:
         hit: np.ndarray,
         grouped: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
     ) -> None:
-        bounds, t, s, f = grouped
-        nch = bounds.size - 1
+        bounds, t, s, f = grouped  # rows then the per-channel defaults (_windows.group)
         self.times, self.window, self.best, self.hit = times, window, best, hit
-        self.nch = nch
-        zeros = np.zeros(nch)
-        self._rows = {"time": np.append(t, zeros), "snr": np.append(s, zeros)}
-        self._rows["frequency"] = np.append(f, zeros)
+        self.nch = bounds.size - 1
+        self._rows = {"time": t, "snr": s, "frequency": f}
         self._bounds = bounds
         self._cache: dict[Any, np.ndarray] = {}
 
@@ -417,9 +414,7 @@ def build_features(
         # Rows with lo_t[a] <= time <= hi_t[b - 1]: every trigger of these windows.
         r0 = int(np.searchsorted(t, lo_t[a], side="left"))
         r1 = int(np.searchsorted(t, hi_t[b - 1], side="right"))
-        col = col_of[chan[r0:r1]]
-        want = col < nch
-        grouped = group_rows(col[want], t[r0:r1][want], s[r0:r1][want], f[r0:r1][want], nch)
+        grouped = _kernels().group(chan[r0:r1], col_of, t[r0:r1], s[r0:r1], f[r0:r1], nch)
         picks = _resolve(grouped, st[a:b], w)
         for builder, out in zip(builders, sorted_outs, strict=True):
             builder.fill(picks, out[a:b])
@@ -439,9 +434,9 @@ def _resolve(
     loudest row of each window is a compiled sliding-window maximum per channel
     (:func:`idq_common.science._windows.resolve`), O(rows + samples) per channel.
     """
-    bounds = grouped[0]
+    bounds, t, s, f = grouped
     n, nch = st.size, bounds.size - 1
     best = np.empty((n, nch), dtype=np.int64)
     hit = np.empty((n, nch), dtype=bool)
-    _kernels().resolve(bounds, grouped[1], grouped[2], st, float(w), best, hit)
+    _kernels().resolve(bounds, t, s, f, st, float(w), best, hit)
     return Picks(st, w, best, hit, grouped)
