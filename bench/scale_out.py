@@ -179,6 +179,9 @@ def main(args: list[str] | None = None) -> int:
     p.add_argument("--span", type=float, default=300.0, help="replayed seconds")
     p.add_argument("--workdir", type=Path, default=Path(".cache/bench-scale-out"))
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--block-seconds", type=int, default=None, help="[kafka] block_seconds (default: config)"
+    )
     ns = p.parse_args(args)
     workdir = ns.workdir.resolve()
     broker = LocalBroker(workdir / "kafka")
@@ -188,8 +191,11 @@ def main(args: list[str] | None = None) -> int:
         start = float((int(gps_now()) - 7200) // 64 * 64)
         timeout = max(300.0, 10 * ns.span)
         load_start = [round(x, 2) for x in os.getloadavg()]
+        overrides = dict(FULL["overrides"])
+        if ns.block_seconds:
+            overrides["kafka.block_seconds"] = str(ns.block_seconds)
         r = replay.measure(
-            workdir, str(status.bootstrap), ns.channels, start, ns.span, timeout, FULL["overrides"]
+            workdir, str(status.bootstrap), ns.channels, start, ns.span, timeout, overrides
         )
         rows = r["ceiling"]["rows"] * ns.span / (ns.span + 2 * replay.MARGIN)
         ts = r["processes"]["timeseries"]

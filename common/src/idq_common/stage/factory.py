@@ -142,6 +142,7 @@ def streaming_parts(
             block_strides=round(settings.kafka.block_seconds / stream.stride) if blocks else None,
         )
         runtime.on_close(checkpoint.close)
+        checkpoint.skip_done = not getattr(ns, "from_start", False)
         start = start_time(
             stage, checkpoint, ns.gps_start, stream.stride, getattr(ns, "from_start", False)
         )

@@ -96,6 +96,9 @@ class Checkpoint:
         self._reassigned = False
         #: committed next-stride GPS per partition, as last loaded (see :meth:`owns`)
         self._done: dict[int, float] = {}
+        #: skip strides before their partition's committed progress; off for a run
+        #: that reprocesses on purpose (``--from-start``: the old progress is stale)
+        self.skip_done = True
         if shared:
             self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
             deadline = time.monotonic() + 3 * self._timeout
@@ -144,7 +147,9 @@ class Checkpoint:
         partition = stride_owner(stride_index, len(self._partitions), self.block_strides)
         if partition not in self.owned:
             return False
-        return start is None or start >= self._done.get(partition, -math.inf)
+        if start is None or not self.skip_done:
+            return True
+        return start >= self._done.get(partition, -math.inf)
 
     @property
     def partitions(self) -> list[int]:
