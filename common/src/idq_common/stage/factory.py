@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 #: ``fetch.wait.max.ms`` of a block reader (see :func:`streaming_parts`)
 BLOCK_FETCH_WAIT_MS = 20
+#: seconds a shared stage's group must be quiet before its first stride (the broker's
+#: own ``group.initial.rebalance.delay.ms`` is 3 s by default; the local test broker's 0)
+SHARED_SETTLE_S = 3.0
 
 
 def segment_source(
@@ -140,6 +143,7 @@ def streaming_parts(
             settings.kafka.topics.features,
             shared=shared,
             block_strides=round(settings.kafka.block_seconds / stream.stride) if blocks else None,
+            settle=SHARED_SETTLE_S if shared else 0.0,
         )
         runtime.on_close(checkpoint.close)
         checkpoint.skip_done = not getattr(ns, "from_start", False)

@@ -64,6 +64,11 @@ class Checkpoint:
         Join the consumer group and share the strides by partition (see the module).
     block_strides : int, optional
         Strides per block of a block-partitioned topic: ownership by block.
+    settle : float
+        Shared: after the first assignment, wait until the group has not changed for
+        this many seconds (bounded by ``3 * timeout``). Replicas started together then
+        begin with the work already split: the first one to join otherwise holds every
+        partition and works through the others' strides until they join.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class Checkpoint:
         timeout: float = 10.0,
         shared: bool = False,
         block_strides: int | None = None,
+        settle: float = 0.0,
     ) -> None:
         if block_strides is not None and block_strides < 1:
             raise ValueError(f"block_strides must be >= 1, got {block_strides}")
@@ -107,6 +113,7 @@ class Checkpoint:
             if not self._reassigned:
                 self._consumer.close()  # leave the group: a dangling member stalls it
                 raise BrokerError(f"no partition assignment from the group on {topic!r}")
+            self._settle(settle, deadline)
 
     # -- shared work --------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -122,6 +129,19 @@ class Checkpoint:
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.owned -= {tp.partition for tp in partitions}
+        self._reassigned = True
+
+    def _settle(self, settle: float, deadline: float) -> None:
+        """Serve the group until it has been stable (and we hold something) ``settle`` s."""
+        quiet_from = time.monotonic()
+        self._reassigned = False
+        while time.monotonic() < deadline:
+            if time.monotonic() - quiet_from >= settle and self.owned:
+                break
+            self.serve(0.2)
+            if self._reassigned:  # a member joined or left: wait for quiet again
+                self._reassigned = False
+                quiet_from = time.monotonic()
         self._reassigned = True
 
     def serve(self, timeout: float = 0.0) -> None:
