@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 
 #: data seconds handled per poll at most (a stage catching up works in bounded batches)
 MAX_POLL_SECONDS = 64.0
+#: seconds a shared replica holding no partition waits for an assignment before going on
+UNOWNED_WAIT_S = 30.0
 #: trigger rows read per poll at most: ~62 s at 1,000 channels, ~21 s at 3,000 (16 Hz
 #: each); with the pad and the copies a poll makes, a few hundred MB at most
 MAX_POLL_ROWS = 1_000_000
@@ -180,6 +182,7 @@ class StreamingStage(ABC):
         self.segments: SegmentSource | None = None
         self._sorted_for: StreamBatch | None = None
         self._sorted: tuple[TriggerSet, np.ndarray, np.ndarray] | None = None
+        self._unowned_since: float | None = None
         self._build(parts.start)
         self.runtime.on_close(self._close_segments)
         self.checkpoint.reassigned()  # the first assignment is what we started from
@@ -234,6 +237,8 @@ class StreamingStage(ABC):
             self.checkpoint.serve()
             if self.checkpoint.reassigned():
                 self._resync()
+            if self._between_assignments():
+                continue
             if not self.cadence.due():
                 self.cadence.wait()
                 continue
@@ -270,6 +275,26 @@ class StreamingStage(ABC):
         )
         self.finish()
         return 0
+
+    def _between_assignments(self) -> bool:
+        """Shared and holding no partition (mid-rebalance): wait for the assignment.
+
+        With the eager protocol every member holds nothing between the revoke and the
+        assignment; strides polled then would be skipped and redone after it. Bounded
+        (``UNOWNED_WAIT_S`` per episode): a replica beyond the partition count goes on,
+        doing nothing, as before.
+        """
+        owned = getattr(self.checkpoint, "owned", None)  # a Checkpoint (fakes have none)
+        if not self.shared or owned is None or owned:
+            self._unowned_since = None
+            return False
+        now = time.monotonic()
+        if self._unowned_since is None:
+            self._unowned_since = now
+        if now - self._unowned_since >= UNOWNED_WAIT_S:
+            return False
+        self.checkpoint.serve(0.2)
+        return True
 
     def _resync(self) -> None:
         """After a rebalance: go back to the earliest progress of the partitions we now hold."""
