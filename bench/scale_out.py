@@ -103,6 +103,7 @@ def measure(
     for name, r in res.items():
         if r.returncode != 0:
             raise RuntimeError(f"{name} exited {r.returncode}:\n{procs[name].tail()}")
+    fixed = fixed_cpu(cfg, start, timeout)
     wall = max(r.wall_s for r in res.values())
     frames = {n: _frames(d) for n, d in dirs.items()}
     shared = all(0 < f < int(span) for f in frames.values())
@@ -135,6 +136,12 @@ def measure(
         "loop_cpu_ratio_per_replica": round(worst_loop / one_replica_loop_cpu_s, 3)
         if worst_loop and one_replica_loop_cpu_s
         else None,
+        # CPU of one replica over a single stride (start-up, group, models: what every
+        # replica pays whatever its share), and the ratio with it taken off both sides
+        "fixed_cpu_s": round(fixed, 2) if fixed else None,
+        "cpu_ratio_net_of_fixed": round((worst - fixed) / (one_replica_cpu_s - fixed), 3)
+        if worst and one_replica_cpu_s and fixed and one_replica_cpu_s > fixed
+        else None,
         "strides_in_span": int(span),
         "frames_written_per_replica": frames,
         # feature batches each replica decoded, per partition of the features topic (at
@@ -154,6 +161,19 @@ def measure(
             + "; the machine is shared: see load_avg"
         ),
     }
+
+
+def fixed_cpu(cfg: RunConfig, start: float, timeout: float) -> float | None:
+    """CPU seconds of one timeseries replica run over a single 1-s stride."""
+    reset_group(cfg, group_id("H1", "timeseries"))
+    pipeline = cfg.pipeline(start, start + 1.0)
+    proc = pipeline.service(
+        "timeseries",
+        name="timeseries-fixed",
+        env={"IDQ_TIMESERIES__OUTPUT_DIR": str(cfg.workdir / "frames-fixed")},
+    )
+    r = run_sampled({"timeseries-fixed": proc}, timeout)["timeseries-fixed"]
+    return r.cpu_s if r.returncode == 0 else None
 
 
 def loop_cpu(r: Sampled) -> float | None:
