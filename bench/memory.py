@@ -2,7 +2,9 @@
 
 The memory part of the replay (:mod:`bench.replay`) without the rest of the suite, for
 measuring one change at a time: the features are produced once per channel count into
-``<workdir>/replay<channels>`` (one span per workdir) and kept with the broker's data in
+``<workdir>/replay<channels>`` (one span and one config per workdir: a call whose
+config would produce the data differently, e.g. another partitioner, refuses the
+stale data) and kept with the broker's data in
 ``<workdir>/kafka`` (the broker is stopped at exit and restarted on the next call), and
 every call replays them through the chosen stages with its own topics for everything
 else (models, quivers, calibrations, timeseries), so calls never see each other's
@@ -21,6 +23,7 @@ Example: ``python -m bench.memory --channels 3000 --span 480 --stages train,eval
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import os
@@ -91,11 +94,18 @@ def measure(
     """Replay ``stages`` in order over the (produced once) data; memory and CPU figures."""
     data = _data_config(workdir, bootstrap, channels)
     marker = data.workdir / "produced.json"
+    # how the data was produced (partitioner, block length, ...): the config without
+    # its broker address; data produced under another one is stale (e.g. a features
+    # topic partitioned by key read by stages that expect blocks)
+    recipe = hashlib.sha256(
+        re.sub(r"(?m)^bootstrap_servers = .*$", "", data.path.read_text()).encode()
+    ).hexdigest()[:16]
     if marker.exists():
         made = json.loads(marker.read_text())
-        if made["span"] != span:
+        if made["span"] != span or made.get("recipe") != recipe:
             raise SystemExit(
-                f"{data.workdir} holds {made['span']} s, not {span}: another --workdir"
+                f"{data.workdir} holds data of another span or config "
+                f"({made['span']} s, recipe {made.get('recipe')}): use another --workdir"
             )
         start = float(made["start"])
     else:
@@ -103,7 +113,7 @@ def measure(
 
         start = start or float((int(gps_now()) - 7200) // 64 * 64)
         _, prod = replay.prepare(workdir, bootstrap, channels, start, span)
-        marker.write_text(json.dumps({"start": start, "span": span, **prod}))
+        marker.write_text(json.dumps({"start": start, "span": span, "recipe": recipe, **prod}))
     from idq_common.science import _windows
 
     _windows.warm()  # compiled into the on-disk cache: no measured stage pays a compile
