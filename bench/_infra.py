@@ -198,6 +198,25 @@ class Sampled:
         """Wall time without interpreter start-up: from /healthz answering to exit."""
         return None if self.up_s is None else self.wall_s - self.up_s
 
+    def _trend(self) -> float | None:
+        """Mean RSS of the last quarter of the loop over that of its second quarter, in %.
+
+        The loop is the time after start-up (``up_s``, else the first 20 %). In a replay
+        of under a minute ``growth_pct``'s warm point (20 % of the run) falls before the
+        first poll and the first model are in, so it reads start-up; RSS also swings by
+        a poll's data between samples. Means over quarters of the loop compare like
+        with like: ~0 for a flat curve, positive for a ramp. None: too few samples.
+        """
+        t_end = self.rss[-1][0]
+        t0 = self.up_s if self.up_s is not None else 0.2 * t_end
+        q = (t_end - t0) / 4
+        second = [m for t, m in self.rss if t0 + q <= t < t0 + 2 * q]
+        last = [m for t, m in self.rss if t >= t0 + 3 * q]
+        if len(second) < 3 or len(last) < 3:
+            return None
+        a, b = sum(second) / len(second), sum(last) / len(last)
+        return round(100.0 * (b - a) / a, 1)
+
     def memory(self) -> dict[str, Any]:
         """Peak and final RSS and the growth after warm-up.
 
@@ -221,6 +240,7 @@ class Sampled:
             "final_rss_mib": round(final, 1),
             "warm_rss_mib": round(warm, 1),
             "growth_pct": round(100.0 * (final - warm) / warm, 1) if warm else 0.0,
+            "trend_pct": self._trend(),
             "samples": len(self.rss),
             "wall_s": round(self.wall_s, 2),
         }
