@@ -302,6 +302,14 @@ def test_forest_keeps_the_witness_channels_and_their_jitter() -> None:
     other = make_classifier("f", "random_forest", {"n_estimators": 20}, spec)
     other.from_bytes(clf.to_bytes())
     assert np.array_equal(other._cols, clf._cols) and np.array_equal(other._tol, clf._tol)
+    # the report's channel importances: the kept columns mapped back to their channels
+    from idq_common.report.gather import channel_importance
+
+    method, ranked = channel_importance(other)
+    assert method.startswith("feature_importances_") and len(ranked) == nch
+    assert math.isclose(sum(v for _, v in ranked), 1.0)
+    assert {c for c, v in ranked if v > 0} <= {spec.channels[i] for i in kept}
+    assert ranked[0][0] in {spec.channels[i] for i in witnesses}
     trig = m.generate(T0 + 2000, T0 + 2010)
     times = np.arange(T0 + 2001, T0 + 2009, 1 / 64)
     X = feature_matrix(trig, times, spec)
@@ -316,6 +324,8 @@ def test_forest_keeps_the_witness_channels_and_their_jitter() -> None:
     plain.train(q)
     assert plain._cols is None and plain._tol is None
     assert plain._est.n_features_in_ == spec.width + nch
+    assert plain.column_channels().tolist() == [*np.repeat(np.arange(nch), 3), *range(nch)]
+    assert channel_importance(plain)[1][0][0] in {spec.channels[i] for i in witnesses}
     for bad in ({"witness_select": -1}, {"witness_select": "x"}, {"lag_snr": "yes"}):
         with pytest.raises(ClassifierError, match=next(iter(bad))):
             make_classifier("f", "random_forest", bad, spec).check()

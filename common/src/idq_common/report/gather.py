@@ -293,13 +293,13 @@ def channel_importance(clf: Any) -> tuple[str, list[tuple[str, float]]]:
     """(method, [(channel, importance)]) of a loaded sklearn-based classifier, largest first.
 
     Tree ensembles: ``feature_importances_`` (mean impurity decrease); linear models:
-    |coefficient| on standardised features. Columns are channel-major (every feature
-    column of channel 0, then channel 1 ...), so a channel's importance is the sum over
-    its columns.
+    |coefficient| on standardised features. A channel's importance is the sum over the
+    columns the estimator saw of it (``column_channels``: the learnable columns, the
+    ``lag_snr``/signed ones, only those ``witness_select`` kept).
     """
     est = getattr(clf, "_est", None)
     spec = getattr(clf, "_spec", None) or getattr(clf, "feature_spec", None)
-    if est is None or spec is None:
+    if est is None or spec is None or not hasattr(clf, "column_channels"):
         return "", []
     if hasattr(est, "feature_importances_"):
         method, w = "feature_importances_ (impurity)", np.asarray(est.feature_importances_)
@@ -307,9 +307,11 @@ def channel_importance(clf: Any) -> tuple[str, list[tuple[str, float]]]:
         method, w = "|coefficient| (standardised features)", np.abs(np.asarray(est.coef_)).ravel()
     else:
         return "", []
-    k = len(spec.columns)
-    n = len(spec.channels)
-    per = w[: n * k].reshape(n, k).sum(axis=1)
+    chans = clf.column_channels()
+    if chans.size != w.size:
+        log.warning("report: %d importances for %d columns: not shown", w.size, chans.size)
+        return "", []
+    per = np.bincount(chans, weights=w, minlength=len(spec.channels))
     total = per.sum()
     if total > 0:
         per = per / total

@@ -398,6 +398,19 @@ class _SklearnMixin:
                 layout = np.stack(per_channel, axis=1)  # (nch, columns per channel)
                 self._cols = np.sort(layout[keep].ravel())
 
+    def column_channels(self) -> np.ndarray:
+        """The channel index (into the spec's channels) of every column the estimator sees.
+
+        The preprocessed layout is channel-major (every feature column of channel 0,
+        then channel 1 ...), then one block per channel for ``signed_dt`` and for
+        ``lag_snr``; ``witness_select`` keeps some of those columns.
+        """
+        spec = self._spec or self.feature_spec
+        n, k = len(spec.channels), len(spec.columns)
+        extra = int(bool(self.params.get("signed_dt", False))) + int(self._tol is not None)
+        layout = np.concatenate([np.repeat(np.arange(n), k), np.tile(np.arange(n), extra)])
+        return layout if self._cols is None else layout[self._cols]
+
     def feature_builder(self) -> FeatureBuilder | None:
         spec = self._spec
         if self._est is None or spec != self.feature_spec:
