@@ -43,6 +43,9 @@ def test_a_replica_needs_its_blocks_and_the_pads_around_them() -> None:
     assert needed_ranges(2, {0}, 2, B, pad) == [(32.0, 48.0)]
     assert needed_ranges(1, {0, 1}, 2, B, pad) == [(16.0, 32.0)]
     assert needed_ranges(1, set(), 2, B, pad) == []
+    # a partition taken over: its blocks before the committed progress are done
+    assert needed_ranges(1, {0, 1}, 2, B, pad, done={1: 32.0}) == [(16.0, 16.5), (31.5, 32.0)]
+    assert needed_ranges(3, {0, 1}, 2, B, pad, done={1: 32.0}) == [(48.0, 64.0)]
     # 3 partitions: a block between two others' blocks is not needed at all
     assert needed_ranges(1, {0}, 3, B, pad) == [(16.0, 16.5)]
     assert needed_ranges(2, {0}, 3, B, pad) == [(47.5, 48.0)]

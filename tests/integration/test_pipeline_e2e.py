@@ -32,6 +32,7 @@ from idq_common.data.triggers import in_segments
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
 from idq_common.io.avro.convert import record_to_timeseries
 from idq_common.io.frames import frame_name, read_frame, read_provenance
+from idq_common.io.publish import block_partition
 from idq_common.report.truth import efficiency_summary, frame_files, load_series
 from idq_dev.pipeline.local import LocalPipeline
 from idq_dev.processes import free_port
@@ -128,11 +129,17 @@ def run(
         # a poison message in the middle of the data
         wait_progress(150)
         poison = Producer(k.producer_config())
+        # in the partition a producer puts data of that time (block partitioning: the
+        # replicas read only their blocks' partitions, by time)
+        where = {}
+        if k.partitioner == "block":
+            where["partition"] = block_partition(start + 300, k.block_seconds, k.partitions)
         poison.produce(
             k.topics.features,
             b"this is not avro",
             key=b"poison",
             timestamp=gps_to_kafka_ms(start + 300),
+            **where,
         )
         poison.flush(10)
         restarts = {}

@@ -174,6 +174,7 @@ def streaming_parts(
                 dead_letter=runtime.deadletters.publish,
             )
             source.unowned_wait = checkpoint.serve
+            source.done = checkpoint.done
         else:
             source = KafkaFeatureSource(
                 reader,

@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from confluent_kafka import (
@@ -87,19 +87,26 @@ class _Read:
 
 
 def needed_ranges(
-    block: int, owned: set[int], partitions: int, block_seconds: float, pad: float
+    block: int,
+    owned: set[int],
+    partitions: int,
+    block_seconds: float,
+    pad: float,
+    done: Mapping[int, float] | None = None,
 ) -> list[tuple[float, float]]:
     """The parts of block ``block`` a replica holding ``owned`` partitions must read.
 
     Everything within ``pad`` of a block of an owned partition (block ``b`` is in
-    partition ``b % partitions``), clipped to the block.
+    partition ``b % partitions``), clipped to the block. ``done``: committed progress
+    per partition; an owned block that ends by then is done (nothing to read for it).
     """
+    done = done or {}
     span = segmentlist([segment(block * block_seconds, (block + 1) * block_seconds)])
     reach = math.ceil(pad / block_seconds) + 1
     near = segmentlist(
         segment(b * block_seconds - pad, (b + 1) * block_seconds + pad)
         for b in range(block - reach, block + reach + 1)
-        if b % partitions in owned
+        if b % partitions in owned and (b + 1) * block_seconds > done.get(b % partitions, -math.inf)
     ).coalesce()
     return [(float(s[0]), float(s[1])) for s in near & span if s[1] > s[0]]
 
@@ -167,6 +174,9 @@ class BlockFeatureSource:
         self.should_stop: Callable[[], bool] = lambda: False
         #: called with the partition of every feature batch decoded (a metric)
         self.on_batch: Callable[[int], None] = lambda partition: None
+        #: committed progress per partition (a taken-over partition's strides before it
+        #: are done: not read again); the stage sets the checkpoint's
+        self.done: Callable[[], Mapping[int, float]] = dict
         #: waits ``seconds`` while this replica holds no partition: the stage sets the
         #: group membership's poll, so an assignment arriving in a rebalance (revoked
         #: first, assigned later) is taken at once instead of after an idle timeout
@@ -174,7 +184,9 @@ class BlockFeatureSource:
 
     # -- ranges -----------------------------------------------------------------------
     def _ranges(self, block: int) -> list[tuple[float, float]]:
-        return needed_ranges(block, self.owned(), self.partitions, self.block_seconds, self.pad)
+        return needed_ranges(
+            block, self.owned(), self.partitions, self.block_seconds, self.pad, self.done()
+        )
 
     def _read_of(self, block: int, x: float, y: float) -> _Read:
         read = self._reads.get((x, y))

@@ -171,6 +171,10 @@ class Checkpoint:
             return True
         return start >= self._done.get(partition, -math.inf)
 
+    def done(self) -> dict[int, float]:
+        """Committed progress per partition as last loaded ({} with ``skip_done`` off)."""
+        return dict(self._done) if self.skip_done else {}
+
     @property
     def partitions(self) -> list[int]:
         """Every partition of the features topic."""

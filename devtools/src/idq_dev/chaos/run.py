@@ -48,7 +48,7 @@ from idq_common.data.synthetic import SyntheticModel
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
 from idq_common.io.avro import codec
 from idq_common.io.frames import find_frames, read_frame, read_provenance
-from idq_common.io.publish import FeaturePublisher, partitioning
+from idq_common.io.publish import FeaturePublisher, block_partition, partitioning
 from idq_dev.broker import LocalBroker, free_port
 from idq_dev.chaos import ingest
 from idq_dev.chaos.corpus import BadInput, features_corpus, out_of_order_batch, quivers_corpus
@@ -161,8 +161,17 @@ def high_watermark(settings: Settings, kind: str, consumer: Consumer) -> int:
 def _produce_raw(
     settings: Settings, kind: str, payloads: list[bytes], gps: float
 ) -> list[tuple[int, int]]:
-    """Send raw messages (partition 0, in order); their (partition, offset)."""
+    """Send raw messages (in order); their (partition, offset).
+
+    Partition 0, or on a block-partitioned features topic the partition of the block of
+    ``gps``: where a producer puts data of that time, so the replica reading that block
+    meets them (a block reader skips, undecoded, what lies outside its time ranges).
+    """
     topic = getattr(settings.kafka.topics, kind)
+    k = settings.kafka
+    partition = 0
+    if kind == "features" and k.partitioner == "block":
+        partition = block_partition(gps, k.block_seconds, k.partitions)
     got: dict[int, tuple[int, int]] = {}
     p = Producer({**settings.kafka.producer_config(), "message.max.bytes": 2_000_000})
     for i, payload in enumerate(payloads):
@@ -175,7 +184,7 @@ def _produce_raw(
             topic,
             payload,
             key=b"chaos",
-            partition=0,
+            partition=partition,
             timestamp=gps_to_kafka_ms(gps),
             on_delivery=done,
         )
