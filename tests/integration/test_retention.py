@@ -24,7 +24,7 @@ from idq_common.data.synthetic import SyntheticModel
 from idq_common.gpstime import gps_now
 from idq_common.io.frames import find_frames, read_frame
 from idq_common.io.kafka.topics import TopicSpec, create_topics
-from idq_common.io.publish import FeaturePublisher
+from idq_common.io.publish import FeaturePublisher, partitioning
 from idq_dev.pipeline.local import MARGIN, LocalPipeline
 from idq_dev.testing.kafka_broker import BOOTSTRAP_ENV
 from idq_dev.testing.pipeline import pipeline_config
@@ -76,10 +76,12 @@ def test_year_old_span_survives_retention_and_replays_identically(
         n_noise=10, glitch_rate=0.5,
     )  # fmt: skip
     producer = Producer(k.producer_config())
-    for topic, partitions in ((k.topics.features, k.partitions), (control, 1)):
-        pub = FeaturePublisher(
-            producer, topic, "H1", "synthetic", partitioner="round_robin", partitions=partitions
-        )
+    # the features as the configuration partitions them (the stages read them so)
+    for topic, how in (
+        (k.topics.features, partitioning(k)),
+        (control, {"partitioner": "round_robin", "partitions": 1}),
+    ):
+        pub = FeaturePublisher(producer, topic, "H1", "synthetic", **how)
         sent = pub.publish(model.generate, start - MARGIN, end + MARGIN)
         pub.flush()
     # the broker's retention check empties the time-retained control (proves it ran) ...
