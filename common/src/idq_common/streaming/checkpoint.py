@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from idq_common.exceptions import BrokerError
 from idq_common.gpstime import gps_to_kafka_ms
+from idq_common.io.kafka.clients import committed_offsets
 
 log = logging.getLogger(__name__)
 
@@ -201,7 +202,7 @@ class Checkpoint:
         if not tps:
             return None
         try:
-            committed = self._consumer.committed(tps, timeout=self._timeout)
+            committed = committed_offsets(self._consumer, tps, self._timeout)
         except KafkaException as exc:
             raise BrokerError(f"cannot read committed offsets: {exc}") from exc
         values: list[dict[str, Any]] = []
@@ -249,7 +250,7 @@ class Checkpoint:
         """Messages between the committed offsets and the high watermarks, summed."""
         tps = [TopicPartition(self._topic, p) for p in sorted(self.owned)]
         total = 0
-        for tp in self._consumer.committed(tps, timeout=self._timeout):
+        for tp in committed_offsets(self._consumer, tps, self._timeout):
             _, high = self._consumer.get_watermark_offsets(
                 TopicPartition(self._topic, tp.partition), timeout=self._timeout, cached=False
             )

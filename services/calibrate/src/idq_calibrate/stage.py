@@ -45,6 +45,7 @@ from idq_common.exceptions import BrokerError, DecodeError, InvalidMessageError
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
 from idq_common.io.avro import decode
 from idq_common.io.avro.convert import record_to_quiver
+from idq_common.io.kafka.clients import committed_offsets
 from idq_common.io.store import ArtifactStore
 from idq_common.science.calibration import CalibrationMap
 from idq_common.science.quiver import Quiver
@@ -336,7 +337,7 @@ class CalibrateStage:
             return {}
         try:
             committed = {
-                tp.partition: tp.offset for tp in self.consumer.committed(assigned, timeout=5)
+                tp.partition: tp.offset for tp in committed_offsets(self.consumer, assigned, 5.0)
             }
             out: dict[int, tuple[int, int]] = {}
             for tp in self.consumer.position(assigned):

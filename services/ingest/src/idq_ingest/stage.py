@@ -34,7 +34,6 @@ from confluent_kafka import (
     OFFSET_BEGINNING,
     Consumer,
     KafkaError,
-    KafkaException,
     Message,
     TopicPartition,
 )
@@ -42,7 +41,7 @@ from confluent_kafka import (
 from idq_common.config import Settings
 from idq_common.contracts import group_id
 from idq_common.exceptions import BrokerError
-from idq_common.io.kafka.clients import partitions_of
+from idq_common.io.kafka.clients import committed_offsets, partitions_of
 from idq_common.io.publish import FeaturePublisher, partitioning
 from idq_common.io.snax import IngestRejected, JsonFormat, SecondTracker, parse_message
 from idq_common.stage.factory import closed_on_error, runtime_for
@@ -191,23 +190,8 @@ class IngestStage:
             )
 
     def _committed(self, tps: list[TopicPartition], timeout: float = 60.0) -> list[TopicPartition]:
-        """The group's committed offsets, retried while the group coordinator is loading
-        (a freshly started broker answers NOT_COORDINATOR for a while)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                return list(self.consumer.committed(tps, timeout=10))
-            except KafkaException as exc:
-                err = exc.args[0] if exc.args else None
-                transient = isinstance(err, KafkaError) and (
-                    err.retriable()
-                    or err.code()
-                    in (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS)
-                )
-                if not transient or time.monotonic() > deadline:
-                    raise
-                log.info("ingest: committed offsets not available yet (%s): retrying", err)
-                time.sleep(0.5)
+        """The group's committed offsets (retried while the coordinator is loading)."""
+        return committed_offsets(self.consumer, tps, retry_for=timeout)
 
     def _job(self, job: str, seq: int = 0, last: float | None = None) -> Job:
         found = self.jobs.get(job)

@@ -160,6 +160,37 @@ def wait_for_assignment(consumer: Consumer, timeout: float = 30.0) -> list[Topic
             raise BrokerError(f"no partitions assigned within {timeout} s")
 
 
+def committed_offsets(
+    consumer: Consumer, tps: list[TopicPartition], timeout: float = 10.0, retry_for: float = 60.0
+) -> list[TopicPartition]:
+    """The group's committed offsets of ``tps``, retried while the coordinator is not ready.
+
+    A freshly started broker (or a group's first join) answers NOT_COORDINATOR or
+    COORDINATOR_LOAD_IN_PROGRESS for a while; a stage that gave up there failed to start
+    (seen in ``idq demo``). Other errors, and transient ones after ``retry_for`` s,
+    raise :class:`confluent_kafka.KafkaException` as ``committed`` does.
+    """
+    deadline = time.monotonic() + retry_for
+    while True:
+        try:
+            return list(consumer.committed(tps, timeout=timeout))
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            transient = isinstance(err, KafkaError) and (
+                err.retriable()
+                or err.code()
+                in (
+                    KafkaError.NOT_COORDINATOR,
+                    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                    KafkaError.COORDINATOR_NOT_AVAILABLE,
+                )
+            )
+            if not transient or time.monotonic() > deadline:
+                raise
+            log.info("committed offsets not available yet (%s): retrying", err)
+            time.sleep(0.5)
+
+
 def partitions_of(consumer: Consumer, topic: str, timeout: float = 10.0) -> list[int]:
     """Partition ids of ``topic`` (raises :class:`BrokerError` if it does not exist)."""
     meta = consumer.list_topics(topic, timeout=timeout)
