@@ -38,7 +38,6 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import (
     Consumer,
-    KafkaError,
     KafkaException,
     Message,
     TopicPartition,
@@ -50,7 +49,7 @@ from idq_common.exceptions import BrokerError, IncompleteDataError, NoDataError,
 from idq_common.gpstime import gps_to_kafka_ms
 from idq_common.io.kafka.clients import partitions_of
 from idq_common.io.publish import block_of
-from idq_common.streaming.kafka_source import DeadLetter, _SourceRun, decode_message
+from idq_common.streaming.kafka_source import DeadLetter, _SourceRun, decode_message, is_data
 
 log = logging.getLogger(__name__)
 
@@ -265,12 +264,7 @@ class BlockFeatureSource:
 
     def _handle(self, read: _Read, msg: Message, start_ms: int, end_ms: int) -> bool:
         """Add one message to ``read``; True if it was a batch of the range."""
-        err = msg.error()
-        if err is not None:
-            if err.fatal():
-                raise BrokerError(f"fatal consumer error on {self.topic}: {err}")
-            if err.code() != KafkaError._PARTITION_EOF:
-                log.warning("features %s: consumer error: %s", self.topic, err)
+        if not is_data(msg, self.topic):
             return False
         if msg.partition() != read.partition:
             return False  # fetched for an earlier assignment

@@ -138,6 +138,19 @@ def decode_message(
     return source, batch
 
 
+def is_data(msg: Message, topic: str) -> bool:
+    """Whether ``msg`` carries data; a consumer error is logged (partition EOF quietly)
+    or, when fatal, raised as :class:`BrokerError`."""
+    err = msg.error()
+    if err is None:
+        return True
+    if err.fatal():
+        raise BrokerError(f"fatal consumer error on {topic}: {err}")
+    if err.code() != KafkaError._PARTITION_EOF:
+        log.warning("features %s: consumer error: %s", topic, err)
+    return False
+
+
 class KafkaFeatureSource:
     """Serve ``fetch(start, end)`` from the features topic.
 
@@ -243,12 +256,7 @@ class KafkaFeatureSource:
             left = max(0.0, deadline - self._monotonic())
             msgs = self.consumer.consume(self.consume_batch, min(left, 0.5))
             for msg in msgs:
-                err = msg.error()
-                if err is not None:
-                    if err.fatal():
-                        raise BrokerError(f"fatal consumer error on {self.topic}: {err}")
-                    if err.code() != KafkaError._PARTITION_EOF:
-                        log.warning("features %s: consumer error: %s", self.topic, err)
+                if not is_data(msg, self.topic):
                     continue
                 self.consumed += 1
                 self._handle(msg)
