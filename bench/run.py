@@ -281,6 +281,18 @@ def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
             fam["best_ratio_to_bound"] >= 0.8,
         )
         add(
+            f"families (seeds {seeds}): Bayes-optimal / witnessed bound @1e-2 (ceiling)",
+            fam["optimal_ratio_to_bound"],
+            "info: >= 0.8?",
+            fam["optimal_ratio_to_bound"] >= 0.8,
+        )
+        add(
+            f"families (seeds {seeds}): best ({fam['best_classifier']}) / Bayes-optimal @1e-2",
+            fam["best_ratio_to_optimal"],
+            ">= 0.9",
+            fam["best_ratio_to_optimal"] >= 0.9,
+        )
+        add(
             f"families (seeds {seeds}): OVL / witnessed bound @1e-2",
             fam["ovl_ratio_to_bound"],
             ">= 0.5",
