@@ -168,3 +168,26 @@ def test_a_replica_reads_its_blocks_and_their_pads_only(
     # (the batch holding the pad + the anchor batch before it) x sources
     assert 0 < read[other] <= len(blocks) * 2 * 2 * len(SOURCES)
     assert read[other] < 0.3 * read[p]
+
+
+def test_a_span_no_own_stride_needs_is_empty_over_the_table_read(
+    block_topic: str, kafka_bootstrap: str
+) -> None:
+    """Another replica's strides: nothing is read, and the empty set has the channel
+    table of the data read, so a poll's umbrella (one chunk per stride) concatenates
+    its chunks without merging tables name by name."""
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": "empty", "fetch.wait.max.ms": 10}
+    )
+    src = BlockFeatureSource(
+        consumer, block_topic, owned=lambda: {0}, block_seconds=BLOCK, pad=PAD, idle_timeout=15
+    )
+    try:
+        assert block_partition(T0, BLOCK, 2) == 0
+        own = src.fetch(T0, T0 + STRIDE)
+        # the middle of partition 1's next block: beyond the pad of every block of ours
+        other = src.fetch(T0 + BLOCK + 2 * STRIDE, T0 + BLOCK + 3 * STRIDE)
+    finally:
+        src.close()
+    assert len(own) > 0 and len(other) == 0
+    assert other.channels == own.channels
