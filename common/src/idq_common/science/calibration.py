@@ -44,7 +44,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-from scipy.special import expit
 
 from idq_common.exceptions import CalibrationError
 
@@ -249,6 +248,10 @@ class CalibrationMap:
 
     def pglitch(self, rank: Any) -> np.ndarray:
         """Posterior glitch probability from LOGLIKE and the prior odds."""
+        # imported here: scipy.special (with scipy's array API layer, all of numpy's
+        # submodules) costs ~0.3 CPU s that evaluate, which never asks, paid at start
+        from scipy.special import expit
+
         return np.asarray(expit(self.loglike(rank) + self.prior_log_odds))
 
     def health(self, min_samples: int | None = None) -> tuple[bool, str]:

@@ -143,7 +143,9 @@ class ModelBook:
             payload = self.store.get(uri, sha256)
             model = Model.from_bytes(payload)
             clf = make_classifier(name, self.flavors[name], self.params[name], model.spec)
-            clf.model = model
+            # this stage only ranks: a flavor may skip what ranking does not need
+            # (scikit-learn itself, for the forest and SGD)
+            clf.load_for_ranking(model)
             self._classifiers[key] = clf
             log.info(
                 "%s: loaded model %s (%d samples, span [%.0f, %.0f))",

@@ -196,6 +196,21 @@ class Classifier(ABC):
         self._load(model.payload, model.spec)
         self._model = model
 
+    def load_for_ranking(self, model: Model) -> None:
+        """Use ``model`` to rank only (a stage that never trains or inspects it).
+
+        The ranks are those of ``self.model = model``, bit for bit; a flavor may load
+        less of the model for it (the scikit-learn flavors read the fitted arrays
+        without importing scikit-learn). Training on, or reading the estimator of, a
+        classifier loaded this way is not supported: set :attr:`model` for that.
+        """
+        if model.flavor != self.flavor:
+            raise ClassifierError(
+                f"{self.nickname}: model flavor '{model.flavor}' != classifier flavor '{self.flavor}'"
+            )
+        self._load_ranking(model.payload, model.spec)
+        self._model = model
+
     @property
     def is_calibrated(self) -> bool:
         return self._calibration is not None
@@ -291,6 +306,10 @@ class Classifier(ABC):
     @abstractmethod
     def _load(self, payload: bytes, spec: FeatureSpec) -> None:
         """Restore the fitted state from ``_dump`` output."""
+
+    def _load_ranking(self, payload: bytes, spec: FeatureSpec) -> None:
+        """Restore what ranking needs from ``_dump`` output (default: everything)."""
+        self._load(payload, spec)
 
     # -- helpers ---------------------------------------------------------------------
     def _align(self, X: np.ndarray, target: FeatureSpec) -> np.ndarray:

@@ -50,10 +50,15 @@ tail; arctan stays distinct up to ``|z| ~ 1e15``.
 
 Models are stored with skops (``skops.io.dumps``) and loaded with an explicit list of
 trusted types, never with pickle: a type outside the list raises ClassifierError.
+A stage that only ranks (:meth:`~idq_common.science.classifiers.base.Classifier.load_for_ranking`)
+reads a forest's or SGD's fitted arrays from the payload without scikit-learn or skops
+(:mod:`~idq_common.science.classifiers.skops_arrays`): scikit-learn is imported only
+where an estimator is fitted or loaded whole (~2-3 CPU s per process).
 """
 
 from __future__ import annotations
 
+import importlib
 import io
 import re
 import zipfile
@@ -61,11 +66,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
-from sklearn.linear_model import SGDClassifier
-from sklearn.naive_bayes import GaussianNB
-from sklearn.preprocessing import StandardScaler
-from sklearn.utils.class_weight import compute_sample_weight
 
 from idq_common.exceptions import ClassifierError, ClassifierParamError
 from idq_common.science.classifiers.base import (
@@ -100,6 +100,17 @@ LAG_TOL_QUANTILE = 0.9
 
 #: scikit-learn parameter names that our parameters are called differently
 _SKLEARN_NAMES = {"random_state": "seed"}
+
+
+def _sklearn(path: str) -> Any:
+    """``module.Name`` of scikit-learn, imported on first use (not at import of this module)."""
+    module, _, name = path.rpartition(".")
+    return getattr(importlib.import_module(module), name)
+
+
+def _kind(est: Any) -> str:
+    """The estimator's class name: a scikit-learn object's, or the arrays read for ranking."""
+    return str(getattr(est, "kind", None) or type(est).__name__)
 
 
 def _log_map(values: np.ndarray) -> np.ndarray:
@@ -335,6 +346,145 @@ def _loads(payload: bytes) -> dict[str, Any]:
     return obj
 
 
+@dataclass(frozen=True, eq=False)
+class TreeArrays:
+    """A fitted tree's node arrays, as ``sklearn.tree._tree.Tree`` exposes them."""
+
+    children_left: np.ndarray
+    children_right: np.ndarray
+    feature: np.ndarray
+    threshold: np.ndarray
+    missing_go_to_left: np.ndarray | None
+    value: np.ndarray
+
+    @property
+    def node_count(self) -> int:
+        return int(self.children_left.size)
+
+    @classmethod
+    def read(cls, state: dict[str, Any], n_features: int, n_classes: int) -> TreeArrays:
+        """From a stored ``Tree``'s state; every index checked (the walk trusts them).
+
+        Raises
+        ------
+        ClassifierError
+            A child that is not after its parent or past the last node, a feature out
+            of range, values of another shape: the compiled walk would read out of
+            bounds or never end on such a tree.
+        """
+        nodes, value = state["nodes"], np.asarray(state["values"])
+        names = nodes.dtype.names or ()
+        if not {"left_child", "right_child", "feature", "threshold"} <= set(names):
+            raise ClassifierError("model tree nodes lack their fields")
+        left = np.asarray(nodes["left_child"], dtype=np.int64)
+        right = np.asarray(nodes["right_child"], dtype=np.int64)
+        feature = np.asarray(nodes["feature"], dtype=np.int64)
+        n = left.size
+        at = np.arange(n)
+        inner = left != -1
+        leaf_ok = (right[~inner] == -1).all()
+        inner_ok = (
+            (left[inner] > at[inner]).all()
+            and (right[inner] > at[inner]).all()
+            and (np.maximum(left, right)[inner] < n).all()
+            and (feature[inner] >= 0).all()
+            and (feature[inner] < n_features).all()
+        )
+        if not (leaf_ok and inner_ok) or value.ndim != 3 or value.shape[::2] != (n, n_classes):
+            raise ClassifierError("model tree has out-of-range children, features or values")
+        missing = nodes["missing_go_to_left"] if "missing_go_to_left" in names else None
+        return cls(left, right, feature, nodes["threshold"], missing, value)
+
+
+@dataclass(frozen=True, eq=False)
+class _FittedTree:
+    tree_: TreeArrays
+
+
+@dataclass(frozen=True, eq=False)
+class ForestArrays:
+    """What ranking needs of a fitted ``RandomForestClassifier`` (:class:`FlatForest`)."""
+
+    kind: ClassVar[str] = "RandomForestClassifier"
+    classes_: np.ndarray
+    n_features_in_: int
+    estimators_: list[_FittedTree]
+
+
+@dataclass(frozen=True, eq=False)
+class LinearArrays:
+    """What ranking needs of a fitted ``SGDClassifier``: its decision's coefficients."""
+
+    kind: ClassVar[str] = "SGDClassifier"
+    coef_: np.ndarray
+    intercept_: np.ndarray
+    n_features_in_: int
+
+
+@dataclass(frozen=True, eq=False)
+class ScalerArrays:
+    """A fitted ``StandardScaler``'s ``transform`` (the same float operations)."""
+
+    mean_: np.ndarray | None
+    scale_: np.ndarray | None
+    with_mean: bool
+    with_std: bool
+    n_features_in_: int
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        # StandardScaler.transform: a float copy, then in place -= mean_, /= scale_
+        Z = np.array(X, dtype=np.float64 if X.dtype.kind != "f" else X.dtype, copy=True)
+        if self.with_mean:
+            Z -= np.asarray(self.mean_).astype(Z.dtype)
+        if self.with_std:
+            Z /= np.asarray(self.scale_).astype(Z.dtype)
+        return Z
+
+
+def _ranking_bundle(payload: bytes) -> dict[str, Any] | None:
+    """The bundle of :func:`_loads` with the estimator's (and scaler's) fitted arrays
+    only, read without scikit-learn or skops; None: not a forest or SGD bundle this
+    reads (load it whole)."""
+    from idq_common.science.classifiers.skops_arrays import CLASS, read_bundle
+
+    obj = read_bundle(payload)
+    if obj is None:
+        return None
+    est, scaler = obj["estimator"], obj.get("scaler")
+    if not isinstance(est, dict) or (scaler is not None and not isinstance(scaler, dict)):
+        return None
+    try:
+        if est[CLASS] == "RandomForestClassifier":
+            classes = np.asarray(est["classes_"])
+            n_features = int(est["n_features_in_"])
+            trees = [
+                _FittedTree(TreeArrays.read(t["tree_"], n_features, classes.size))
+                for t in est["estimators_"]
+            ]
+            obj["estimator"] = ForestArrays(classes, n_features, trees)
+        elif est[CLASS] == "SGDClassifier":
+            obj["estimator"] = LinearArrays(
+                np.asarray(est["coef_"], dtype=np.float64),
+                np.asarray(est["intercept_"], dtype=np.float64),
+                int(est["n_features_in_"]),
+            )
+        else:
+            return None
+        if scaler is not None:
+            if scaler[CLASS] != "StandardScaler":
+                return None
+            obj["scaler"] = ScalerArrays(
+                None if scaler["mean_"] is None else np.asarray(scaler["mean_"]),
+                None if scaler["scale_"] is None else np.asarray(scaler["scale_"]),
+                bool(scaler["with_mean"]),
+                bool(scaler["with_std"]),
+                int(scaler["n_features_in_"]),
+            )
+    except (KeyError, TypeError, ValueError, IndexError) as exc:
+        raise ClassifierError(f"malformed model payload: {exc}") from exc
+    return obj
+
+
 class _SklearnMixin:
     """Shared rank/dump/load for wrappers holding ``self._est`` (+ optional scaler)."""
 
@@ -416,7 +566,7 @@ class _SklearnMixin:
         if self._est is None or spec != self.feature_spec:
             return None
         signed = bool(self.params.get("signed_dt", False))
-        if isinstance(self._est, RandomForestClassifier):
+        if _kind(self._est) == "RandomForestClassifier":
             return _tree_input(self._est, spec, signed, self._lags, self._tol, self._cols)
         if signed or self._tol is not None or self._cols is not None:
             return None
@@ -431,17 +581,17 @@ class _SklearnMixin:
         return self._predict(self._prep(X))
 
     def _rank_built(self, built: np.ndarray) -> np.ndarray:
-        if isinstance(self._est, RandomForestClassifier):
+        if _kind(self._est) == "RandomForestClassifier":
             return FlatForest.of(self._est).glitch_proba(built, compact=True)
         return self._predict(built)
 
     def _predict(self, Z: np.ndarray) -> np.ndarray:
-        if isinstance(self._est, RandomForestClassifier):
+        if _kind(self._est) == "RandomForestClassifier":
             return _forest_glitch_proba(self._est, Z)
-        if isinstance(self._est, GaussianNB):
+        if _kind(self._est) == "GaussianNB":
             jll = self._est.predict_joint_log_proba(Z)
             z = jll[:, 1] - jll[:, 0]
-        elif isinstance(self._est, SGDClassifier):
+        elif _kind(self._est) == "SGDClassifier":
             # decision_function's X @ coef.T goes through BLAS, whose kernels block rows:
             # a row's last bits would depend on how many rows are ranked with it. One
             # dot product per row makes a sample's rank independent of its batch.
@@ -488,7 +638,16 @@ class _SklearnMixin:
         return _dumps(bundle)
 
     def _load(self, payload: bytes, spec: FeatureSpec) -> None:
-        obj = _loads(payload)
+        self._load_bundle(_loads(payload), spec)
+
+    def _load_ranking(self, payload: bytes, spec: FeatureSpec) -> None:
+        obj = _ranking_bundle(payload)
+        if obj is None:
+            self._load(payload, spec)
+        else:
+            self._load_bundle(obj, spec)
+
+    def _load_bundle(self, obj: dict[str, Any], spec: FeatureSpec) -> None:
         lags, tol = obj.get("lags"), obj.get("lag_tol")
         for name, arr in (("lags", lags), ("lag_tol", tol)):
             if arr is not None and np.shape(arr) != (len(spec.channels),):
@@ -519,7 +678,7 @@ class _SklearnMixin:
         self._lags, self._tol, self._cols = lags, tol, cols
 
 
-def _forest_glitch_proba(forest: RandomForestClassifier, Z: np.ndarray) -> np.ndarray:
+def _forest_glitch_proba(forest: Any, Z: np.ndarray) -> np.ndarray:
     """``forest.predict_proba(Z)[:, glitch]``, the same arithmetic without joblib.
 
     ``predict_proba`` casts to float32, sums the trees' leaf probabilities in estimator
@@ -552,7 +711,7 @@ class FlatForest:
     n_features: int
 
     @classmethod
-    def of(cls, forest: RandomForestClassifier) -> FlatForest:
+    def of(cls, forest: Any) -> FlatForest:
         """The flat form of ``forest``, computed once per fitted forest (cached)."""
         got = _FLAT.get(id(forest))
         if got is not None and got[0] is forest:
@@ -623,11 +782,11 @@ class FlatForest:
 
 
 #: the flat form of each fitted forest in use (computed once per model)
-_FLAT: dict[int, tuple[RandomForestClassifier, FlatForest]] = {}
+_FLAT: dict[int, tuple[Any, FlatForest]] = {}
 
 
 def _tree_input(
-    forest: RandomForestClassifier,
+    forest: Any,
     spec: FeatureSpec,
     signed: bool,
     lags: np.ndarray | None,
@@ -650,13 +809,15 @@ class _BatchBase(_SklearnMixin, SupervisedClassifier):
     names as in :attr:`params`), ``class_weight="balanced"`` and ``random_state=seed``.
     """
 
-    estimator: ClassVar[type[Any]]
+    #: the scikit-learn class, ``module.Name`` (imported when one is made)
+    estimator: ClassVar[str]
     estimator_params: ClassVar[tuple[str, ...]]
 
     def _new_estimator(self) -> Any:
         p = self.params
         kw = {name: p[name] for name in self.estimator_params}
-        return self.estimator(**kw, class_weight="balanced", random_state=p["seed"])
+        cls = _sklearn(self.estimator)
+        return cls(**kw, class_weight="balanced", random_state=p["seed"])
 
     def _fit(self, X: np.ndarray, y: np.ndarray) -> None:
         self._spec, self._scaler = self.feature_spec, None
@@ -682,7 +843,7 @@ class RandomForest(_BatchBase):
         "witness_select": 3.0,
     }
 
-    estimator = RandomForestClassifier
+    estimator = "sklearn.ensemble.RandomForestClassifier"
     estimator_params = ("n_estimators", "max_depth", "min_samples_leaf", "max_features", "n_jobs")
 
 
@@ -701,7 +862,7 @@ class HistGradientBoosting(_BatchBase):
         "lags": False,
     }
 
-    estimator = HistGradientBoostingClassifier
+    estimator = "sklearn.ensemble.HistGradientBoostingClassifier"
     estimator_params = (
         "max_iter",
         "learning_rate",
@@ -719,7 +880,8 @@ class _IncrementalBase(_SklearnMixin, IncrementalSupervisedClassifier):
         if first or self._est is None:
             self._spec = self.feature_spec
             self._est = self._new_estimator()
-            self._scaler = StandardScaler() if self._use_scaler else None
+            scaler = _sklearn("sklearn.preprocessing.StandardScaler")
+            self._scaler = scaler() if self._use_scaler else None
         assert self._spec is not None
         Z = preprocess(X, self._spec, bool(p.get("signed_dt", False)))
         if self._scaler is not None:
@@ -727,7 +889,8 @@ class _IncrementalBase(_SklearnMixin, IncrementalSupervisedClassifier):
             self._scaler.partial_fit(Z)
             Z = self._scaler.transform(Z)
         rng = np.random.default_rng(int(p["seed"]) + (0 if first else int(y.size)))
-        w = compute_sample_weight("balanced", y) if self._balanced else None
+        weights = _sklearn("sklearn.utils.class_weight.compute_sample_weight")
+        w = weights("balanced", y) if self._balanced else None
         for _ in range(int(p["epochs"])):
             order = rng.permutation(y.size)
             kw = {} if w is None else {"sample_weight": w[order]}
@@ -753,7 +916,7 @@ class SGD(_IncrementalBase):
 
     def _new_estimator(self) -> Any:
         p = self.params
-        return SGDClassifier(
+        return _sklearn("sklearn.linear_model.SGDClassifier")(
             loss="log_loss",
             alpha=p["alpha"],
             penalty=p["penalty"],
@@ -773,4 +936,6 @@ class NaiveBayes(_IncrementalBase):
     }
 
     def _new_estimator(self) -> Any:
-        return GaussianNB(priors=[0.5, 0.5], var_smoothing=self.params["var_smoothing"])
+        return _sklearn("sklearn.naive_bayes.GaussianNB")(
+            priors=[0.5, 0.5], var_smoothing=self.params["var_smoothing"]
+        )

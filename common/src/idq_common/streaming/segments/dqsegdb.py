@@ -23,8 +23,6 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-import dqsegdb2
-import requests
 from igwn_segments import segment, segmentlist
 from tenacity import (
     RetryCallState,
@@ -109,7 +107,7 @@ class DQSegDBSegments:
                 warnings.filterwarnings(
                     "ignore", category=DeprecationWarning, module="igwn_auth_utils"
                 )
-            out = dqsegdb2.query_segments(self.flag, start, end, host=self.host, **kwargs)
+            out = _dqsegdb2().query_segments(self.flag, start, end, host=self.host, **kwargs)
         if not isinstance(out, dict) or "active" not in out or "known" not in out:
             raise ValueError(f"answer lacks 'known'/'active': {str(out)[:200]}")
         return out
@@ -176,14 +174,14 @@ class DQSegDBSegments:
             wait=wait_exponential(multiplier=self.backoff, exp_base=2, min=0),
             # connection refused/reset, timeouts, HTTP 5xx, garbage bodies; a 4xx is
             # turned into SegmentQueryError by _attempt and not retried
-            retry=retry_if_exception_type(_RETRYABLE),
+            retry=retry_if_exception_type(_retryable()),
             sleep=self._sleep,
             before_sleep=log_retry,
             reraise=True,
         )
         try:
             out = retrying(self._attempt, start, end)
-        except _RETRYABLE as exc:
+        except _retryable() as exc:
             raise SegmentQueryError(
                 f"DQSegDB {self.host}: query for {self.flag} [{start}, {end}) failed after "
                 f"{self.retries + 1} attempts; last error: {_short(exc)}"
@@ -194,7 +192,7 @@ class DQSegDBSegments:
     def _attempt(self, start: float, end: float) -> dict[str, Any]:
         try:
             return self._query_once(start, end)
-        except requests.HTTPError as exc:
+        except _requests().HTTPError as exc:
             status = exc.response.status_code if exc.response is not None else None
             if status is not None and 400 <= status < 500:
                 raise SegmentQueryError(
@@ -203,8 +201,23 @@ class DQSegDBSegments:
             raise
 
 
-#: what a retry may cure
-_RETRYABLE = (requests.RequestException, json.JSONDecodeError, ValueError, KeyError, TypeError)
+def _dqsegdb2() -> Any:
+    # imported on first query: dqsegdb2 (igwn-auth-utils, requests) costs ~0.3 CPU s
+    # that every stage process paid at start, whatever its segments source
+    import dqsegdb2
+
+    return dqsegdb2
+
+
+def _requests() -> Any:
+    import requests
+
+    return requests
+
+
+def _retryable() -> tuple[type[BaseException], ...]:
+    """What a retry may cure."""
+    return (_requests().RequestException, json.JSONDecodeError, ValueError, KeyError, TypeError)
 
 
 def _short(exc: BaseException | None) -> str:
