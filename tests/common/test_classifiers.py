@@ -67,6 +67,21 @@ def test_factory_errors_name_the_problem(model: Any) -> None:
     assert not is_incremental("random_forest") and not is_incremental("ovl")
 
 
+def test_forest_is_unweighted_unless_balanced(model: Any) -> None:
+    """``balanced`` picks the class weights: the forest's default is unweighted (its
+    FAP 1e-2 tail is decided by the few clean look-alikes), gradient boosting's balanced;
+    a value that is not a boolean is refused with the parameter's name."""
+    spec = small_spec(model)
+    forest = make_classifier("f", "random_forest", {}, spec)
+    assert forest._new_estimator().class_weight is None
+    weighted = make_classifier("f", "random_forest", {"balanced": True}, spec)
+    assert weighted._new_estimator().class_weight == "balanced"
+    boost = make_classifier("g", "hist_gradient_boosting", {}, spec)
+    assert boost._new_estimator().class_weight == "balanced"
+    with pytest.raises(ClassifierError, match="balanced"):
+        make_classifier("f", "random_forest", {"balanced": "yes"}, spec).check()
+
+
 @pytest.mark.parametrize("flavor", sorted(FAST))
 def test_untrained_raises(flavor: str, model: Any, test_q: Quiver) -> None:
     clf = make_classifier("c", flavor, FAST[flavor], small_spec(model))
