@@ -222,7 +222,7 @@ class CalibrateStage:
         #: every quiver ending at or before this GPS time has been consumed and released
         self.released_to = -np.inf
         #: (evaluate's progress, quivers high watermarks when it was read)
-        self._target: tuple[float, dict[int, int]] | None = None
+        self._target: tuple[float, dict[int, tuple[int, int]]] | None = None
         self.position: dict[int, int] = {}
         self.consumed = 0
         self.duplicates = 0
@@ -312,7 +312,12 @@ class CalibrateStage:
         next_check = self.clock.now()
         while not self.runtime.stop:
             self.runtime.metrics.heartbeat()
-            msgs = self.consumer.consume(num_messages=500, timeout=min(1.0, self.poll_seconds))
+            # what is queued at once; only an empty queue waits, for the first message:
+            # consume(500, t) waits out t unless 500 quivers are there, which at the end
+            # of a replay (or in a small one) they never are
+            msgs = self.consumer.consume(num_messages=500, timeout=0)
+            if not msgs:
+                msgs = self.consumer.consume(num_messages=1, timeout=min(1.0, self.poll_seconds))
             for msg in msgs:
                 self._absorb(msg)
             if self.clock.now() >= next_check or msgs:
@@ -320,7 +325,7 @@ class CalibrateStage:
                 self._advance()
                 self.runtime.flush()
                 self._commit()
-            if self._finished(msgs):
+            if self._finished():
                 log.info("calibrate: consumed every quiver up to --gps-end %.0f", self.gps_end)
                 break
         log.info(
@@ -330,8 +335,9 @@ class CalibrateStage:
         )
         return 0
 
-    def _positions(self) -> dict[int, tuple[int, int]]:
-        """Per assigned partition: (how far it is consumed, its high watermark)."""
+    def _positions(self, ends: Mapping[int, tuple[int, int]]) -> dict[int, int]:
+        """Per assigned partition, how far it is consumed (``ends``: its (low, high)
+        watermarks as :meth:`_ends` read them)."""
         assigned = self.consumer.assignment()
         if not assigned:
             return {}
@@ -339,20 +345,35 @@ class CalibrateStage:
             committed = {
                 tp.partition: tp.offset for tp in committed_offsets(self.consumer, assigned, 5.0)
             }
-            out: dict[int, tuple[int, int]] = {}
+            out: dict[int, int] = {}
             for tp in self.consumer.position(assigned):
-                low, high = self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                low = ends.get(tp.partition, (0, 0))[0]
                 # a partition nothing was read from has no position (negative): its start counts
-                pos = max(
+                out[tp.partition] = max(
                     low,
                     tp.offset,
                     self.position.get(tp.partition, -1),
                     committed.get(tp.partition, -1),
                 )
-                out[tp.partition] = (pos, high)
         except KafkaException as exc:
             raise BrokerError(f"cannot read {self.topics.quivers} positions: {exc}") from exc
         return out
+
+    def _ends(self) -> dict[int, tuple[int, int]]:
+        """(low, high) watermarks of every assigned partition, read now.
+
+        A round trip to the partition leader, queued behind a fetch waiting there for
+        data (up to ``fetch.wait.max.ms``): read once per release target, not at every
+        check of whether the consumer has got there.
+        """
+        assigned = self.consumer.assignment()
+        try:
+            return {
+                tp.partition: self.consumer.get_watermark_offsets(tp, timeout=5, cached=False)
+                for tp in assigned
+            }
+        except KafkaException as exc:
+            raise BrokerError(f"cannot read {self.topics.quivers} watermarks: {exc}") from exc
 
     def _advance(self) -> None:
         """Move the release watermark (see the module) and release what it passed."""
@@ -360,24 +381,23 @@ class CalibrateStage:
             upstream = self._evaluate_progress.load()
             if upstream is None or upstream <= self.released_to:
                 return
-            positions = self._positions()
-            if not positions:
+            ends = self._ends()
+            if not ends:
                 return
-            self._target = (upstream, {p: high for p, (_, high) in positions.items()})
-        upstream, highs = self._target
-        positions = self._positions()
-        if all(positions.get(p, (-1, 0))[0] >= high for p, high in highs.items()):
+            self._target = (upstream, ends)
+        upstream, ends = self._target
+        positions = self._positions(ends)
+        if all(positions.get(p, -1) >= high for p, (_, high) in ends.items()):
             self._target = None
             self._release(upstream)
 
-    def _finished(self, msgs: list[Message]) -> bool:
+    def _finished(self) -> bool:
         """A bounded run ends once evaluate has committed --gps-end (it will produce no
-        more quivers), everything up to it is released and every quivers partition
-        has been consumed to its end."""
-        if self.gps_end is None or msgs or self.released_to < self.gps_end:
-            return False
-        positions = self._positions()
-        return bool(positions) and all(pos >= high for pos, high in positions.values())
+        more quivers) and everything up to it is released: a release at evaluate's
+        progress ``P`` waited until every quivers partition was consumed to the end it
+        had after ``P`` was read, so nothing is left to wait for (another turn would
+        only wait out a poll timeout for a quiver that cannot come)."""
+        return self.gps_end is not None and self.released_to >= self.gps_end
 
     def _absorb(self, msg: Message) -> None:
         err = msg.error()
@@ -599,7 +619,10 @@ class CalibrateStage:
 
     def _model_announcement(self, name: str, model_id: str) -> ModelAnnouncement | None:
         """The announcement of the model whose ranks are calibrated (for its uri and sha256)."""
-        self.models.refresh(timeout=0.5)
+        # an announcement never changes: only a model not seen yet is waited for (a
+        # refresh with a timeout waited it out at every fit: 0.5 s per calibration)
+        if model_id not in self.models.by_id:
+            self.models.refresh()
         if model_id not in self.models.by_id:
             self.models.wait_for(lambda: model_id in self.models.by_id, timeout=5.0)
         return self.models.by_id.get(model_id)
