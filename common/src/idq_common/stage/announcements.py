@@ -171,22 +171,55 @@ class AnnouncementTracker(Announcements[A]):
         if meta is None or meta.error is not None:
             self._consumer.close()
             raise BrokerError(f"topic {topic!r} is not available")
+        # what the topic holds now: the first refresh with a timeout reads up to there
+        # and returns, instead of waiting out its timeout for a message that may never
+        # come (2 s at every train start on a new topic). Read before the assignment:
+        # a watermark lookup queues behind a fetch waiting on the broker for data.
+        self._backlog: dict[int, int] = {}
+        for p in sorted(meta.partitions):
+            low, high = self._consumer.get_watermark_offsets(
+                TopicPartition(topic, p), timeout=10, cached=False
+            )
+            if high > low:
+                self._backlog[p] = high
+        self._refreshed = False
         self._consumer.assign(
             [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
         )
 
+    def _behind(self) -> bool:
+        """Whether some partition is not yet read to its end at start-up."""
+        if self._backlog:
+            tps = [TopicPartition(self.topic, p) for p in self._backlog]
+            for tp in self._consumer.position(tps):
+                if tp.offset >= self._backlog[tp.partition]:
+                    del self._backlog[tp.partition]
+        return bool(self._backlog)
+
     def refresh(self, timeout: float = 0.0, max_messages: int = 1000) -> int:
         """Absorb new announcements; return how many were new.
 
-        ``timeout`` bounds the wait for the first message; later ones are taken
-        only while immediately available.
+        ``timeout`` bounds the wait: at first for what the topic held at start-up (the
+        first call returns once that is read, at once for an empty topic), later for
+        the first new message; more are taken only while immediately available.
         """
         n = 0
-        wait = timeout
+        deadline = time.monotonic() + timeout
+        catching_up = self._behind()
+        # the first call is a catch-up: it waits for the start-up backlog, nothing newer
+        wait = 0.0 if catching_up or not self._refreshed else timeout
+        self._refreshed = True
         while n < max_messages:
+            if catching_up:
+                catching_up = self._behind()
+                # short polls while the backlog is being read, none once it is
+                wait = min(0.1, max(0.0, deadline - time.monotonic())) if catching_up else 0.0
             msg = self._consumer.poll(wait)
-            wait = 0.0
+            if not catching_up:
+                wait = 0.0
             if msg is None:
+                if catching_up and time.monotonic() < deadline:
+                    continue
                 break
             err = msg.error()
             if err is not None:
