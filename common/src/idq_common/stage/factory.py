@@ -40,6 +40,11 @@ log = logging.getLogger(__name__)
 
 #: ``fetch.wait.max.ms`` of a block reader (see :func:`streaming_parts`)
 BLOCK_FETCH_WAIT_MS = 20
+#: a block reader's pre-fetch cap per partition, ``queued.max.messages.kbytes``
+#: (librdkafka: 65,536), and its wait before fetching again once the cap is reached,
+#: ``fetch.queue.backoff.ms`` (librdkafka: 1,000); see :func:`streaming_parts`
+BLOCK_QUEUE_KBYTES = 2048
+BLOCK_FETCH_QUEUE_BACKOFF_MS = 20
 #: seconds a shared stage's group must be quiet before its first stride (the broker's
 #: own ``group.initial.rebalance.delay.ms`` is 3 s by default; the local test broker's 0)
 SHARED_SETTLE_S = 3.0
@@ -156,6 +161,14 @@ def streaming_parts(
             # data (fetch.wait.max.ms, 500 ms by default) would delay each switch and
             # the offset lookup queued behind it on the broker connection
             reader_config.setdefault("fetch.wait.max.ms", BLOCK_FETCH_WAIT_MS)
+            # librdkafka pre-fetches an assigned partition up to 64 MB ahead (the later
+            # blocks of that partition, ~7 MB per 16-s block at 1,000 channels) and drops
+            # it at the next range switch: its fetch thread cost 2.2-2.9 CPU s per
+            # replay, as much in a replica doing half the strides as in one doing all.
+            # A cap of a few batches bounds that; with the default 1-s backoff after
+            # the cap is reached a replica then waited ~1 s at 20 of its 57 switches
+            reader_config.setdefault("queued.max.messages.kbytes", BLOCK_QUEUE_KBYTES)
+            reader_config.setdefault("fetch.queue.backoff.ms", BLOCK_FETCH_QUEUE_BACKOFF_MS)
         reader = Consumer(reader_config)
         source: KafkaFeatureSource | BlockFeatureSource
         if blocks:

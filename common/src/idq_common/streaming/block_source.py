@@ -396,4 +396,12 @@ class BlockFeatureSource:
         return dict.fromkeys(self._known)
 
     def close(self) -> None:
+        log.info(
+            "features %s: %d batches decoded, %d read past their range (not decoded), "
+            "%d range switches",
+            self.topic,
+            self.consumed,
+            self.skipped,
+            self.seeks,
+        )
         self.consumer.close()
