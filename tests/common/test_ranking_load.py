@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +28,8 @@ from idq_common.science.features import build_features, feature_matrix, grid_tim
 from idq_dev.testing.synthetic import small_model, small_quiver, small_spec
 
 T0 = 1_400_000_000.0
+#: the demo's configuration (forest, SGD, OVL)
+CONFIG = str(Path(__file__).resolve().parents[2] / "etc" / "idq-demo.toml")
 #: the flavors read without scikit-learn (the others load whole, also for ranking)
 LIGHT: dict[str, dict[str, Any]] = {
     "random_forest": {"n_estimators": 20, "max_depth": 8},
@@ -154,6 +157,17 @@ from idq_common.science.classifiers import make_classifier
 from idq_common.science.classifiers.base import Model
 from idq_common.science.features import grid_times
 from idq_common.science.stride import rank_grid
+from idq_common.stage.cli import run_service
+
+class Idle:
+    def run(self):
+        return 0
+
+    def close(self):
+        pass
+
+# the configuration as evaluate's and timeseries' command lines load it
+assert run_service("evaluate", "", lambda settings, ns: Idle(), ["-c", {CONFIG!r}]) == 0
 clfs = {{}}
 for flavor in {[*LIGHT, "ovl"]!r}:
     m = Model.from_bytes(Path({str(tmp_path)!r}, flavor + ".model").read_bytes())

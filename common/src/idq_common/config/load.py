@@ -44,6 +44,7 @@ def load_settings(
     env: Mapping[str, str] | None = None,
     *,
     check_classifiers: bool = True,
+    fit_checks: bool = True,
 ) -> Settings:
     """Load, override from the environment, validate and freeze a configuration file.
 
@@ -58,6 +59,11 @@ def load_settings(
         Build each classifier to check its parameters (the default, what services and
         ``idq config check`` do). Commands that never build one (``idq query``,
         ``idq produce``) pass False and skip importing scikit-learn (~1 s).
+    fit_checks : bool
+        Also check the parameters against the estimators' own constraints (scikit-learn's
+        parameter validation: imports scikit-learn, ~2 CPU s). Stages that never fit a
+        model (evaluate, timeseries, calibrate) pass False: what they read of a
+        classifier's parameters is still checked, the fitting ones are train's to check.
 
     Raises
     ------
@@ -84,6 +90,7 @@ def load_settings(
         env=os.environ if env is None else env,
         source=path.resolve(),
         check_classifiers=check_classifiers,
+        fit_checks=fit_checks,
     )
 
 
@@ -92,6 +99,7 @@ def load_settings_or_exit(
     env: Mapping[str, str] | None = None,
     *,
     check_classifiers: bool = True,
+    fit_checks: bool = True,
 ) -> Settings:
     """:func:`load_settings` for command-line programs.
 
@@ -100,7 +108,7 @@ def load_settings_or_exit(
     (no traceback).
     """
     try:
-        return load_settings(path, env, check_classifiers=check_classifiers)
+        return load_settings(path, env, check_classifiers=check_classifiers, fit_checks=fit_checks)
     except ConfigError as exc:
         _exit(exc)
 
@@ -117,6 +125,7 @@ def settings_from_dict(
     env: Mapping[str, str] | None = None,
     source: Path | None = None,
     check_classifiers: bool = True,
+    fit_checks: bool = True,
 ) -> Settings:
     """Validate an already parsed document (tests, generated configs).
 
@@ -130,7 +139,7 @@ def settings_from_dict(
         Environment overrides to apply (default: none).
     source : Path, optional
         Recorded as :attr:`Settings.source`.
-    check_classifiers : bool
+    check_classifiers, fit_checks : bool
         See :func:`load_settings`.
     """
     doc: dict[str, Any] = copy.deepcopy(dict(data))
@@ -147,7 +156,7 @@ def settings_from_dict(
     evaluate = sections.evaluate(root)
     calibrate = sections.calibrate(root)
     timeseries = sections.timeseries(root, samples)
-    classifiers = sections.classifiers(root, features, check_classifiers)
+    classifiers = sections.classifiers(root, features, check_classifiers, fit_checks)
     kafka = sections.kafka(root, general.ifo)
     store = sections.store(root)
     metrics = sections.metrics(root)

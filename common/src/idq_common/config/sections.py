@@ -400,7 +400,7 @@ def timeseries(root: Table, smp: SamplesSettings) -> TimeseriesSettings:
 
 
 def classifiers(
-    root: Table, feats: FeaturesSettings, check_params: bool = True
+    root: Table, feats: FeaturesSettings, check_params: bool = True, fit_checks: bool = True
 ) -> tuple[ClassifierSettings, ...]:
     """Every ``[[classifier]]``; nicknames unique once upper-cased (they name channels).
 
@@ -408,7 +408,8 @@ def classifiers(
     estimator would refuse at the first training, e.g. OVL windows larger than the
     feature window), so a service stops at start, not at its first training.
     ``check_params=False`` skips that check (it imports scikit-learn) for commands
-    that never build a classifier, e.g. ``idq query``.
+    that never build a classifier, e.g. ``idq query``; ``fit_checks=False`` skips only the
+    estimator's own constraints (scikit-learn's, imported for it) for stages that never fit.
     """
     from idq_common.exceptions import ClassifierError, ClassifierParamError
 
@@ -450,7 +451,9 @@ def classifiers(
             if check_params:
                 from idq_common.science.classifiers.factory import check_classifier
 
-                check_classifier(nickname, flavor, params, feats.window, feats.columns)
+                check_classifier(
+                    nickname, flavor, params, feats.window, feats.columns, fit=fit_checks
+                )
         except ClassifierParamError as exc:
             key = exc.param if "." in exc.param else f"{prefix}.params.{exc.param}"
             raise root.ctx.error(key, exc.problem) from None

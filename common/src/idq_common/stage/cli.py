@@ -76,8 +76,13 @@ def run_service(
     description: str,
     factory: StageFactory,
     args: Sequence[str] | None = None,
+    fits_models: bool = False,
 ) -> int:
     """Parse ``args``, load the config, build the stage, run it, close it.
+
+    ``fits_models``: the stage fits classifiers (train), so the configuration's
+    classifier parameters are also checked against the estimators' own constraints at
+    start (importing scikit-learn); the other stages check what they use of them.
 
     Returns the process exit status: 0 after a clean stop or a finished bounded
     run, 1 on an error of ours (logged without a traceback unless -vv), 2 on a bad
@@ -85,7 +90,7 @@ def run_service(
     """
     ns = build_parser(stage, description).parse_args(args)
     setup_logging(ns.verbose, ns.quiet)
-    settings = load_settings_or_exit(ns.config)
+    settings = load_settings_or_exit(ns.config, fit_checks=fits_models)
     if ns.gps_start is not None and ns.gps_end is not None and ns.gps_end <= ns.gps_start:
         print(f"idq-{stage}: --gps-end must be after --gps-start", file=sys.stderr)
         return 2

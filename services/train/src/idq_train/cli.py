@@ -17,6 +17,7 @@ def main(args: Sequence[str] | None = None) -> int:
         "classifier once enough new samples have accumulated, store and announce the models.",
         TrainStage.from_settings,
         args,
+        fits_models=True,
     )
 
 

@@ -286,12 +286,13 @@ class Classifier(ABC):
         """Ranks for what :meth:`feature_builder` built."""
         raise ClassifierError(f"{self.nickname}: this model takes the feature matrix only")
 
-    def check(self) -> None:  # noqa: B027 - a hook: most flavors have nothing to add
+    def check(self, fit: bool = True) -> None:  # noqa: B027 - a hook: most flavors have nothing to add
         """Raise :class:`ClassifierParamError` for a value training would fail on.
 
         Called when a configuration is loaded, so a bad value stops a service at start
         instead of at its first training. Unknown names are refused by the constructor;
-        flavors override this to check values.
+        flavors override this to check values. ``fit=False``: not the parameters only
+        fitting reads, where checking them is costly (scikit-learn's validation).
         """
 
     # -- flavor hooks ----------------------------------------------------------------

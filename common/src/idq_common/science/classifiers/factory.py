@@ -46,12 +46,14 @@ def check_classifier(
     params: Mapping[str, Any] | None,
     window: float,
     columns: tuple[str, ...],
+    fit: bool = True,
 ) -> None:
     """Everything a configuration can get wrong about a classifier, without data.
 
     Builds the classifier on a channel-less spec with the configured feature window
     and columns and runs its :meth:`~Classifier.check`, so unknown parameters and
-    values training would fail on are found when a service starts.
+    values training would fail on are found when a service starts. ``fit=False``: not
+    the estimator's own constraints (a stage that never fits; no scikit-learn import).
 
     Raises
     ------
@@ -60,9 +62,9 @@ def check_classifier(
     """
     from idq_common.science.features import FeatureSpec
 
-    make_classifier(
-        nickname, flavor, params, FeatureSpec((), float(window), tuple(columns))
-    ).check()
+    make_classifier(nickname, flavor, params, FeatureSpec((), float(window), tuple(columns))).check(
+        fit=fit
+    )
 
 
 def is_incremental(flavor: str) -> bool:

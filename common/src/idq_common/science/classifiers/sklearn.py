@@ -610,8 +610,12 @@ class _SklearnMixin:
     def _new_estimator(self) -> Any:
         raise NotImplementedError
 
-    def check(self) -> None:
-        """Validate the parameters with scikit-learn's own constraints (no fitting)."""
+    def check(self, fit: bool = True) -> None:
+        """Validate the parameters with scikit-learn's own constraints (no fitting).
+
+        ``fit=False``: only the parameters of the preprocessing (what ranking reads);
+        scikit-learn is not imported.
+        """
         for name in ("signed_dt", "lags", "lag_snr", "balanced"):
             if not isinstance(self.params.get(name, False), bool):
                 raise ClassifierParamError(name, "expected true or false")
@@ -625,6 +629,8 @@ class _SklearnMixin:
             epochs = self.params["epochs"]
             if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
                 raise ClassifierParamError("epochs", f"expected an integer >= 1, got {epochs!r}")
+        if not fit:
+            return
         try:
             self._new_estimator()._validate_params()
         except (ValueError, TypeError) as exc:
