@@ -104,8 +104,9 @@ def run_stage(
     tag: str = "",
 ) -> Sampled:
     port = free_port()
+    # one replica: it starts its strides at once, not after the group's quiet period
     proc = cfg.pipeline(start, end, env).service(
-        stage, ["--metrics-port", str(port)], name=f"{stage}{tag}"
+        stage, ["--metrics-port", str(port), "--replicas", "1"], name=f"{stage}{tag}"
     )
     res = run_sampled({stage: proc}, timeout, ports={stage: port})[stage]
     if res.returncode != 0:

@@ -37,6 +37,13 @@ class Stage(Protocol):
 StageFactory = Callable[[Settings, argparse.Namespace], Stage]
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
 def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     """The argument parser of ``idq-<stage>``."""
     parser = argparse.ArgumentParser(prog=f"idq-{stage}", description=description)
@@ -57,6 +64,14 @@ def build_parser(stage: str, description: str) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--metrics-port", type=int, default=None, help="override [metrics] port (0: a free port)"
+    )
+    parser.add_argument(
+        "--replicas",
+        type=_positive_int,
+        default=None,
+        help="replicas of this stage sharing its strides (evaluate, timeseries): start once "
+        "the group has split the partitions this many ways, at once for 1 (default: once "
+        "the group has been quiet for a few seconds)",
     )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more logging (-vv: debug)"

@@ -149,6 +149,7 @@ def streaming_parts(
             shared=shared,
             block_strides=round(settings.kafka.block_seconds / stream.stride) if blocks else None,
             settle=SHARED_SETTLE_S if shared else 0.0,
+            replicas=getattr(ns, "replicas", None),
         )
         runtime.on_close(checkpoint.close)
         checkpoint.skip_done = not getattr(ns, "from_start", False)

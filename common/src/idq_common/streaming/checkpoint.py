@@ -70,6 +70,10 @@ class Checkpoint:
         this many seconds (bounded by ``3 * timeout``). Replicas started together then
         begin with the work already split: the first one to join otherwise holds every
         partition and works through the others' strides until they join.
+    replicas : int, optional
+        Shared: how many replicas the group will have. Given, the settling ends as soon
+        as this replica holds at most its share of the partitions (``ceil(P /
+        replicas)``) instead of after ``settle`` quiet seconds: at once for one replica.
     """
 
     def __init__(
@@ -80,6 +84,7 @@ class Checkpoint:
         shared: bool = False,
         block_strides: int | None = None,
         settle: float = 0.0,
+        replicas: int | None = None,
     ) -> None:
         if block_strides is not None and block_strides < 1:
             raise ValueError(f"block_strides must be >= 1, got {block_strides}")
@@ -114,7 +119,7 @@ class Checkpoint:
             if not self._reassigned:
                 self._consumer.close()  # leave the group: a dangling member stalls it
                 raise BrokerError(f"no partition assignment from the group on {topic!r}")
-            self._settle(settle, deadline)
+            self._settle(settle, deadline, replicas)
 
     # -- shared work --------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -132,12 +137,16 @@ class Checkpoint:
         self.owned -= {tp.partition for tp in partitions}
         self._reassigned = True
 
-    def _settle(self, settle: float, deadline: float) -> None:
-        """Serve the group until it has been stable (and we hold something) ``settle`` s."""
+    def _settle(self, settle: float, deadline: float, replicas: int | None = None) -> None:
+        """Serve the group until it has been stable (and we hold something) ``settle`` s,
+        or, ``replicas`` given, until we hold at most our share of the partitions."""
+        share = None if replicas is None else math.ceil(len(self._partitions) / replicas)
         quiet_from = time.monotonic()
         self._reassigned = False
         while time.monotonic() < deadline:
-            if time.monotonic() - quiet_from >= settle and self.owned:
+            if share is not None and self.owned and len(self.owned) <= share:
+                break
+            if share is None and time.monotonic() - quiet_from >= settle and self.owned:
                 break
             self.serve(0.2)
             if self._reassigned:  # a member joined or left: wait for quiet again
