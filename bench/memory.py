@@ -146,6 +146,11 @@ def measure(
             **res.memory(),
             "cpu_s": round(res.cpu_s, 2) if res.cpu_s else None,
             "x_realtime_cpu": round(span / res.cpu_s, 1) if res.cpu_s else None,
+            # CPU s when /healthz first answered (imports, config, clients), and after
+            "cpu_up_s": round(res.cpu_up_s, 2) if res.cpu_up_s is not None else None,
+            "cpu_loop_s": round(res.cpu_s - res.cpu_up_s, 2)
+            if res.cpu_s and res.cpu_up_s is not None
+            else None,
             **replay.work_done(stage, cfg),
             # the RSS curve every ~5 s (t s, MiB): flat, a ramp or a single peak
             "rss_every_5s": _every(res.rss, 5.0),

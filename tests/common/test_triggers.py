@@ -107,6 +107,20 @@ def test_for_channel_sorted_regardless_of_row_order():
     assert sum(s.counts().values()) == 200
 
 
+@pytest.mark.parametrize("n_segs", [1, 2, 4, 5, 9])
+def test_in_segments_few_and_many_segments_agree_with_a_search(n_segs: int) -> None:
+    """A few segments are compared one by one, more searched: the same half-open mask."""
+    rng = np.random.default_rng(n_segs)
+    t = rng.uniform(0, 100, 5000)
+    t[:4] = [np.nan, np.inf, -np.inf, 0.0]
+    edges = np.sort(rng.choice(np.arange(0.0, 101.0, 0.5), 2 * n_segs, replace=False))
+    t[4 : 4 + edges.size] = edges  # every edge itself: starts in, ends out
+    segs = segmentlist(segment(a, b) for a, b in edges.reshape(-1, 2))
+    idx = np.searchsorted(edges[::2], t, side="right") - 1
+    want = (idx >= 0) & (t < edges[1::2][np.maximum(idx, 0)])
+    np.testing.assert_array_equal(in_segments(t, segs), want)
+
+
 def test_in_segments_edges():
     segs = segmentlist([segment(1.0, 2.0)])
     assert in_segments(np.array([0.5, 1.0, 1.5, 2.0]), segs).tolist() == [False, True, True, False]
