@@ -74,14 +74,32 @@ def channel_lags(
     # O(channels x triggers): 8 s of a 1,000-channel training round, where noise
     # channels pass min_excess by chance); each channel's values keep their order
     near = glitch & strong[chan] & (np.abs(bins - best[chan]) <= 1)
-    c_near, d_near = chan[near], d[near]
-    order = np.argsort(c_near, kind="stable")
-    c_near, d_near = c_near[order], d_near[order]
-    lo = np.searchsorted(c_near, chosen, side="left")
-    hi = np.searchsorted(c_near, chosen, side="right")
-    for c, a, b in zip(chosen.tolist(), lo.tolist(), hi.tolist(), strict=True):
-        lags[c] = round(float(np.median(d_near[a:b])), 4)
+    values, lo, n = _sorted_groups(chan[near], d[near], chosen)
+    # np.median of each group (one call per channel was ~0.1 s per round at 1,000
+    # channels): the middle value, or the mean of the middle two, (a + b) / 2
+    mid = lo + n // 2
+    even = n % 2 == 0
+    med = values[np.minimum(mid, values.size - 1)] if values.size else np.zeros(n.size)
+    if even.any():
+        med = np.where(even, (values[np.maximum(mid - 1, 0)] + med) / 2, med)
+    med = np.where(n > 0, med, np.nan)  # np.median of nothing (min_excess <= 0 only)
+    for c, m in zip(chosen.tolist(), med.tolist(), strict=True):
+        lags[c] = round(m, 4)
     return lags
+
+
+def _sorted_groups(
+    chan: np.ndarray, values: np.ndarray, chosen: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``values`` sorted by (channel, value); each chosen channel's first index and count.
+
+    Every chosen channel must have at least one value.
+    """
+    order = np.lexsort((values, chan))
+    c, v = chan[order], values[order]
+    lo = np.searchsorted(c, chosen, side="left")
+    hi = np.searchsorted(c, chosen, side="right")
+    return v, lo, hi - lo
 
 
 def _near(snr: np.ndarray, dt: np.ndarray, lags: np.ndarray, near: float) -> np.ndarray:
@@ -139,7 +157,22 @@ def lag_tolerances(
     """
     at = _near(snr, dt, lags, near) & (y == 1)[:, None]
     tol = np.full(snr.shape[1], float(near))
-    for c in np.nonzero(at.sum(axis=0) >= min_count)[0]:
-        d = np.abs(dt[at[:, c], c] - lags[c])
-        tol[c] = max(float(floor), round(float(np.quantile(d, quantile)), 4))
+    chosen = np.nonzero(at.sum(axis=0) >= min_count)[0]
+    if not chosen.size:
+        return tol
+    sample, chan = np.nonzero(at)
+    values, lo, n = _sorted_groups(chan, np.abs(dt[sample, chan] - lags[chan]), chosen)
+    # np.quantile(d, quantile) of each group ("linear", numpy's arithmetic: the virtual
+    # index (n - 1) * q, its floor and the lerp from the nearer end; one call per
+    # channel was ~0.2 s per round at 1,000 channels); n >= min_count >= 1
+    virtual = (n - 1) * float(quantile)
+    prev = np.floor(virtual)
+    gamma = virtual - prev
+    i = lo + prev.astype(np.int64)
+    a = values[i]
+    b = values[np.minimum(i + 1, lo + n - 1)]
+    diff = b - a
+    q = np.where(gamma >= 0.5, b - diff * (1 - gamma), a + diff * gamma)
+    for c, v in zip(chosen.tolist(), q.tolist(), strict=True):
+        tol[c] = max(float(floor), round(v, 4))
     return tol
