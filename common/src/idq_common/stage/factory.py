@@ -42,14 +42,10 @@ log = logging.getLogger(__name__)
 BLOCK_FETCH_WAIT_MS = 20
 #: ``fetch.queue.backoff.ms`` of a block reader (librdkafka's default: 1,000)
 BLOCK_FETCH_QUEUE_BACKOFF_MS = 20
-#: ``queued.max.messages.kbytes`` of a block reader (librdkafka's default: 65,536):
-#: ~10 feature batches at 1,000 channels, a block is ~40
-BLOCK_QUEUED_KBYTES = 4096
 #: a block reader's pre-fetch cap per partition, ``queued.max.messages.kbytes``
-#: (librdkafka: 65,536), and its wait before fetching again once the cap is reached,
-#: ``fetch.queue.backoff.ms`` (librdkafka: 1,000); see :func:`streaming_parts`
-BLOCK_QUEUE_KBYTES = 2048
-BLOCK_FETCH_QUEUE_BACKOFF_MS = 20
+#: (librdkafka's default: 65,536): ~10 feature batches at 1,000 channels, a block is
+#: ~40; see :func:`streaming_parts`
+BLOCK_QUEUED_KBYTES = 4096
 #: seconds a shared stage's group must be quiet before its first stride (the broker's
 #: own ``group.initial.rebalance.delay.ms`` is 3 s by default; the local test broker's 0)
 SHARED_SETTLE_S = 3.0
@@ -167,21 +163,16 @@ def streaming_parts(
             # data (fetch.wait.max.ms, 500 ms by default) would delay each switch and
             # the offset lookup queued behind it on the broker connection
             reader_config.setdefault("fetch.wait.max.ms", BLOCK_FETCH_WAIT_MS)
-            # librdkafka pre-fetches a partition until its queue is full (64 MB: the
-            # blocks after the range, which the reader skips), then backs off
-            # fetch.queue.backoff.ms (1 s) before fetching again -- also after the
-            # reader has moved on and comes back to that partition: a replay waited
-            # ~1 s at many range switches. A small queue bounds what is fetched past a
-            # range (CPU, RSS) and a short backoff refills it as soon as it is read.
-            reader_config.setdefault("fetch.queue.backoff.ms", BLOCK_FETCH_QUEUE_BACKOFF_MS)
-            reader_config.setdefault("queued.max.messages.kbytes", BLOCK_QUEUED_KBYTES)
             # librdkafka pre-fetches an assigned partition up to 64 MB ahead (the later
-            # blocks of that partition, ~7 MB per 16-s block at 1,000 channels) and drops
-            # it at the next range switch: its fetch thread cost 2.2-2.9 CPU s per
-            # replay, as much in a replica doing half the strides as in one doing all.
-            # A cap of a few batches bounds that; with the default 1-s backoff after
-            # the cap is reached a replica then waited ~1 s at 20 of its 57 switches
-            reader_config.setdefault("queued.max.messages.kbytes", BLOCK_QUEUE_KBYTES)
+            # blocks of that partition, ~7 MB per 16-s block at 1,000 channels, which
+            # the reader skips) and drops it at the next range switch: its fetch thread
+            # cost 2.2-2.9 CPU s per replay, as much in a replica doing half the strides
+            # as in one doing all. A cap of a few batches bounds that (CPU, RSS); once
+            # the cap is reached librdkafka backs off fetch.queue.backoff.ms (1 s by
+            # default) before fetching again -- also when the reader comes back to that
+            # partition: a replay waited ~1 s at many range switches. A short backoff
+            # refills the queue as soon as it is read.
+            reader_config.setdefault("queued.max.messages.kbytes", BLOCK_QUEUED_KBYTES)
             reader_config.setdefault("fetch.queue.backoff.ms", BLOCK_FETCH_QUEUE_BACKOFF_MS)
         reader = Consumer(reader_config)
         source: KafkaFeatureSource | BlockFeatureSource
