@@ -139,3 +139,36 @@ def test_health_and_bad_input() -> None:
         CalibrationMap.fit([], [0.1])
     with pytest.raises(CalibrationError, match="NaN"):
         CalibrationMap.fit([0.1, np.nan], [0.1])
+
+
+def _bandwidth_by_kernel_matrix(ranks: np.ndarray) -> float:
+    """The selection written out with the full reflected kernel matrix between bins."""
+    from idq_common.science.calibration import _SEL_BINS, BANDWIDTHS, _kernel
+
+    n = ranks.size
+    idx = np.minimum((ranks * _SEL_BINS).astype(np.int64), _SEL_BINS - 1)
+    counts = np.bincount(idx, minlength=_SEL_BINS).astype(np.float64)
+    keep = counts > 0
+    m, x = counts[keep], ((np.arange(_SEL_BINS) + 0.5) / _SEL_BINS)[keep]
+    best, best_ll = float(BANDWIDTHS[-1]), -np.inf
+    for h in BANDWIDTHS:
+        K = _kernel(x, x, float(h))
+        others = (K @ m - np.diag(K) * m) / (n - m)
+        ll = float(np.sum(m * np.log(np.maximum(others, 1e-300))))
+        if ll > best_ll:
+            best, best_ll = float(h), ll
+    return best
+
+
+@pytest.mark.parametrize("n", [12, 300, 5000])
+def test_bandwidth_by_convolution_is_the_kernel_matrix_choice(n: int) -> None:
+    rng = np.random.default_rng(n)
+    draws = [
+        rng.beta(2, 5, n),
+        np.where(rng.random(n) < 0.7, 0.0, rng.random(n)),  # a pile at 0 (OVL-like)
+        rng.choice([0.0, 0.1, 0.35, 1.0], n),  # a few atoms
+        rng.random(n) ** 8,  # squeezed towards 0
+        np.clip(rng.normal(0.9, 0.05, n), 0.0, 1.0),  # near 1 (the mirror)
+    ]
+    for ranks in draws:
+        assert select_bandwidth(ranks) == _bandwidth_by_kernel_matrix(ranks)
