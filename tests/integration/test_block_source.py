@@ -84,9 +84,10 @@ def generated(models: dict[str, SyntheticModel], start: float, end: float) -> Tr
 
 
 def stream(
-    bootstrap: str, topic: str, owned: set[int]
+    bootstrap: str, topic: str, owned: set[int], polls: list[list[float]] | None = None
 ) -> tuple[dict[float, TriggerSet], Counter[int]]:
-    """Stream SPAN as a replica holding ``owned``: its strides' data, batches read per partition."""
+    """Stream SPAN as a replica holding ``owned``: its strides' data, batches read per
+    partition (``polls``: gets the own strides of each poll)."""
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -114,9 +115,13 @@ def stream(
         while cadence.wait():
             batch = sp.poll()
             assert not batch.gaps
+            own = []
             for s, e in batch.strides:
                 if stride_owner(round(s / STRIDE), 2, round(BLOCK / STRIDE)) in owned:
                     mine[s] = batch.umbrella.triggers().select_time(s - PAD, e + PAD)
+                    own.append(s)
+            if polls is not None and own:
+                polls.append(own)
             sp.flush()
     finally:
         src.close()
@@ -148,7 +153,8 @@ def test_batches_go_to_the_partition_of_their_block(block_topic: str, kafka_boot
 def test_a_replica_reads_its_blocks_and_their_pads_only(
     block_topic: str, kafka_bootstrap: str, models: dict[str, SyntheticModel], owned: set[int]
 ) -> None:
-    mine, read = stream(kafka_bootstrap, block_topic, owned)
+    polls: list[list[float]] = []
+    mine, read = stream(kafka_bootstrap, block_topic, owned, polls)
     blocks = [b for b in range(int(SPAN[0] // BLOCK), int(SPAN[1] // BLOCK)) if b % 2 in owned]
     want = {T0 + k * STRIDE for k in range(int((SPAN[1] - SPAN[0]) / STRIDE))}
     want = {t for t in want if int(t // BLOCK) in blocks}
@@ -162,6 +168,10 @@ def test_a_replica_reads_its_blocks_and_their_pads_only(
         return
     (p,) = owned
     other = 1 - p
+    # the replay clock is held over the pads bordering an own block: its strides are
+    # due together, one poll per block (one rank call per block, not two)
+    assert sorted(len({int(t // BLOCK) for t in own}) for own in polls) == [1] * len(polls)
+    assert len(polls) == len(blocks)
     # its own blocks in full (and the block of the first pad's batch, at most once)
     assert read[p] <= (len(blocks) + 1) * per_block
     # of the other partition only the pad batches at each block edge: 2 edges x
