@@ -167,3 +167,69 @@ def test_lagged_witness_gets_a_window_centred_on_its_lag() -> None:
     other = make_classifier("ovl", "ovl", {"windows": windows}, spec)
     other.from_bytes(lagged.to_bytes())
     assert np.array_equal(other.rank(X), lagged.rank(X))
+
+
+def test_channels_combine_learns_each_channel_on_all_samples_and_multiplies() -> None:
+    """``combine = "channels"``: per-channel lists on all samples; ratios multiply."""
+    q, spec = _matrix(6)
+    clf = _ovl(spec, combine="channels")
+    clf.train(q)
+    S, D, y = q.features[:, 0::3], q.features[:, 2::3], q.labels
+    G0, C0 = int((y == 1).sum()), int((y == 0).sum())
+    left = {c: np.ones(y.size, dtype=bool) for c in spec.channels}
+    log_lr = np.zeros(y.size)
+    fired = np.zeros(y.size, dtype=bool)
+    for v in clf.vetoes:
+        c = spec.channels.index(v["channel"])
+        fires = (S[:, c] >= v["threshold"]) & (np.abs(D[:, c] - v["lag"]) <= v["window"])
+        fires &= left[v["channel"]]
+        # counts are those the veto newly covers within its own channel only
+        assert v["n_glitch"] == int((fires & (y == 1)).sum())
+        assert v["n_clean"] == int((fires & (y == 0)).sum())
+        lr = (v["n_glitch"] / G0) / ((v["n_clean"] + 0.5) / (C0 + 1))
+        assert v["likelihood_ratio"] == pytest.approx(lr)
+        log_lr[fires] += np.log(lr)
+        fired |= fires
+        left[v["channel"]] &= ~fires
+    # both witnesses get a list although they fire on the same glitches
+    assert {"H1:AUX-0", "H1:AUX-1"} <= {v["channel"] for v in clf.vetoes}
+    expect = np.where(fired, 1 / (1 + np.exp(-log_lr)), 0.0)
+    r = clf.rank(q.features)
+    np.testing.assert_allclose(r, expect, rtol=1e-12)
+    # two witnesses together outrank either alone
+    both = fired & (log_lr > max(np.log(v["likelihood_ratio"]) for v in clf.vetoes))
+    assert both.any() and r[both].min() > max(v["rank"] for v in clf.vetoes)
+    # the rule travels with the payload, whatever the loading classifier's params say
+    other = _ovl(spec)
+    other.from_bytes(clf.to_bytes())
+    assert np.array_equal(other.rank(q.features), r)
+
+
+def test_confidence_ranks_vetoes_by_poisson_bounds_of_their_counts() -> None:
+    q, spec = _matrix(7)
+    plain, bounded = _ovl(spec), _ovl(spec, confidence=0.84)
+    plain.train(q)
+    bounded.train(q)
+    # the list is chosen the same way; only the ratios (ranks) are bounded
+    key = ("channel", "threshold", "window", "n_glitch", "n_clean")
+    assert [[v[k] for k in key] for v in plain.vetoes] == [
+        [v[k] for k in key] for v in bounded.vetoes
+    ]
+    for a, b in zip(plain.vetoes, bounded.vetoes, strict=True):
+        assert 0 < b["likelihood_ratio"] < a["likelihood_ratio"]
+    # a few glitches and no clean sample: bounded far below their plain ratio
+    small = bounded._likelihood_ratio(4, 0, 400, 4000) / plain._likelihood_ratio(4, 0, 400, 4000)
+    large = bounded._likelihood_ratio(400, 40, 400, 4000) / plain._likelihood_ratio(
+        400, 40, 400, 4000
+    )
+    assert small < 0.3 < 0.8 < large < 1
+
+
+def test_bad_combine_and_confidence() -> None:
+    _, spec = _matrix(8)
+    with pytest.raises(ClassifierParamError, match="combine") as info:
+        make_classifier("ovl", "ovl", {"combine": "max"}, spec)
+    assert info.value.param == "combine"
+    for bad in (1.0, -0.1, True, "0.8"):
+        with pytest.raises(ClassifierParamError, match="confidence"):
+            make_classifier("ovl", "ovl", {"confidence": bad}, spec)
