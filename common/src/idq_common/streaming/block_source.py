@@ -217,14 +217,17 @@ class BlockFeatureSource:
             return
         ms = gps_to_kafka_ms(read.x - self.seek_pad)
         tp = TopicPartition(self.topic, read.partition)
+        query = [TopicPartition(self.topic, read.partition, ms)]
         try:
-            # the end *before* the lookup: if no message is at or after the time yet, every
-            # message from this offset on is new (a logical OFFSET_END is resolved later,
-            # when the fetch starts, and would skip what a live producer sent meanwhile)
-            _, high = self.consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
-            found = self.consumer.offsets_for_times(
-                [TopicPartition(self.topic, read.partition, ms)], timeout=10.0
-            )
+            found = self.consumer.offsets_for_times(query, timeout=10.0)
+            if found[0].error is None and found[0].offset < 0:
+                # nothing at or after the time yet: then every message from the end
+                # *before* a second lookup on is new (a logical OFFSET_END is resolved
+                # later, when the fetch starts, and would skip what a live producer sent
+                # meanwhile). Read only then: a replay's lookups find their offset, and
+                # each round trip queues behind the fetch on the broker connection
+                _, high = self.consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
+                found = self.consumer.offsets_for_times(query, timeout=10.0)
         except KafkaException as exc:
             raise BrokerError(f"offsets_for_times on {self.topic} failed: {exc}") from exc
         if found[0].error is not None:
