@@ -64,3 +64,38 @@ def test_read_channels_gives_what_gwpy_reads(tmp_path: Path) -> None:
     _write(tmp_path, 1_000_000_000, 16, 4.0)
     path = frame_path(tmp_path, "H", "IDQ_TIMESERIES", 1_000_000_000, 16)
     np.testing.assert_array_equal(read_channels(path, [CH])[CH], read_frame(path, [CH])[CH])
+
+
+@pytest.mark.parametrize("compress", ["auto", "all", "none"])
+def test_every_compression_reads_back_bit_identical(tmp_path: Path, compress: str) -> None:
+    from idq_common.io.frames import read_channels, read_frame, read_provenance
+
+    rng = np.random.default_rng(3)
+    series = {
+        CH: rng.random(128),  # continuous: "auto" writes it raw
+        "H1:IDQ-OK_OVL_10_2048": np.ones(128),  # constant: "auto" compresses it
+        "H1:IDQ-RANK_OVL_10_2048": np.repeat([0.1, np.nan, -0.0, 1e300], 32),
+    }
+    path = frame_path(tmp_path, "H", "IDQ_TIMESERIES", 1_000_000_000, 1)
+    prov = {"ovl": {"model_id": "m", "calibration_id": "c"}}
+    write_frame(path, 1_000_000_000, 1, series, 128.0, prov, compress=compress)
+    for back in (read_frame(path), read_channels(path, list(series))):
+        assert set(back) == set(series)
+        for name, values in series.items():  # same bits (NaN, -0.0 included)
+            assert back[name].tobytes() == values.tobytes()
+    assert read_provenance(path) == prov
+    tsd = read_span(tmp_path, "H", "IDQ_TIMESERIES", list(series), 1_000_000_000, 1_000_000_001)
+    assert tsd[CH].dt.value == 1 / 128 and tsd[CH].t0.value == 1_000_000_000
+
+
+def test_auto_compression_keeps_the_saving_of_held_channels(tmp_path: Path) -> None:
+    series = {f"H1:IDQ-OK_C{k}_10_2048": np.ones(128) for k in range(6)}
+    sizes = {}
+    for compress in ("auto", "all", "none"):
+        path = tmp_path / f"{compress}.gwf"
+        write_frame(path, 1_000_000_000, 1, series, 128.0, {}, compress=compress)
+        sizes[compress] = path.stat().st_size
+    # constant channels are compressed under "auto" as under "all": far below raw
+    assert sizes["auto"] == sizes["all"] < sizes["none"] - 6 * 900
+    with pytest.raises(ValueError, match="compress"):
+        write_frame(tmp_path / "x.gwf", 1_000_000_000, 1, series, 128.0, {}, compress="zstd")
