@@ -220,7 +220,8 @@ def _proc_channel(name: str, data: np.ndarray, rate: float, compress: str) -> An
     buffer = _vector_data(int(channel.this))
     if not buffer:
         raise FrameError(f"{name}: LALFrame allocated no sample buffer")
-    ctypes.memmove(buffer, data.ctypes.data, data.nbytes)
+    # the address from the array interface: ``data.ctypes`` builds a helper object per call
+    ctypes.memmove(buffer, data.__array_interface__["data"][0], data.nbytes)
     lalframe.FrameUFrChanSetTimeOffset(channel, 0.0)
     lalframe.FrameUFrChanSetTRange(channel, n / rate)
     lalframe.FrameUFrChanVectorSetName(channel, name)
