@@ -75,7 +75,15 @@ class _SourceRun:
     covered: segmentlist = field(default_factory=segmentlist)
 
     def add(self, b: _Batch, low: float) -> bool:
-        """Insert a batch; True if the run grew."""
+        """Insert a batch; True if the run grew.
+
+        An anchor is a batch starting at or before ``low`` (the start of what is
+        needed) or a source's first batch (``seq`` 0). The newest such batch wins: a
+        stale batch (a producer's late re-send of an old second, read before the
+        batches around ``low`` because the partitions are read in any order) must not
+        anchor a run that then waits forever for the seqs after it. Re-anchoring drops
+        only batches that end before the new anchor starts, so before ``low``.
+        """
         if self.last_seq is None:
             if b.start <= low or b.seq == 0:
                 self._append(b)
@@ -84,6 +92,8 @@ class _SourceRun:
                 return False
         elif b.seq <= self.last_seq:
             return False  # duplicate (at-least-once) or older than the anchor
+        elif b.seq != self.last_seq + 1 and b.start <= low:
+            self._reanchor(b)
         else:
             self.pending[b.seq] = b
         grew = False
@@ -94,6 +104,12 @@ class _SourceRun:
             self._append(self.pending.pop(self.last_seq + 1))
             grew = True
         return grew or self.batches[-1] is b
+
+    def _reanchor(self, b: _Batch) -> None:
+        """Start the run again at ``b``, a newer anchor than the run's."""
+        self.batches, self.last_seq, self.end = [], None, None
+        self.covered = segmentlist()
+        self._append(b)
 
     def _append(self, b: _Batch) -> None:
         self.batches.append(b)
