@@ -414,7 +414,11 @@ def build_features(
         # Rows with lo_t[a] <= time <= hi_t[b - 1]: every trigger of these windows.
         r0 = int(np.searchsorted(t, lo_t[a], side="left"))
         r1 = int(np.searchsorted(t, hi_t[b - 1], side="right"))
-        grouped = _kernels().group(chan[r0:r1], col_of, t[r0:r1], s[r0:r1], f[r0:r1], nch)
+        rows = _window_rows(t, lo_t[a:b], hi_t[a:b], r0, r1)
+        if rows is None:
+            grouped = _kernels().group(chan[r0:r1], col_of, t[r0:r1], s[r0:r1], f[r0:r1], nch)
+        else:
+            grouped = _kernels().group(chan[rows], col_of, t[rows], s[rows], f[rows], nch)
         picks = _resolve(grouped, st[a:b], w)
         for builder, out in zip(builders, sorted_outs, strict=True):
             builder.fill(picks, out[a:b])
@@ -422,6 +426,33 @@ def build_features(
         for out, sorted_out in zip(outs, sorted_outs, strict=True):
             out[order] = sorted_out
     return outs
+
+
+def _window_rows(
+    t: np.ndarray, lo: np.ndarray, hi: np.ndarray, r0: int, r1: int
+) -> np.ndarray | None:
+    """The rows of ``t[r0:r1]`` inside some window ``[lo[i], hi[i]]`` (both sorted), or
+    None when the windows leave no gap (dense grids: every row is in one).
+
+    Sparse sample times (the evaluate stage's: a few per stride, windows of 0.1 s)
+    would otherwise group, map and scale every trigger of the stride. A row in no window
+    is never picked and never displaces a picked one (the sliding maximum drops it with
+    everything before it when the next window starts), so the picks, and every value
+    built from them, are the same without it.
+    """
+    gap = lo[1:] > hi[:-1]
+    if not gap.any():
+        return None
+    first = np.flatnonzero(np.concatenate(([True], gap)))
+    last = np.flatnonzero(np.concatenate((gap, [True])))
+    starts = np.searchsorted(t, lo[first], side="left")
+    ends = np.searchsorted(t, hi[last], side="right")
+    lens = ends - starts
+    offsets = np.repeat(starts - np.concatenate(([0], np.cumsum(lens)[:-1])), lens)
+    rows = offsets + np.arange(int(lens.sum()))
+    if rows.size == r1 - r0:
+        return None
+    return rows
 
 
 def _resolve(
