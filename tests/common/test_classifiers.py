@@ -368,3 +368,25 @@ def test_fast_sklearn_payload_is_skops_own_canonical_bytes() -> None:
         {"estimator": forest, "x": float("nan"), "name": "é"},
     ):
         assert _dumps(bundle) == canonical_skops(sio.dumps(bundle))
+
+
+def test_skops_writer_gives_skops_own_bytes_for_every_flavor(trained: dict[str, Any]) -> None:
+    # skops_write reproduces skops' get_state so train need not import skops.io (~1-1.5
+    # CPU s); the bytes define the model id, so each trained flavor's bundle must be
+    # written exactly as skops.io.dumps writes it, and the writer must be used (not the
+    # fallback) for the flavors train runs, with the installed skops
+    from idq_common.science.classifiers import skops_write
+    from idq_common.science.classifiers.sklearn import _dumps, canonical_skops
+
+    for flavor, clf in trained.items():
+        if flavor == "ovl":
+            continue
+        bundle = {"estimator": clf._est, "scaler": clf._scaler, "n": 3, "on": True}
+        for name in ("lags", "tol", "cols"):
+            if getattr(clf, f"_{name}") is not None:
+                bundle[name] = getattr(clf, f"_{name}")
+        assert _dumps(bundle) == canonical_skops(sio.dumps(bundle)), flavor
+        if flavor != "hist_gradient_boosting":  # its binner, rng and links: skops' way
+            skops_write.get_state(bundle)
+    with pytest.raises(skops_write.Unsupported):
+        skops_write.get_state({"f": np.sum})
