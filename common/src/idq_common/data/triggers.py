@@ -19,6 +19,22 @@ __all__ = ["ChannelTriggers", "TriggerSet", "group_rows", "in_segments"]
 #: (time, snr, frequency) of one channel, sorted by time.
 ChannelTriggers = tuple[np.ndarray, np.ndarray, np.ndarray]
 
+#: channel tables already checked for unique names, by id (each held, so an id is never
+#: reused while listed): a stream's batches share one table object (the Avro reader's
+#: cache), and a set of 1,000 names per set built was ~20 us of every take and slice
+_CHECKED_TABLES: dict[int, tuple[str, ...]] = {}
+_CHECKED_MAX = 256
+
+
+def _check_table(channels: tuple[str, ...]) -> None:
+    if _CHECKED_TABLES.get(id(channels)) is channels:
+        return
+    if len(set(channels)) != len(channels):
+        raise ValueError("TriggerSet channel names must be unique")
+    if len(_CHECKED_TABLES) >= _CHECKED_MAX:
+        _CHECKED_TABLES.clear()
+    _CHECKED_TABLES[id(channels)] = channels
+
 
 def in_segments(times: np.ndarray, segs: segmentlist) -> np.ndarray:
     """Boolean mask of ``times`` that fall inside ``segs`` (half-open ``[start, end)``).
@@ -94,9 +110,9 @@ class TriggerSet:
             arr = getattr(self, name)
             if arr.ndim != 1 or arr.shape[0] != n:
                 raise ValueError(f"TriggerSet column {name!r} must be 1-D of length {n}")
-        if len(set(self.channels)) != len(self.channels):
-            raise ValueError("TriggerSet channel names must be unique")
-        if n and (self.channel.min() < 0 or self.channel.max() >= len(self.channels)):
+        _check_table(self.channels)
+        # one reduction: a negative index is a large unsigned one
+        if n and int(self.channel.view(np.uint32).max()) >= len(self.channels):
             raise ValueError("TriggerSet channel index out of range of the channel table")
 
     # -- construction ---------------------------------------------------------------
@@ -105,6 +121,33 @@ class TriggerSet:
         """A set with no rows over the given channel table."""
         z = np.zeros(0)
         return cls(tuple(channels), np.zeros(0, dtype=np.int32), z, z, z)
+
+    @classmethod
+    def _trusted(
+        cls,
+        channels: tuple[str, ...],
+        channel: np.ndarray,
+        time: np.ndarray,
+        snr: np.ndarray,
+        frequency: np.ndarray,
+        time_sorted: bool | None = None,
+    ) -> TriggerSet:
+        """A set from columns already valid (rows of valid sets: no checks, no copies).
+
+        For the set's own operations only: ``channel`` int32 and the rest float64, all
+        1-D contiguous of one length, indices within the (checked) table. The checks of
+        the constructor cost more than a stride's slice itself. ``time_sorted``: known
+        time order (None: found when first needed).
+        """
+        self = object.__new__(cls)
+        object.__setattr__(self, "channels", channels)
+        object.__setattr__(self, "channel", channel)
+        object.__setattr__(self, "time", time)
+        object.__setattr__(self, "snr", snr)
+        object.__setattr__(self, "frequency", frequency)
+        if time_sorted is not None:
+            self.__dict__["is_time_sorted"] = time_sorted
+        return self
 
     @classmethod
     def from_channels(
@@ -138,7 +181,7 @@ class TriggerSet:
             return cls.empty()
         table = sets[0].channels
         chans = []
-        if all(s.channels == table for s in sets):
+        if all(s.channels is table or s.channels == table for s in sets):
             # one table (a source's batches, a stream's chunks): no remapping, a
             # Python loop over every name of every set saved (1,000 names x 60 sets)
             chans = [s.channel.astype(np.int32, copy=False) for s in sets]
@@ -158,12 +201,29 @@ class TriggerSet:
             np.concatenate([s.snr for s in sets]),
             np.concatenate([s.frequency for s in sets]),
         )
-        if not bool(np.all(time[1:] >= time[:-1])):
+        in_order = bool(np.all(time[1:] >= time[:-1]))
+        if not in_order:
             # a stable sort of sorted times is the identity: sets in time order (a
             # stream read in order) skip the sort and four gathers
             order = np.argsort(time, kind="stable")
             cols = tuple(c[order] for c in cols)
-        return cls(table, *cols)
+        # the columns are rows of valid sets over a checked (or freshly merged) table
+        _check_table(table)
+        ch, t, snr, f = cols
+        return cls._trusted(table, ch, t, snr, f, time_sorted=True if in_order else None)
+
+    @classmethod
+    def concat_within(cls, sets: Sequence[TriggerSet], start: float, end: float) -> TriggerSet:
+        """``concat(sets).select_time(start, end)``, cutting each set before concatenating.
+
+        The same rows, order and table (the rows a time cut keeps of a stable time sort
+        are the stable sort of the rows it keeps), but only the rows kept are copied,
+        once, and one set in time order is cut into views, not copied.
+        """
+        cut = [s.select_time(start, end) for s in sets]
+        if len(cut) == 1 and cut[0].is_time_sorted:
+            return cut[0]
+        return cls.concat(cut)
 
     # -- selection ------------------------------------------------------------------
     def __len__(self) -> int:
@@ -171,16 +231,53 @@ class TriggerSet:
 
     def take(self, index: np.ndarray) -> TriggerSet:
         """Rows at ``index`` (boolean mask or integer positions), same channel table."""
-        return TriggerSet(
-            self.channels,
+        index = np.asarray(index)
+        cols = (
             self.channel[index],
             self.time[index],
             self.snr[index],
             self.frequency[index],
         )
+        if cols[0].ndim != 1:
+            raise ValueError("TriggerSet.take needs a 1-D index")
+        # a mask keeps the rows' order: a sorted set stays sorted
+        sorted_ = True if index.dtype == bool and self.__dict__.get("is_time_sorted") else None
+        ch, t, snr, f = (np.ascontiguousarray(c) for c in cols)
+        return TriggerSet._trusted(self.channels, ch, t, snr, f, time_sorted=sorted_)
+
+    def slice_rows(self, lo: int, hi: int) -> TriggerSet:
+        """Rows ``lo:hi`` (clipped to ``0 <= lo <= hi <= len``) as views of this set's
+        columns: no copy (the set is immutable, sharing is safe); ``self`` for all rows."""
+        n = len(self)
+        lo = min(max(0, lo), n)
+        hi = min(max(lo, hi), n)
+        if lo == 0 and hi == n:
+            return self
+        sorted_ = True if self.__dict__.get("is_time_sorted") else None
+        return TriggerSet._trusted(
+            self.channels,
+            self.channel[lo:hi],
+            self.time[lo:hi],
+            self.snr[lo:hi],
+            self.frequency[lo:hi],
+            time_sorted=sorted_,
+        )
+
+    @cached_property
+    def is_time_sorted(self) -> bool:
+        """Whether the rows are in time order (False with a NaN time). Cached."""
+        t = self.time
+        return bool(np.all(t[1:] >= t[:-1]))
 
     def select_time(self, start: float, end: float) -> TriggerSet:
-        """Rows with ``start <= time < end`` (``self`` when that is every row)."""
+        """Rows with ``start <= time < end`` (``self`` when that is every row).
+
+        Rows in time order (a stream's) are cut by a binary search into views; the
+        same rows as the mask, without the mask's pass and four gathers.
+        """
+        if self.is_time_sorted and start == start and end == end:  # not NaN
+            lo, hi = np.searchsorted(self.time, [start, end], side="left")
+            return self.slice_rows(int(lo), int(hi))
         return self._keep((self.time >= start) & (self.time < end))
 
     def restrict(self, segs: segmentlist) -> TriggerSet:
@@ -217,7 +314,7 @@ class TriggerSet:
         """``(channel, time, snr, frequency)`` in stable time order (the columns
         themselves when already sorted, as rows from the stream are). Cached."""
         cols = (self.channel, self.time, self.snr, self.frequency)
-        if bool(np.all(self.time[1:] >= self.time[:-1])):
+        if self.is_time_sorted:
             return cols
         order = np.argsort(self.time, kind="stable")
         ch, t, s, f = (c[order] for c in cols)

@@ -185,7 +185,7 @@ class StreamingStage(ABC):
         self._segment_source = parts.segments
         self.segments: SegmentSource | None = None
         self._sorted_for: StreamBatch | None = None
-        self._sorted: tuple[TriggerSet, np.ndarray, np.ndarray] | None = None
+        self._sorted: TriggerSet | None = None
         self._unowned_since: float | None = None
         self._lag_due = -math.inf  # the consumer-lag metric: at the first poll, then rarely
         self._build(parts.start)
@@ -353,14 +353,20 @@ class StreamingStage(ABC):
         """
         if self._sorted_for is not batch:
             triggers = batch.umbrella.triggers()
-            order = np.argsort(triggers.time, kind="stable")
-            self._sorted = (triggers, order, triggers.time[order])
+            if not triggers.is_time_sorted:
+                # once per batch; the stream's umbrella is in time order already (then
+                # each stride is a view of it, not a gather of its rows)
+                triggers = triggers.take(np.argsort(triggers.time, kind="stable"))
+            self._sorted = triggers
             self._sorted_for = batch
         assert self._sorted is not None
-        triggers, order, times = self._sorted
-        lo, hi = np.searchsorted(times, [start - self.pad, end + self.pad], side="left")
+        triggers = self._sorted
+        lo, hi = np.searchsorted(triggers.time, [start - self.pad, end + self.pad], side="left")
         return InMemoryData(
-            triggers.take(order[lo:hi]), start - self.pad, end + self.pad, segs=batch.umbrella.segs
+            triggers.slice_rows(int(lo), int(hi)),
+            start - self.pad,
+            end + self.pad,
+            segs=batch.umbrella.segs,
         )
 
     def samples_of(

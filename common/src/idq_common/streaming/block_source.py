@@ -415,7 +415,7 @@ class BlockFeatureSource:
                 got = read.triggers(lo, hi)
                 if got:
                     # the range only: an anchor batch may hold data just before it
-                    parts.append(TriggerSet.concat(got).select_time(lo, hi))
+                    parts.append(TriggerSet.concat_within(got, lo, hi))
         if self._frontier is None:
             self._frontier = self._shown = start
         # ranges wholly before this span are done with (the processor keeps the pad)

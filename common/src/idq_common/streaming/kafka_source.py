@@ -133,7 +133,7 @@ def decode_message(
     payload = msg.value() or b""
     origin = (topic, msg.partition() or 0, msg.offset() or 0)
     try:
-        kind, record = codec.decode(payload)
+        kind, record = codec.decode_zero_copy(payload)
         if kind != "feature_batch":
             raise InvalidMessageError(f"expected feature_batch, got {kind}")
         batch = _Batch(
@@ -343,7 +343,7 @@ class KafkaFeatureSource:
         ]
         if not parts:
             return TriggerSet.empty()
-        return TriggerSet.concat(parts).select_time(start, end)
+        return TriggerSet.concat_within(parts, start, end)
 
     def _give_up(self, start: float, end: float) -> TriggerSet:
         lagging = {k: r.end for k, r in self._runs.items() if r.end is None or r.end < end}

@@ -174,7 +174,8 @@ def batch_to_triggers(record: Mapping[str, Any]) -> TriggerSet:
     snr = unpack(record, "snr", F8, n)
     frequency = unpack(record, "frequency", F8, n)
     channels = tuple(record["channels"])
-    if n and (int(channel.min()) < 0 or int(channel.max()) >= len(channels)):
+    # one reduction: a negative index is a large unsigned one
+    if n and int(channel.view(np.uint32).max()) >= len(channels):
         raise InvalidMessageError(
             f"channel indices span [{channel.min()}, {channel.max()}] but the table has "
             f"{len(channels)} channels"
