@@ -11,8 +11,9 @@ import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 
 from idq_common.data.triggers import TriggerSet
-from idq_common.io.avro import KINDS, decode, encode
+from idq_common.io.avro import KINDS, decode, decode_zero_copy, encode
 from idq_common.io.avro.convert import batch_to_triggers, triggers_to_batch
+from idq_common.io.kafka.clients import consume_queued
 from idq_dev.testing.avro_samples import sample_records
 
 pytestmark = pytest.mark.kafka
@@ -90,3 +91,36 @@ def test_full_size_feature_batch_through_broker(
     back = batch_to_triggers(decode(msg.value())[1])
     for name in ("channel", "time", "snr", "frequency"):
         np.testing.assert_array_equal(getattr(back, name), getattr(ts, name))
+    # the stages' reader: columns are views of the message value, the same rows
+    kind, record = decode_zero_copy(msg.value())
+    assert kind == "feature_batch" and isinstance(record["time"], memoryview)
+    fast = batch_to_triggers(record)
+    assert fast.channels == ts.channels
+    for name in ("channel", "time", "snr", "frequency"):
+        np.testing.assert_array_equal(getattr(fast, name), getattr(ts, name))
+
+
+def test_consume_queued_takes_the_queue_or_waits_for_one(
+    kafka_bootstrap: str, kafka_topic_factory: Callable[..., str]
+) -> None:
+    """Queued messages come at once (not after the wait); an empty queue waits for the
+    first message, or the whole wait when none comes."""
+    topic = kafka_topic_factory("queued")
+    consumer = Consumer(
+        {"bootstrap.servers": kafka_bootstrap, "group.id": f"{topic}.q", "fetch.wait.max.ms": 10}
+    )
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    try:
+        t0 = time.monotonic()
+        assert consume_queued(consumer, 100, 1.0) == []
+        assert time.monotonic() - t0 >= 0.9
+        _produce(kafka_bootstrap, topic, [(b"k", b"v%d" % i) for i in range(20)])
+        got: list[Any] = []
+        deadline = time.monotonic() + 60
+        while len(got) < 20 and time.monotonic() < deadline:
+            got += [m for m in consume_queued(consumer, 100, 30.0) if m.error() is None]
+        assert [m.value() for m in got] == [b"v%d" % i for i in range(20)]
+        # nothing left: a short wait, then nothing
+        assert consume_queued(consumer, 100, 0.2) == []
+    finally:
+        consumer.close()

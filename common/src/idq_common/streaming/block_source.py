@@ -47,7 +47,7 @@ from igwn_segments import segment, segmentlist
 from idq_common.data.triggers import TriggerSet
 from idq_common.exceptions import BrokerError, IncompleteDataError, NoDataError, StopRequested
 from idq_common.gpstime import gps_to_kafka_ms
-from idq_common.io.kafka.clients import partitions_of
+from idq_common.io.kafka.clients import consume_queued, partitions_of
 from idq_common.io.publish import block_of
 from idq_common.streaming.kafka_source import DeadLetter, _SourceRun, decode_message, is_data
 
@@ -260,11 +260,8 @@ class BlockFeatureSource:
         got = False
         deadline = self._monotonic() + timeout
         while True:
-            msgs = self.consumer.consume(1000, 0)
-            if not msgs:
-                left = deadline - self._monotonic()
-                one = self.consumer.poll(min(0.1, max(0.0, left)))
-                msgs = [one] if one is not None else []
+            left = deadline - self._monotonic()
+            msgs = consume_queued(self.consumer, 1000, min(0.1, max(0.0, left)))
             for msg in msgs:
                 if self._handle(read, msg, start_ms, end_ms):
                     got = True

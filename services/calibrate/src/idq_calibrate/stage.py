@@ -45,7 +45,7 @@ from idq_common.exceptions import BrokerError, DecodeError, InvalidMessageError
 from idq_common.gpstime import gps_now, gps_to_kafka_ms
 from idq_common.io.avro import decode
 from idq_common.io.avro.convert import record_to_quiver
-from idq_common.io.kafka.clients import committed_offsets
+from idq_common.io.kafka.clients import committed_offsets, consume_queued
 from idq_common.io.store import ArtifactStore
 from idq_common.science.calibration import CalibrationMap
 from idq_common.science.quiver import Quiver
@@ -312,12 +312,8 @@ class CalibrateStage:
         next_check = self.clock.now()
         while not self.runtime.stop:
             self.runtime.metrics.heartbeat()
-            # what is queued at once; only an empty queue waits, for the first message:
-            # consume(500, t) waits out t unless 500 quivers are there, which at the end
-            # of a replay (or in a small one) they never are
-            msgs = self.consumer.consume(num_messages=500, timeout=0)
-            if not msgs:
-                msgs = self.consumer.consume(num_messages=1, timeout=min(1.0, self.poll_seconds))
+            # what is queued at once; only an empty queue waits, for the first message
+            msgs = consume_queued(self.consumer, 500, min(1.0, self.poll_seconds))
             for msg in msgs:
                 self._absorb(msg)
             if self.clock.now() >= next_check or msgs:

@@ -261,3 +261,15 @@ def poll_messages(consumer: Consumer, max_messages: int, timeout: float = 30.0) 
         elif err.code() != KafkaError._PARTITION_EOF:
             log.warning("consumer error: %s", err)
     return out
+
+
+def consume_queued(consumer: Consumer, max_messages: int, wait: float) -> list[Message]:
+    """What is queued now (up to ``max_messages``), or else the first message to arrive
+    within ``wait`` seconds (``[]``: none came).
+
+    ``consume(n, t)`` waits out ``t`` unless ``n`` messages are there, which at the end of
+    a replay, in a small one or live they never are: a loop paying that on every call
+    stalls. Messages are returned as consumed (errors and EOF events included).
+    """
+    msgs = consumer.consume(max_messages, 0)
+    return msgs or consumer.consume(1, max(0.0, wait))
