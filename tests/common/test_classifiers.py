@@ -390,3 +390,33 @@ def test_skops_writer_gives_skops_own_bytes_for_every_flavor(trained: dict[str, 
             skops_write.get_state(bundle)
     with pytest.raises(skops_write.Unsupported):
         skops_write.get_state({"f": np.sum})
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {},
+        {"max_depth": None, "min_samples_leaf": 1, "random_state": 7},
+        {"max_features": 0.3, "criterion": "entropy"},
+        {"max_features": None, "n_estimators": 1},
+        {"class_weight": "balanced"},  # not reproduced: fit itself
+    ],
+)
+def test_fast_forest_fit_is_fit(params: dict[str, Any]) -> None:
+    # forest_fit builds trees 2.. without scikit-learn's per-tree Python overhead; the
+    # trees, attributes and their order must be fit's: the stored bytes (model id) agree
+    from sklearn.ensemble import RandomForestClassifier
+
+    from idq_common.science.classifiers.forest_fit import fit_forest
+    from idq_common.science.classifiers.sklearn import _dumps
+
+    rng = np.random.default_rng(3)
+    X = rng.random((150, 40))
+    y = (X[:, 0] + 0.3 * rng.random(150) > 0.9).astype(int)
+    kw = {"n_estimators": 12, "max_depth": 12, "min_samples_leaf": 2, "random_state": 0}
+    kw.update(params)
+    want = RandomForestClassifier(**kw).fit(X, y)
+    got = fit_forest(RandomForestClassifier(**kw), X, y)
+    assert len(got.estimators_) == kw["n_estimators"]
+    assert _dumps({"estimator": got}) == _dumps({"estimator": want})
+    assert (got.predict_proba(X) == want.predict_proba(X)).all()

@@ -78,6 +78,7 @@ from idq_common.science.classifiers.base import (
     IncrementalSupervisedClassifier,
     SupervisedClassifier,
 )
+from idq_common.science.classifiers.forest_fit import fit_forest
 from idq_common.science.classifiers.lags import channel_lags, lag_tolerances, witness_channels
 from idq_common.science.features import FeatureBuilder, FeatureSpec, Picks
 
@@ -910,7 +911,7 @@ class _BatchBase(_SklearnMixin, SupervisedClassifier):
         self._spec, self._scaler = self.feature_spec, None
         self._lags = self._learn_lags(X, y)
         self._learn_witnesses(X, y)
-        self._est = self._new_estimator().fit(self._prep(X), y)
+        self._est = fit_forest(self._new_estimator(), self._prep(X), y)
 
 
 class RandomForest(_BatchBase):
