@@ -144,6 +144,46 @@ def test_built_features_rank_like_the_feature_matrix(
             np.testing.assert_array_equal(clf.rank_built(built), clf.rank(X), name)
 
 
+def test_linear_cells_sum_like_einsum_of_the_matrix() -> None:
+    """SGD's fused decision (``_windows.linear_cells``) is ``einsum("ij,j->i")`` of
+    the scaled matrix ``matrix_cells`` makes, bit for bit: widths that are and are not
+    multiples of 8 (einsum's block) or 2 (its lanes), sample counts that are not
+    multiples of 4 (the kernel's), lags, missing triggers, weights of any magnitude."""
+    from idq_common.science import _windows
+
+    rng = np.random.default_rng(7)
+    per = 6  # grouped rows per channel: row r belongs to channel r // per
+    for nch, kinds, n, shift in [
+        (1, [0, 1, -1], 1, False),
+        (5, [0, -1], 7, True),
+        (8, [0, 1, -1], 4, False),
+        (13, [-1, 0, 1], 10, True),
+        (300, [0, 1, -1], 33, False),
+    ]:
+        k, width = len(kinds), nch * len(kinds)
+        kinds_a = np.array(kinds, dtype=np.int64)
+        t_rows = rng.uniform(-0.2, 0.2, nch * per)
+        times = np.sort(rng.uniform(-0.05, 0.05, n))
+        best = np.arange(nch) * per + rng.integers(0, per, (n, nch))
+        hit = rng.random((n, nch)) < 0.8
+        lags = rng.uniform(-0.05, 0.05, nch)
+        rowvals = rng.normal(size=(2, nch * per)) * 10.0 ** rng.integers(-3, 4, (2, nch * per))
+        mean, scale = rng.normal(size=nch), rng.uniform(0.1, 3.0, nch)
+        weights = rng.normal(size=width) * 10.0 ** rng.integers(-4, 4, width)
+        args = (best, hit, t_rows, times, 0.1, lags, shift)
+        M = np.empty((n, width))
+        _windows.matrix_cells(*args, rowvals, kinds_a, _windows.DT_SCALED, mean, scale, M)
+        expected = np.einsum("ij,j->i", M, weights)
+        prods = np.empty_like(rowvals)
+        for j, src in enumerate(kinds):
+            if src >= 0:
+                prods[src] = rowvals[src] * weights[j::k].repeat(per)
+        got = np.empty(n)
+        dt_weights = np.ascontiguousarray(weights[kinds.index(-1) :: k])
+        _windows.linear_cells(*args, prods, kinds_a, mean, scale, dt_weights, got)
+        np.testing.assert_array_equal(got.view(np.int64), expected.view(np.int64))
+
+
 def test_forest_ranks_are_predict_proba(model: Any, calibrated: dict[str, Any]) -> None:
     """The forest's joblib-free sum is scikit-learn's ``predict_proba``, bit for bit."""
     clf = calibrated["random_forest"].classifier

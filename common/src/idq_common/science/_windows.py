@@ -17,8 +17,42 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-#: compiled once, the machine code cached on disk; no fastmath (bit-identical values)
-_jit = numba.njit(cache=True, nogil=True, boundscheck=False)
+
+def _skip_blas_check() -> None:
+    """Load numba's array implementations without its BLAS probe.
+
+    On the first kernel call (compiled or loaded from the cache) numba registers its
+    implementations, importing ``numba.np.arraymath``, which probes for BLAS by
+    importing ``scipy.linalg`` (~0.3 CPU s, with scipy's array API layer): a stage
+    that never imports scipy (evaluate) paid it for a BLAS no kernel here calls. The
+    probe answers "no BLAS" while that module is imported (``np.dot`` and friends in
+    jitted code would use numba's loops; none is used), and is restored at once for
+    any later caller.
+    """
+    import sys
+
+    if "numba.np.arraymath" in sys.modules:
+        return
+    from numba.np import linalg
+
+    probe = linalg.ensure_blas
+
+    def no_blas() -> None:
+        raise ImportError("BLAS not probed: no idq kernel calls it")
+
+    linalg.ensure_blas = no_blas
+    try:
+        import numba.np.arraymath  # noqa: F401 - registered now, without the probe
+    finally:
+        linalg.ensure_blas = probe
+
+
+_skip_blas_check()
+
+#: compiled once, the machine code cached on disk; no fastmath (bit-identical values);
+#: numpy's error model: a float division is not checked for a zero divisor (every
+#: divisor here is a window or a scale, > 0), so loops of divisions vectorize
+_jit = numba.njit(cache=True, nogil=True, boundscheck=False, error_model="numpy")
 
 
 @_jit
@@ -278,8 +312,107 @@ def matrix_cells(
                 out[i, c * k + j] = x
 
 
+@_jit
+def linear_cells(
+    best: np.ndarray,
+    hit: np.ndarray,
+    t_rows: np.ndarray,
+    times: np.ndarray,
+    w: float,
+    lags: np.ndarray,
+    shift: bool,
+    rowprods: np.ndarray,
+    kinds: np.ndarray,
+    p: np.ndarray,
+    q: np.ndarray,
+    coef: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled; covered through build_features
+    """``out[i] = einsum("ij,j->i", M, weights)[i]`` of the matrix ``M`` that
+    :func:`matrix_cells` makes in ``DT_SCALED`` mode, without making it.
+
+    ``rowprods[kinds[j]]`` holds, per grouped row, a non-``dt`` column's cell already
+    multiplied by its weight (the same product as per cell: one rounding either way);
+    a ``dt`` column's cell is scaled as in :func:`matrix_cells` (``p``/``q`` per
+    channel) and multiplied by ``coef[c]``. The products are summed in the order of
+    numpy's einsum for a C-contiguous float64 matrix (its inner loop
+    ``sum_of_products_contig_contig_outstride0_two``, baseline SSE: two float64 lanes,
+    no fused multiply-add): two accumulators, even and odd columns; blocks of 8 columns
+    added from the last pair to the first; a tail pair by pair, a missing odd column
+    adding 0.0; the even lane plus the odd one. ``tests/common/test_stride.py`` checks
+    the ranks against ``einsum`` of the matrix, bit for bit.
+
+    Four samples at a time: their rows are made in an L1-sized buffer (the ``dt``
+    cells of a sample in a loop over channels that the compiler vectorizes), then
+    summed together, so eight independent chains of additions hide their latency.
+    """
+    n, nch = best.shape
+    k = kinds.size
+    m = nch * k
+    rows = np.zeros((4, m))
+    dtv = np.empty(nch)
+    for i0 in range(0, n, 4):
+        nb = min(4, n - i0)
+        for s in range(nb):
+            i = i0 + s
+            ti = times[i]
+            bi = best[i]
+            hi = hit[i]
+            row = rows[s]
+            for c in range(nch):
+                dt = t_rows[bi[c]] - ti if hi[c] else w
+                if shift:
+                    dt = w if dt >= w else dt - lags[c]
+                dtv[c] = dt
+            for c in range(nch):
+                r = abs(dtv[c]) / w
+                x = 1.0 - (r if r < 1.0 else 1.0)
+                dtv[c] = ((x - p[c]) / q[c]) * coef[c]
+            for j in range(k):
+                src = kinds[j]
+                if src >= 0:
+                    pr = rowprods[src]
+                    for c in range(nch):
+                        row[c * k + j] = pr[bi[c]]
+                else:
+                    for c in range(nch):
+                        row[c * k + j] = dtv[c]
+        r0, r1, r2, r3 = rows[0], rows[1], rows[2], rows[3]
+        a0 = a1 = b0 = b1 = c0 = c1 = d0 = d1 = 0.0
+        j = 0
+        while m - j >= 8:
+            for u in (6, 4, 2, 0):
+                a0 = r0[j + u] + a0
+                a1 = r0[j + u + 1] + a1
+                b0 = r1[j + u] + b0
+                b1 = r1[j + u + 1] + b1
+                c0 = r2[j + u] + c0
+                c1 = r2[j + u + 1] + c1
+                d0 = r3[j + u] + d0
+                d1 = r3[j + u + 1] + d1
+            j += 8
+        while j < m:
+            a0 = r0[j] + a0
+            b0 = r1[j] + b0
+            c0 = r2[j] + c0
+            d0 = r3[j] + d0
+            odd = j + 1 < m
+            a1 = (r0[j + 1] if odd else 0.0) + a1
+            b1 = (r1[j + 1] if odd else 0.0) + b1
+            c1 = (r2[j + 1] if odd else 0.0) + c1
+            d1 = (r3[j + 1] if odd else 0.0) + d1
+            j += 2
+        out[i0] = a0 + a1
+        if nb > 1:
+            out[i0 + 1] = b0 + b1
+        if nb > 2:
+            out[i0 + 2] = c0 + c1
+        if nb > 3:
+            out[i0 + 3] = d0 + d1
+
+
 #: every compiled kernel (what :func:`warm` compiles)
-KERNELS = (group, resolve, gather_cols, dt_cols, matrix_cells, forest_sum)
+KERNELS = (group, resolve, gather_cols, dt_cols, matrix_cells, linear_cells, forest_sum)
 
 
 def warm() -> int:
@@ -330,6 +463,21 @@ def warm() -> int:
         np.zeros(1),
         np.ones(1),
         np.zeros((2, 1)),
+    )
+    linear_cells(
+        best,
+        hit,
+        np.zeros(1),
+        two,
+        0.1,
+        np.zeros(1),
+        False,
+        np.zeros((1, 1)),
+        np.zeros(1, dtype=i8),
+        np.zeros(1),
+        np.ones(1),
+        np.zeros(1),
+        np.zeros(2),
     )
     leaf = np.zeros(1, dtype=f8)
     minus = np.full(1, -1, dtype=i8)

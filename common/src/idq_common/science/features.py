@@ -303,6 +303,50 @@ class Picks:
             out,
         )
 
+    def write_linear(
+        self,
+        out: np.ndarray,
+        columns: Sequence[str],
+        rowprods: Mapping[str, np.ndarray],
+        lags: np.ndarray | None,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        coef: np.ndarray,
+    ) -> None:
+        """``out[i]``: the dot product of row ``i`` of :meth:`write_matrix`'s matrix in
+        ``"scaled"`` mode with per-column weights, without making the matrix.
+
+        ``rowprods[name]`` (columns other than ``dt``): per row (defaults included), the
+        cell times its column's weight; ``dt``'s cells are scaled by ``mean``/``scale``
+        and multiplied by ``coef`` (per channel). Summed in the order of numpy's
+        ``einsum("ij,j->i")`` (:func:`idq_common.science._windows.linear_cells`).
+        """
+        names = [c for c in columns if c != "dt"]
+        kinds = np.array([-1 if c == "dt" else names.index(c) for c in columns], dtype=np.int64)
+        rows = np.empty((len(names), self._rows["time"].size))
+        for r, name in enumerate(names):
+            rows[r] = rowprods[name]
+        zeros = np.zeros(self.nch)
+
+        def per(x: np.ndarray | None) -> np.ndarray:
+            return zeros if x is None else np.ascontiguousarray(x, dtype=np.float64)
+
+        _kernels().linear_cells(
+            self.best,
+            self.hit,
+            self._rows["time"],
+            self.times,
+            float(self.window),
+            per(lags),
+            lags is not None,
+            rows,
+            kinds,
+            per(mean),
+            per(scale),
+            per(coef),
+            out,
+        )
+
     def cells(self, name: str, channels: np.ndarray | None = None) -> np.ndarray:
         """Raw cells of column ``name``, shape ``(n, nch)`` or ``(n, len(channels))``.
 

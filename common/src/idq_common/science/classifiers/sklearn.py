@@ -235,6 +235,44 @@ class ScaledMatrix:
 
 
 @dataclass(frozen=True, eq=False)
+class LinearScore:
+    """SGD's ``ScaledMatrix @ coef`` per sample (its decision less the intercept), one
+    column, built per trigger without the matrix.
+
+    Each trigger row's mapped, scaled ``snr`` and ``frequency`` are multiplied by their
+    weight once per row; ``dt``'s cells are scaled and weighted per cell; the products
+    are summed per sample in ``einsum``'s order (:meth:`Picks.write_linear`), so the
+    decision has the bits of ``einsum("ij,j->i", ScaledMatrix, coef)``. Saves writing
+    and reading back the ``(samples, 3 x channels)`` matrix, SGD's largest per-stride
+    cost at 1,000 channels.
+    """
+
+    columns: tuple[str, ...]
+    window: float
+    mean: np.ndarray
+    scale: np.ndarray
+    coef: np.ndarray
+    lags: np.ndarray | None = None
+
+    def new(self, n: int) -> np.ndarray:
+        return np.empty((n, 1))
+
+    def fill(self, picks: Picks, out: np.ndarray) -> None:
+        k, ch = len(self.columns), picks.channel
+        prods = {}
+        for j, col in enumerate(self.columns):
+            if col != "dt":
+                # ScaledMatrix's per-row cell, then times the weight: the same roundings
+                z = _log_rows(picks, col) - self.mean[j::k].take(ch)
+                z /= self.scale[j::k].take(ch)
+                z *= self.coef[j::k].take(ch)
+                prods[col] = z
+        j = self.columns.index("dt") if "dt" in self.columns else 0
+        mean, scale, coef = self.mean[j::k], self.scale[j::k], self.coef[j::k]
+        picks.write_linear(out[:, 0], self.columns, prods, self.lags, mean, scale, coef)
+
+
+@dataclass(frozen=True, eq=False)
 class TreeInput:
     """A forest's float32 input: only the columns its trees split on, in order.
 
@@ -655,7 +693,24 @@ class _SklearnMixin:
         if getattr(self._scaler, "mean_", None) is None or self._scaler.scale_ is None:
             return None
         scaler = self._scaler
+        if self._linear_score():
+            coef = np.ascontiguousarray(self._est.coef_[0], dtype=np.float64)
+            mean, scale = scaler.mean_, scaler.scale_
+            return LinearScore(spec.columns, spec.window, mean, scale, coef, self._lags)
         return ScaledMatrix(spec.columns, spec.window, scaler.mean_, scaler.scale_, self._lags)
+
+    def _linear_score(self) -> bool:
+        """The built input is SGD's decision less its intercept (:class:`LinearScore`):
+        a float64 scaler (``ScaledMatrix``'s cells) before a one-row ``coef_``."""
+        coef = getattr(self._est, "coef_", None)
+        return (
+            _kind(self._est) == "SGDClassifier"
+            and coef is not None
+            and np.shape(coef) == (1, self._scaler.mean_.size)
+            and np.asarray(coef).dtype == np.float64
+            and np.asarray(self._scaler.mean_).dtype == np.float64
+            and np.asarray(self._scaler.scale_).dtype == np.float64
+        )
 
     def _rank(self, X: np.ndarray) -> np.ndarray:
         return self._predict(self._prep(X))
@@ -663,6 +718,10 @@ class _SklearnMixin:
     def _rank_built(self, built: np.ndarray) -> np.ndarray:
         if _kind(self._est) == "RandomForestClassifier":
             return FlatForest.of(self._est).glitch_proba(built, compact=True)
+        if self._scaler is not None and self._linear_score():
+            # LinearScore built einsum(Z, coef) per row: _predict's sum, then the rest
+            z = built[:, 0] + self._est.intercept_[0]
+            return 0.5 + np.arctan(np.asarray(z, dtype=np.float64)) / np.pi
         return self._predict(built)
 
     def _predict(self, Z: np.ndarray) -> np.ndarray:
