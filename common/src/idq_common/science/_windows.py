@@ -105,13 +105,16 @@ def resolve(
     w: float,
     best: np.ndarray,
     hit: np.ndarray,
+    picked: np.ndarray,
 ) -> None:  # pragma: no cover - compiled; covered through build_features
     """Loudest grouped row of every window ``[st[i] - w, st[i] + w]`` of every channel.
 
     ``bounds`` (nch + 1): channel c owns grouped rows ``[bounds[c], bounds[c + 1])``
     in time order (:func:`group`); ``st`` sorted. Writes ``best[i, c]`` (the row;
     ``bounds[nch] + c``, the channel's default row, when the window is empty) and
-    ``hit[i, c]``. One sliding-window maximum per channel: the window's edges only move
+    ``hit[i, c]``, and sets ``picked[r]`` (bool, one per grouped row and default row)
+    for every row some cell picked (and the defaults), so a builder maps only those
+    rows. One sliding-window maximum per channel: the window's edges only move
     forward and a deque keeps the candidate rows, best first, in the order "louder,
     then earlier, then lower frequency": a later row drops the rows it beats (louder,
     or as loud at the same time with a lower frequency), so the front is the loudest
@@ -131,6 +134,7 @@ def resolve(
         front = np.inf  # time of the picked row (inf: none)
         cur = rows + c
         got = False
+        picked[cur] = True
         for i in range(n):
             top = st[i] + w
             bottom = st[i] - w
@@ -155,6 +159,7 @@ def resolve(
                     cur = dq[head]
                     front = t[cur]
                     got = True
+                    picked[cur] = True
                 else:
                     cur = rows + c
                     front = np.inf
@@ -411,8 +416,36 @@ def linear_cells(
             out[i0 + 3] = d0 + d1
 
 
+@_jit
+def scaled_rows(
+    values: np.ndarray,
+    rows: np.ndarray,
+    chan: np.ndarray,
+    mean: np.ndarray,
+    scale: np.ndarray,
+    coef: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled; covered through build_features
+    """``out[r] = ((values[r] - mean[c]) / scale[c]) * coef[c]``, ``c = chan[r]``, for
+    the rows ``rows``: a scaler's ``(z - mean) / scale`` then a linear weight, the
+    numpy expressions of ``LinearScore`` per row (three correctly rounded operations)."""
+    for m in range(rows.size):
+        r = rows[m]
+        c = chan[r]
+        out[r] = ((values[r] - mean[c]) / scale[c]) * coef[c]
+
+
 #: every compiled kernel (what :func:`warm` compiles)
-KERNELS = (group, resolve, gather_cols, dt_cols, matrix_cells, linear_cells, forest_sum)
+KERNELS = (
+    group,
+    resolve,
+    gather_cols,
+    dt_cols,
+    matrix_cells,
+    linear_cells,
+    scaled_rows,
+    forest_sum,
+)
 
 
 def warm() -> int:
@@ -429,7 +462,7 @@ def warm() -> int:
     one, two = np.zeros(1, dtype=i8), np.zeros(2)
     row = np.zeros(1)
     bounds, t, s, f = group(np.zeros(1, dtype=np.int32), np.zeros(2, dtype=i8), row, row, row, 1)
-    resolve(bounds, t, s, f, two, 0.1, best, hit)
+    resolve(bounds, t, s, f, two, 0.1, best, hit, np.zeros(t.size, dtype=bool))
     for dtype in (np.float64, np.float32):
         out = np.zeros((2, 1), dtype=dtype)
         gather_cols(np.zeros(1), best, one, out, one)
@@ -479,6 +512,7 @@ def warm() -> int:
         np.zeros(1),
         np.zeros(2),
     )
+    scaled_rows(np.zeros(1), one, one, np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
     leaf = np.zeros(1, dtype=f8)
     minus = np.full(1, -1, dtype=i8)
     forest_sum(

@@ -172,9 +172,11 @@ class Picks:
         best: np.ndarray,
         hit: np.ndarray,
         grouped: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
+        picked: np.ndarray | None = None,
     ) -> None:
         bounds, t, s, f = grouped  # rows then the per-channel defaults (_windows.group)
         self.times, self.window, self.best, self.hit = times, window, best, hit
+        self._picked = picked
         self.nch = bounds.size - 1
         self._rows = {"time": t, "snr": s, "frequency": f}
         self._bounds = bounds
@@ -188,6 +190,19 @@ class Picks:
             counts = np.append(np.diff(self._bounds), np.ones(self.nch, dtype=np.int64))
             chans = np.arange(self.nch, dtype=np.int64)
             got = self._cache["channel"] = np.repeat(np.concatenate([chans, chans]), counts)
+        return got
+
+    @property
+    def picked(self) -> np.ndarray:
+        """int64 indices of the rows some cell picked (and possibly other rows, e.g. the
+        defaults), sorted: a per-row array is only ever read at these rows, so a
+        builder's per-row map need not compute the others."""
+        got = self._cache.get("picked")
+        if got is None:
+            n_rows = self._rows["time"].size
+            mask = self._picked
+            got = np.flatnonzero(mask) if mask is not None else np.arange(n_rows)
+            self._cache["picked"] = got
         return got
 
     def rows(self, name: str) -> np.ndarray:
@@ -302,6 +317,22 @@ class Picks:
             per(scale),
             out,
         )
+
+    def scaled_rows(
+        self, values: np.ndarray, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray
+    ) -> np.ndarray:
+        """``((values - mean) / scale) * coef`` per row, the per-channel ``mean``,
+        ``scale`` and ``coef`` of each row's channel; computed at the :attr:`picked` rows
+        only (the others hold 0)."""
+        out = np.zeros(self._rows["time"].size)
+
+        def per(x: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(x, dtype=np.float64)
+
+        _kernels().scaled_rows(
+            per(values), self.picked, self.channel, per(mean), per(scale), per(coef), out
+        )
+        return out
 
     def write_linear(
         self,
@@ -513,5 +544,6 @@ def _resolve(
     n, nch = st.size, bounds.size - 1
     best = np.empty((n, nch), dtype=np.int64)
     hit = np.empty((n, nch), dtype=bool)
-    _kernels().resolve(bounds, t, s, f, st, float(w), best, hit)
-    return Picks(st, w, best, hit, grouped)
+    picked = np.zeros(t.size, dtype=bool)
+    _kernels().resolve(bounds, t, s, f, st, float(w), best, hit, picked)
+    return Picks(st, w, best, hit, grouped, picked)

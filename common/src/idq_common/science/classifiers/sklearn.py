@@ -182,8 +182,19 @@ def preprocess(
 
 
 def _log_rows(picks: Picks, column: str) -> np.ndarray:
-    """The log map of a column per trigger row (shared by the builders of a chunk)."""
-    return picks.memo(("log1p", column), lambda: _log_map(picks.rows(column)))
+    """The log map of a column per trigger row (shared by the builders of a chunk).
+
+    Only the rows some cell picked are mapped (about half of a dense grid's, fewer
+    for sparse samples); the others hold 0 and are never read (builders read rows
+    through the picks)."""
+
+    def mapped() -> np.ndarray:
+        values, at = picks.rows(column), picks.picked
+        out = np.zeros(values.size)
+        out[at] = _log_map(values[at])
+        return out
+
+    return picks.memo(("log1p", column), mapped)
 
 
 @dataclass(frozen=True, eq=False)
@@ -258,15 +269,13 @@ class LinearScore:
         return np.empty((n, 1))
 
     def fill(self, picks: Picks, out: np.ndarray) -> None:
-        k, ch = len(self.columns), picks.channel
+        k = len(self.columns)
         prods = {}
         for j, col in enumerate(self.columns):
             if col != "dt":
                 # ScaledMatrix's per-row cell, then times the weight: the same roundings
-                z = _log_rows(picks, col) - self.mean[j::k].take(ch)
-                z /= self.scale[j::k].take(ch)
-                z *= self.coef[j::k].take(ch)
-                prods[col] = z
+                mean, scale, coef = self.mean[j::k], self.scale[j::k], self.coef[j::k]
+                prods[col] = picks.scaled_rows(_log_rows(picks, col), mean, scale, coef)
         j = self.columns.index("dt") if "dt" in self.columns else 0
         mean, scale, coef = self.mean[j::k], self.scale[j::k], self.coef[j::k]
         picks.write_linear(out[:, 0], self.columns, prods, self.lags, mean, scale, coef)
