@@ -420,3 +420,22 @@ def test_fast_forest_fit_is_fit(params: dict[str, Any]) -> None:
     assert len(got.estimators_) == kw["n_estimators"]
     assert _dumps({"estimator": got}) == _dumps({"estimator": want})
     assert (got.predict_proba(X) == want.predict_proba(X)).all()
+
+
+_NO_PANDAS = """
+import sys
+from idq_common.science.classifiers.sklearn import _sklearn
+forest = _sklearn("sklearn.ensemble.RandomForestClassifier")
+assert "pandas" not in sys.modules, "pandas imported with scikit-learn"
+import pandas  # still importable afterwards
+print("ok")
+"""
+
+
+def test_sklearn_is_imported_without_pandas() -> None:
+    # sklearn.utils.fixes imports pandas only to keep an unused global (~0.3-0.5 CPU s)
+    import subprocess
+    import sys
+
+    run = subprocess.run([sys.executable, "-c", _NO_PANDAS], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]

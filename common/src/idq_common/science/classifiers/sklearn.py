@@ -67,6 +67,7 @@ from __future__ import annotations
 import importlib
 import io
 import re
+import sys
 import zipfile
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -112,7 +113,30 @@ _SKLEARN_NAMES = {"random_state": "seed"}
 def _sklearn(path: str) -> Any:
     """``module.Name`` of scikit-learn, imported on first use (not at import of this module)."""
     module, _, name = path.rpartition(".")
+    if "sklearn" not in sys.modules:
+        _import_sklearn()
     return getattr(importlib.import_module(module), name)
+
+
+def _import_sklearn() -> None:
+    """Import scikit-learn without pandas, unless pandas is in already.
+
+    ``sklearn.utils.fixes`` imports pandas if it can (``try: import pandas``) and keeps
+    it as a module global that nothing reads (``pd_fillna`` is handed its pandas by
+    the caller, which has one only for a DataFrame input; idq gives arrays): ~0.3-0.5
+    CPU s of every process that fits or validates a scikit-learn estimator. A None
+    entry in ``sys.modules`` makes that ``import`` raise ImportError, as if pandas were
+    not installed; it is removed afterwards, so a later ``import pandas`` works.
+    """
+    if "pandas" in sys.modules:
+        importlib.import_module("sklearn.base")
+        return
+    sys.modules["pandas"] = None  # type: ignore[assignment]
+    try:
+        importlib.import_module("sklearn.base")
+    finally:
+        if sys.modules.get("pandas", False) is None:
+            del sys.modules["pandas"]
 
 
 def _kind(est: Any) -> str:
