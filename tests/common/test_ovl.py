@@ -233,3 +233,18 @@ def test_bad_combine_and_confidence() -> None:
     for bad in (1.0, -0.1, True, "0.8"):
         with pytest.raises(ClassifierParamError, match="confidence"):
             make_classifier("ovl", "ovl", {"confidence": bad}, spec)
+
+
+def test_poisson_logsf_is_scipy_stats_own() -> None:
+    # OVL's significance skips scipy.stats' argument machinery; values must not move
+    from scipy.stats import poisson
+
+    from idq_common.science.classifiers.ovl import poisson_logsf
+
+    rng = np.random.default_rng(0)
+    k = rng.integers(0, 3000, (200, 6, 5)) - 1
+    k[rng.random(k.shape) < 0.3] = -1
+    mu = rng.random(k.shape) * 50 + 1e-9
+    mu[0] = 1e-300
+    for scale in (1.0, 0.01, 37.0):
+        assert np.array_equal(poisson_logsf(k, mu * scale), poisson.logsf(k, mu * scale))
