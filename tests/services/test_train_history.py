@@ -88,6 +88,7 @@ def test_joining_when_read_equals_pruning_after_every_stride():
             ts.add(q)
             ref = (q if ref is None else Quiver.concat([ref, q])).newest(max_samples, max_span)
             t += length
+            assert len(ts) == len(ref)  # counted from the parts' times, not joined
             if k % 7 == 3:  # read now and then (a round, a log line, a commit)
                 got = ts.data_for("forest", incremental=False)
                 assert np.array_equal(got.times, ref.times)

@@ -158,18 +158,22 @@ class Quiver:
         samples share the time at the cut they are all kept or all dropped (a sample
         never lies outside its quiver's span), so the count may be just under the cap.
         """
-        cut = self._start
-        if max_span is not None:
-            cut = max(cut, self._end - max_span)
-        if max_samples is not None:
-            inside = np.sort(self.times[self.times >= cut])
-            if inside.size > max_samples:
-                # strictly after the (max_samples+1)-th newest time
-                over = inside[inside.size - max_samples - 1]
-                cut = max(cut, float(np.nextafter(over, np.inf)))
+        cut = _newest_cut(self.times, self._start, self._end, max_samples, max_span)
         if cut <= self._start:
             return self
         return self.trim(cut, self._end)
+
+    @staticmethod
+    def newest_count(
+        quivers: list[Quiver], max_samples: int | None = None, max_span: float | None = None
+    ) -> int:
+        """``len(Quiver.concat(quivers).newest(max_samples, max_span))``, from times alone."""
+        times = np.concatenate([q.times for q in quivers])
+        start, end = min(q.start for q in quivers), max(q.end for q in quivers)
+        cut = _newest_cut(times, start, end, max_samples, max_span)
+        if cut <= start:
+            return int(times.size)
+        return int(np.count_nonzero((times >= cut) & (times < end)))
 
     @classmethod
     def concat(cls, quivers: Iterable[Quiver]) -> Quiver:
@@ -220,6 +224,22 @@ class Quiver:
             f"span=[{self._start}, {self._end}), livetime={self.livetime}, "
             f"classifier={self.classifier!r}, model_id={self.model_id!r})"
         )
+
+
+def _newest_cut(
+    times: np.ndarray, start: float, end: float, max_samples: int | None, max_span: float | None
+) -> float:
+    """The oldest time :meth:`Quiver.newest` keeps (``start``: all are kept)."""
+    cut = start
+    if max_span is not None:
+        cut = max(cut, end - max_span)
+    if max_samples is not None:
+        inside = np.sort(times[times >= cut])
+        if inside.size > max_samples:
+            # strictly after the (max_samples+1)-th newest time
+            over = inside[inside.size - max_samples - 1]
+            cut = max(cut, float(np.nextafter(over, np.inf)))
+    return cut
 
 
 def build_quiver(

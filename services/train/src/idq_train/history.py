@@ -73,8 +73,9 @@ class TrainingSet:
         self.n_new = 0
 
     def __len__(self) -> int:
-        acc = self.accumulated
-        return 0 if acc is None else len(acc)
+        # from the parts' times: the stage logs the count per batch, and joining there
+        # copied the whole kept set each time (what the parts avoid)
+        return Quiver.newest_count(self._acc, self.max_samples, self.max_span) if self._acc else 0
 
     def _prune(self, q: Quiver) -> Quiver:
         return q.newest(self.max_samples, self.max_span)
