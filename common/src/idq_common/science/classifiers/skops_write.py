@@ -156,11 +156,9 @@ class _Writer:
         }
         if obj.dtype == object:
             raise Unsupported("object array")
-        buf = io.BytesIO()
-        np.save(buf, obj, allow_pickle=False)
         f_name = f"{self.memoize(obj)}.npy"
         if f_name not in self.members:
-            self.members[f_name] = bytes(buf.getbuffer())
+            self.members[f_name] = _npy(obj)
         res.update(type="numpy", file=f_name)
         return res
 
@@ -212,3 +210,53 @@ class _Writer:
             res["__reduce__"]["args"] = self.state(reduced[1][2])
             res["content"] = self.state({})
         return res
+
+
+def _npy(obj: Any) -> bytes:
+    """``np.save(buffer, obj, allow_pickle=False)``'s bytes.
+
+    ``np.save`` costs ~65 us per array in Python (header dict, ``repr``, padding,
+    ``nditer`` chunks): ~35 ms for a forest's ~500 arrays, each round. For a
+    C-contiguous array the same header is formatted here, once checked against
+    ``np.save`` per dtype in the process (any difference: ``np.save`` for that dtype).
+    """
+    if type(obj) is not np.ndarray or not obj.flags.c_contiguous or obj.ndim == 0:
+        return _np_save(obj)
+    descr = _DESCR.get(obj.dtype)
+    if descr is None:
+        from numpy.lib.format import dtype_to_descr
+
+        descr = repr(dtype_to_descr(obj.dtype))
+        _DESCR[obj.dtype] = descr
+        got, want = _npy_header(descr, obj.shape) + obj.tobytes(), _np_save(obj)
+        if got != want:
+            _DESCR[obj.dtype] = ""
+            return want
+    if not descr:
+        return _np_save(obj)
+    return _npy_header(descr, obj.shape) + obj.tobytes()
+
+
+#: per dtype, the ``repr`` of its npy ``descr`` ("": write with ``np.save``)
+_DESCR: dict[np.dtype[Any], str] = {}
+#: npy format: magic, version 1.0; headers padded to 64 bytes with spare room for
+#: the first axis to grow to 21 digits (numpy's ``GROWTH_AXIS_MAX_DIGITS``)
+_MAGIC = b"\x93NUMPY\x01\x00"
+
+
+def _npy_header(descr: str, shape: tuple[int, ...]) -> bytes:
+    header = f"{{'descr': {descr}, 'fortran_order': False, 'shape': {shape!r}, }}"
+    header += " " * (21 - len(repr(shape[0])))
+    hlen = len(header) + 1
+    pad = 64 - ((len(_MAGIC) + 2 + hlen) % 64)
+    if hlen + pad > 0xFFFF:
+        raise Unsupported("npy header beyond version 1.0")
+    return (
+        _MAGIC + (hlen + pad).to_bytes(2, "little") + header.encode("latin1") + b" " * pad + b"\n"
+    )
+
+
+def _np_save(obj: Any) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, obj, allow_pickle=False)
+    return bytes(buf.getbuffer())
