@@ -99,3 +99,67 @@ def test_auto_compression_keeps_the_saving_of_held_channels(tmp_path: Path) -> N
     assert sizes["auto"] == sizes["all"] < sizes["none"] - 6 * 900
     with pytest.raises(ValueError, match="compress"):
         write_frame(tmp_path / "x.gwf", 1_000_000_000, 1, series, 128.0, {}, compress="zstd")
+
+
+def _strides(n: int) -> list[dict[str, np.ndarray]]:
+    """Strides whose channels change kind between frames: continuous, held, constant,
+    back to an earlier content, 0.0 vs -0.0 (equal values, different bits)."""
+    rng = np.random.default_rng(7)
+    out = []
+    for k in range(n):
+        held = np.repeat(rng.random(4), 32)
+        ok = np.ones(128) if k % 3 else np.zeros(128)
+        out.append(
+            {
+                CH: rng.random(128) if k % 4 else held,  # raw, then compressed, ...
+                "H1:IDQ-OK_OVL_10_2048": ok,  # a content seen before: kept compressed
+                "H1:IDQ-RANK_OVL_10_2048": np.full(128, -0.0 if k % 2 else 0.0),
+                "H1:IDQ-EFF_OVL_10_2048": held if k % 5 else rng.random(128),
+            }
+        )
+    return out
+
+
+@pytest.mark.parametrize("compress", ["auto", "all", "none"])
+def test_a_held_writer_writes_the_bytes_of_a_fresh_build(tmp_path: Path, compress: str) -> None:
+    import time
+
+    from idq_common.io.frames import FrameWriter, read_channels, read_provenance
+
+    writer = FrameWriter(compress, keep=2)
+    strides = _strides(12)
+    for k, series in enumerate(strides):
+        start = 1_000_000_000 + k
+        prov = {"ovl": {"model_id": f"m{k}", "calibration_id": "c"}}
+        fresh = frame_path(tmp_path / "fresh", "H", "IDQ_TIMESERIES", start, 1)
+        held = frame_path(tmp_path / "held", "H", "IDQ_TIMESERIES", start, 1)
+        for _ in range(5):  # LALFrame stamps the wall-clock second: both in the same one
+            second = int(time.time())
+            write_frame(fresh, start, 1, series, 128.0, prov, compress=compress)
+            writer.write(held, start, 1, series, 128.0, prov)
+            if int(time.time()) == second:
+                break
+        assert held.read_bytes() == fresh.read_bytes(), f"frame {k}"
+        back = read_channels(held, list(series))
+        assert all(back[c].tobytes() == v.tobytes() for c, v in series.items())
+        assert read_provenance(held) == prov
+    if compress == "auto":  # contents seen before were not compressed again
+        fresh_count = sum(
+            np.count_nonzero(v[1:] != v[:-1]) < 32 for s in strides for v in s.values()
+        )
+        assert 0 < writer.compressions < fresh_count
+
+
+def test_a_held_writer_remakes_a_directory_removed_under_it(tmp_path: Path) -> None:
+    import shutil
+
+    from idq_common.io.frames import FrameWriter, read_channels
+
+    writer = FrameWriter()
+    series = _strides(1)[0]
+    path = frame_path(tmp_path, "H", "IDQ_TIMESERIES", 1_000_000_000, 1)
+    writer.write(path, 1_000_000_000, 1, series, 128.0, {})
+    shutil.rmtree(path.parent)  # e.g. retention emptied the directory and removed it
+    writer.write(path, 1_000_000_000, 1, series, 128.0, {})
+    assert read_channels(path, [CH])[CH].tobytes() == series[CH].tobytes()
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left

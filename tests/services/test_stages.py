@@ -290,6 +290,7 @@ def test_timeseries_writes_a_frame_and_records_per_stride(timeseries: Chain) -> 
             pair = prov[name]
             assert pair["calibration_id"] == timeseries.calibrations.latest[name].calibration_id
             columns = record_to_timeseries(by_key[f"{name}:{start:.0f}"])
+            assert by_key[f"{name}:{start:.0f}"]["frame_uri"] == path.resolve().as_uri()
             for product in PRODUCTS:
                 frame_series = data[channel_name("H1", product, name, ts.fmin, ts.fmax)]
                 np.testing.assert_array_equal(frame_series, columns[product.lower()])

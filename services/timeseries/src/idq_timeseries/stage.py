@@ -15,6 +15,7 @@ import argparse
 import logging
 from pathlib import Path
 from typing import Self
+from urllib.parse import quote
 
 import numpy as np
 from igwn_segments import segment, segmentlist
@@ -23,7 +24,7 @@ from idq_common.config import Settings
 from idq_common.contracts import PRODUCTS, channel_name
 from idq_common.exceptions import FrameError
 from idq_common.io.avro.convert import timeseries_to_record
-from idq_common.io.frames import frame_path, read_provenance, write_frame
+from idq_common.io.frames import FrameWriter, frame_path, read_provenance
 from idq_common.science.stride import MAX_CELLS, Stride, StrideProducts, stride_products
 from idq_common.stage.factory import closed_on_error, streaming_parts
 from idq_common.stage.loop import StageParts, StreamingStage
@@ -50,6 +51,16 @@ class TimeseriesStage(StreamingStage):
         self.book = book
         self.book.refresh(timeout=2.0)
         self.frames_written = 0
+        self.writer = FrameWriter()
+        # per classifier: (product, frame channel name), the same every stride
+        self._channels = {
+            name: [
+                (product, channel_name(self.ifo, product, name, self.fmin, self.fmax))
+                for product in PRODUCTS
+            ]
+            for name in self.names
+        }
+        self._dir_uris: dict[Path, str] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings, ns: argparse.Namespace) -> Self:
@@ -129,28 +140,27 @@ class TimeseriesStage(StreamingStage):
         series: dict[str, np.ndarray] = {}
         provenance: dict[str, dict[str, str | None]] = {}
         records = []
+        metrics = self.runtime.metrics
         for name in self.names:
             pair = pairs.get(name)
             products = result.products[name]
-            for product in PRODUCTS:
-                series[channel_name(self.ifo, product, name, self.fmin, self.fmax)] = products[
-                    product
-                ]
+            for product, channel in self._channels[name]:
+                series[channel] = products[product]
             ids = {
                 "model_id": pair.model_id if pair else None,
                 "calibration_id": pair.calibration_id if pair else None,
             }
             provenance[name] = ids
-            records.append((name, products, ids))
             ok_fraction = float(products["OK"].mean())
-            self.runtime.metrics.stride_products(
+            records.append((name, products, ids, ok_fraction))
+            metrics.stride_products(
                 name, ok_fraction, float(products["PGLITCH"].max()), float(products["FAP"].min())
             )
-        path = write_frame(path, start, end - start, series, self.rate, provenance)
+        path = self.writer.write(path, start, end - start, series, self.rate, provenance)
         self.frames_written += 1
-        self.runtime.metrics.frame_written()
-        uri = path.resolve().as_uri()
-        for name, products, ids in records:
+        metrics.frame_written()
+        uri = self._uri(path)
+        for name, products, ids, _ in records:
             record = timeseries_to_record(
                 ifo=self.ifo,
                 classifier=name,
@@ -169,8 +179,16 @@ class TimeseriesStage(StreamingStage):
                 key=f"{name}:{start:.0f}",
                 timestamp_ms=self.kafka_ms(start),
             )
-        oks = ", ".join(f"{n}={float(p['OK'].mean()):.2f}" for n, p, _ in records)
-        log.info("timeseries: stride [%.0f, %.0f) -> %s (OK %s)", start, end, path.name, oks)
+        if log.isEnabledFor(logging.INFO):
+            oks = ", ".join(f"{n}={ok:.2f}" for n, _, _, ok in records)
+            log.info("timeseries: stride [%.0f, %.0f) -> %s (OK %s)", start, end, path.name, oks)
+
+    def _uri(self, path: Path) -> str:
+        """``path.resolve().as_uri()``, resolving each frame directory once, not each frame."""
+        prefix = self._dir_uris.get(path.parent)
+        if prefix is None:
+            prefix = self._dir_uris[path.parent] = path.parent.resolve().as_uri()
+        return f"{prefix}/{quote(path.name)}"
 
     def _pairs_of(self, path: Path) -> dict[str, Pair | None]:
         try:
