@@ -163,3 +163,36 @@ def test_a_held_writer_remakes_a_directory_removed_under_it(tmp_path: Path) -> N
     writer.write(path, 1_000_000_000, 1, series, 128.0, {})
     assert read_channels(path, [CH])[CH].tobytes() == series[CH].tobytes()
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
+
+
+def test_provenance_from_the_header_bytes_is_lalframes_and_a_cut_file_is_unreadable(
+    tmp_path: Path,
+) -> None:
+    import lal
+    import lalframe
+
+    from idq_common.exceptions import FrameError
+    from idq_common.io.frames import _header_name, read_provenance
+
+    prov = {"ovl": {"model_id": "m-é", "calibration_id": None}}  # non-ASCII, null
+    path = tmp_path / "H-IDQ_TIMESERIES-1000000000-1.gwf"
+    write_frame(path, 1_000_000_000, 1, _strides(1)[0], 128.0, prov)
+    stream = lalframe.FrameUFrFileOpen(str(path), "r")
+    name = lalframe.FrameUFrameHQueryName(lalframe.FrameUFrameHRead(stream, 0))
+    assert _header_name(path) == name and read_provenance(path) == prov
+    # a gwpy/LAL frame of another writer: its own header name, not iDQ provenance
+    other = tmp_path / "other.gwf"
+    frame = lalframe.FrameNew(lal.LIGOTimeGPS(1_000_000_000), 1.0, "LIGO", 0, 0, 0)
+    lalframe.FrameWrite(frame, str(other))
+    assert _header_name(other) == "LIGO"
+    with pytest.raises(FrameError, match="not iDQ provenance"):
+        read_provenance(other)
+    # a cut file (never left by write_frame, which renames whole files) or not a frame
+    cut = tmp_path / "cut.gwf"
+    cut.write_bytes(path.read_bytes()[:-100])
+    text = tmp_path / "text.gwf"
+    text.write_text("not a frame")
+    for bad in (cut, text):
+        assert _header_name(bad) is None
+        with pytest.raises(FrameError, match="unreadable"):
+            read_provenance(bad)
