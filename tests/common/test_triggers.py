@@ -166,3 +166,102 @@ def test_single_channel_path_equals_grouped_path(seed):
     _ = a.grouped
     for x, y in zip(first["C"], a.for_channel("C"), strict=True):
         np.testing.assert_array_equal(x, y)
+
+
+# -- the sorted fast paths give the mask paths' rows ------------------------------
+def _rows(ts: TriggerSet) -> list[tuple[str, float, float, float]]:
+    return [
+        (ts.channels[c], t, s, f)
+        for c, t, s, f in zip(
+            ts.channel.tolist(),
+            ts.time.tolist(),
+            ts.snr.tolist(),
+            ts.frequency.tolist(),
+            strict=True,
+        )
+    ]
+
+
+def _random_set(rng: np.random.Generator, n: int, sort: bool, nan: bool = False) -> TriggerSet:
+    t = np.round(rng.uniform(0, 10, n), 1)  # ties on purpose
+    if sort:
+        t = np.sort(t)
+    if nan and n:
+        t[rng.integers(n)] = np.nan
+    return TriggerSet(("a", "b", "c"), rng.integers(0, 3, n), t, rng.random(n), rng.random(n) * 100)
+
+
+def _by_mask(ts: TriggerSet, mask: np.ndarray) -> list[tuple[str, float, float, float]]:
+    return [r for r, keep in zip(_rows(ts), mask.tolist(), strict=True) if keep]
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_sorted_cuts_equal_the_masks(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for sort, nan in ((True, False), (False, False), (True, True)):
+        ts = _random_set(rng, int(rng.integers(0, 60)), sort, nan)
+        assert ts.is_time_sorted == (sort and not nan) or len(ts) < 2
+        for start, end in ((2.0, 5.0), (-1.0, 20.0), (5.0, 2.0), (3.3, 3.3), (0.0, np.inf)):
+            got = ts.select_time(start, end)
+            assert _rows(got) == _by_mask(ts, (ts.time >= start) & (ts.time < end))
+            assert got.channels is ts.channels
+        for segs in (
+            segmentlist([segment(1, 2), segment(4, 6.5), segment(8, 9)]),
+            segmentlist([segment(0, 10)]),
+            segmentlist([segment(2.5, 3)]),
+            segmentlist(),
+            segmentlist([segment(3, 5), segment(4, 7)]),  # overlapping: coalesced
+        ):
+            assert _rows(ts.restrict(segs)) == _by_mask(ts, in_segments(ts.time, segs))
+        if len(ts):
+            assert ts.select_time(-1.0, 20.0) is ts or nan
+
+
+def test_slices_are_views_and_keep_the_order_flag() -> None:
+    rng = np.random.default_rng(5)
+    ts = _random_set(rng, 100, sort=True)
+    cut = ts.select_time(2.0, 6.0)
+    assert np.shares_memory(cut.time, ts.time) and cut.is_time_sorted
+    assert ts.slice_rows(0, len(ts)) is ts
+    assert len(ts.slice_rows(50, 10)) == 0 and len(ts.slice_rows(-5, 1000)) == len(ts)
+    # a mask keeps order; positions are not assumed to
+    assert ts.take(ts.snr > 0.5).__dict__.get("is_time_sorted") is True
+    assert "is_time_sorted" not in ts.take(np.arange(10)[::-1]).__dict__
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_concat_within_equals_concat_then_cut(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    tables = (("a", "b", "c"), ("c", "d"))
+    for k in (1, 2, 4):
+        sets = []
+        for i in range(k):
+            ts = _random_set(rng, int(rng.integers(0, 30)), sort=bool(rng.integers(2)))
+            names = tables[i % 2] if rng.integers(2) else tables[0]
+            sets.append(TriggerSet(names, ts.channel % len(names), ts.time, ts.snr, ts.frequency))
+        for start, end in ((2.0, 7.0), (-1.0, 11.0)):
+            want = TriggerSet.concat(sets).select_time(start, end)
+            got = TriggerSet.concat_within(sets, start, end)
+            assert got.channels == want.channels
+            assert _rows(got) == _rows(want)
+
+
+def test_concat_of_ordered_sets_skips_the_check_but_not_the_sort() -> None:
+    a = TriggerSet(("x",), [0, 0], [1.0, 2.0], [1.0, 1.0], [1.0, 1.0])
+    b = TriggerSet(("x",), [0, 0], [2.0, 3.0], [2.0, 2.0], [2.0, 2.0])
+    assert a.is_time_sorted and b.is_time_sorted
+    assert TriggerSet.concat([a, b]).time.tolist() == [1.0, 2.0, 2.0, 3.0]
+    # sets in order each, but overlapping in time: still sorted (stably)
+    got = TriggerSet.concat([b, a])
+    assert got.time.tolist() == [1.0, 2.0, 2.0, 3.0] and got.snr.tolist() == [1.0, 2.0, 1.0, 2.0]
+
+
+def test_a_checked_table_is_not_checked_again_but_a_new_one_is() -> None:
+    with pytest.raises(ValueError, match="unique"):
+        TriggerSet(("a", "a"), [0], [1.0], [1.0], [1.0])
+    ts = TriggerSet(("a", "b"), [0, 1], [1.0, 2.0], [1.0, 1.0], [1.0, 1.0])
+    assert len(ts.take(np.array([True, False]))) == 1
+    with pytest.raises(ValueError, match="range"):
+        TriggerSet(ts.channels, [0, -1], [1.0, 2.0], [1.0, 1.0], [1.0, 1.0])
+    with pytest.raises(ValueError, match="range"):
+        TriggerSet(ts.channels, [0, 2], [1.0, 2.0], [1.0, 1.0], [1.0, 1.0])

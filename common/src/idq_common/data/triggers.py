@@ -201,7 +201,7 @@ class TriggerSet:
             np.concatenate([s.snr for s in sets]),
             np.concatenate([s.frequency for s in sets]),
         )
-        in_order = bool(np.all(time[1:] >= time[:-1]))
+        in_order = _in_order(sets) or bool(np.all(time[1:] >= time[:-1]))
         if not in_order:
             # a stable sort of sorted times is the identity: sets in time order (a
             # stream read in order) skip the sort and four gathers
@@ -281,8 +281,26 @@ class TriggerSet:
         return self._keep((self.time >= start) & (self.time < end))
 
     def restrict(self, segs: segmentlist) -> TriggerSet:
-        """Rows whose time falls inside ``segs`` (half-open segments; ``self`` when all)."""
-        return self._keep(in_segments(self.time, segs))
+        """Rows whose time falls inside ``segs`` (half-open segments; ``self`` when all).
+
+        Rows in time order are cut by a binary search per segment (the rows of
+        coalesced segments are disjoint runs, in order): no pass over every row, and
+        views when one run is kept.
+        """
+        if not self.is_time_sorted:
+            return self._keep(in_segments(self.time, segs))
+        segs = segmentlist(segs).coalesce()
+        n = len(self)
+        lo = np.searchsorted(self.time, [float(s[0]) for s in segs], side="left")
+        hi = np.maximum(np.searchsorted(self.time, [float(s[1]) for s in segs], side="left"), lo)
+        runs = [(int(a), int(b)) for a, b in zip(lo, hi, strict=True) if b > a]
+        if not runs:
+            return self.slice_rows(0, 0)
+        if len(runs) == 1:
+            return self.slice_rows(*runs[0])
+        if sum(b - a for a, b in runs) == n:
+            return self
+        return self.take(np.concatenate([np.arange(a, b) for a, b in runs]))
 
     def _keep(self, mask: np.ndarray) -> TriggerSet:
         # the usual case of a stream (every row in segments, in span): no copy of the
@@ -362,6 +380,20 @@ class TriggerSet:
         """Number of rows per channel name."""
         n = np.bincount(self.channel, minlength=len(self.channels))
         return {name: int(n[i]) for i, name in enumerate(self.channels)}
+
+
+def _in_order(sets: list[TriggerSet]) -> bool:
+    """Whether sets known to be in time order follow each other in time (then so do
+    their rows, without a pass over them); False: not known."""
+    last = -np.inf
+    for s in sets:
+        if not s.__dict__.get("is_time_sorted"):
+            return False
+        if len(s):
+            if not s.time[0] >= last:
+                return False
+            last = s.time[-1]
+    return True
 
 
 def group_rows(

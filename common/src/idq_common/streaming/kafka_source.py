@@ -133,7 +133,7 @@ def decode_message(
     payload = msg.value() or b""
     origin = (topic, msg.partition() or 0, msg.offset() or 0)
     try:
-        kind, record = codec.decode_zero_copy(payload)
+        kind, record = codec.decode_fast(payload)
         if kind != "feature_batch":
             raise InvalidMessageError(f"expected feature_batch, got {kind}")
         batch = _Batch(
