@@ -439,3 +439,26 @@ def test_sklearn_is_imported_without_pandas() -> None:
 
     run = subprocess.run([sys.executable, "-c", _NO_PANDAS], capture_output=True, text=True)
     assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+def test_preprocess_of_kept_columns_is_the_full_map_cut() -> None:
+    # witness_select: only the kept columns' channels are mapped; same values as mapping
+    # every channel and cutting, for every layout (columns, signed dt, lags, lag_snr)
+    from idq_common.science.classifiers.sklearn import preprocess
+
+    rng = np.random.default_rng(1)
+    for columns in [("snr", "frequency", "dt"), ("dt", "snr"), ("snr",), ("frequency", "dt")]:
+        nch = 9
+        spec = FeatureSpec(tuple(f"C{i}" for i in range(nch)), 0.1, columns)
+        X = rng.random((40, nch * len(columns))) * 20
+        if "dt" in columns:
+            dt = X[:, columns.index("dt") :: len(columns)]
+            dt[:] = np.where(rng.random(dt.shape) < 0.2, 0.1, rng.uniform(-0.1, 0.1, dt.shape))
+        for signed in (False, True):
+            for lags in (None, rng.uniform(-0.05, 0.05, nch)):
+                for tol in (None, rng.uniform(0, 0.02, nch)):
+                    full = preprocess(X, spec, signed, lags, tol)
+                    for size in (1, full.shape[1] // 3, full.shape[1]):
+                        cols = np.sort(rng.choice(full.shape[1], size, replace=False))
+                        got = preprocess(X, spec, signed, lags, tol, cols)
+                        assert np.array_equal(got, full[:, cols]), (columns, signed, size)

@@ -187,6 +187,10 @@ def preprocess(
     ``tol`` (per channel, s; needs ``snr`` and ``dt``): the ``lag_snr`` columns follow.
     ``cols``: the kept columns of that layout (``witness_select``), in order.
     """
+    if cols is not None:
+        kept = _preprocess_kept(X, spec, signed_dt, lags, tol, cols)
+        if kept is not None:
+            return kept
     k = len(spec.columns)
     out = np.empty_like(X)
     shifted = None
@@ -203,6 +207,51 @@ def preprocess(
         snr = X[:, spec.columns.index("snr") :: k]
         out = np.hstack([out, _lag_snr(snr, shifted, tol)])
     return out if cols is None else out[:, cols]
+
+
+def _preprocess_kept(
+    X: np.ndarray,
+    spec: FeatureSpec,
+    signed_dt: bool,
+    lags: np.ndarray | None,
+    tol: np.ndarray | None,
+    cols: np.ndarray,
+) -> np.ndarray | None:
+    """``preprocess(...)[:, cols]`` from the kept columns' channels only.
+
+    ``witness_select`` keeps a few of 1,000 channels: mapping every channel (log1p of
+    two columns, stacking) and then dropping most was most of the forest's
+    preprocessing at training. Every value is a function of its own cell (and its
+    channel's lag and jitter), so the kept channels' sub-matrix, mapped alike, holds
+    the same values. None: columns outside the layout (the full path says so).
+    """
+    k, nch = len(spec.columns), len(spec.channels)
+    has_dt = "dt" in spec.columns
+    n_signed = nch if signed_dt and has_dt else 0
+    n_lag = nch if tol is not None and has_dt and "snr" in spec.columns else 0
+    base = nch * k
+    cols = np.asarray(cols)
+    if cols.ndim != 1 or cols.size == 0 or cols.min() < 0 or cols.max() >= base + n_signed + n_lag:
+        return None
+    block = np.where(cols < base, 0, np.where(cols < base + n_signed, 1, 2))
+    ch = np.select([block == 0, block == 1], [cols // k, cols - base], cols - base - n_signed)
+    chans = np.unique(ch)
+    m = chans.size
+    sub_spec = FeatureSpec(tuple(spec.channels[i] for i in chans), spec.window, spec.columns)
+    sub = preprocess(
+        X[:, (chans[:, None] * k + np.arange(k)).ravel()],
+        sub_spec,
+        signed_dt,
+        None if lags is None else lags[chans],
+        None if tol is None else tol[chans],
+    )
+    pos = np.searchsorted(chans, ch)
+    at = np.select(
+        [block == 0, block == 1],
+        [pos * k + cols % k, m * k + pos],
+        m * k + (m if n_signed else 0) + pos,
+    )
+    return sub[:, at]
 
 
 def _log_rows(picks: Picks, column: str) -> np.ndarray:
