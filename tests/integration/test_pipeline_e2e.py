@@ -262,7 +262,10 @@ def test_ok_is_zero_exactly_where_it_should_be(run: dict[str, Any]) -> None:
                 np.testing.assert_array_equal(ok > 0.5, in_segments(times, segs), path.name)
                 n_ok_frames += 1
                 assert calibrations[cal]["model_id"] == prov[c.nickname]["model_id"]
-    assert n_ok_frames > 0.25 * len(s.classifiers) * DURATION
+    # the checks above are not vacuous: frames with a healthy calibration exist. How
+    # many depends on when the first calibration lands relative to the 24x replay, i.e.
+    # on machine load (about 0.5 of the frames when idle, 0.18 at load 10)
+    assert n_ok_frames > 0.1 * len(s.classifiers) * DURATION
 
 
 def test_frames_name_the_announced_model_and_calibration(run: dict[str, Any]) -> None:
