@@ -264,7 +264,7 @@ def test_ok_is_zero_exactly_where_it_should_be(run: dict[str, Any]) -> None:
                 assert calibrations[cal]["model_id"] == prov[c.nickname]["model_id"]
     # the checks above are not vacuous: frames with a healthy calibration exist. How
     # many depends on when the first calibration lands relative to the 24x replay, i.e.
-    # on machine load (about 0.5 of the frames when idle, 0.18 at load 10)
+    # on machine load (0.18 of the frames measured at load 10; above 0.25 when quiet)
     assert n_ok_frames > 0.1 * len(s.classifiers) * DURATION
 
 
