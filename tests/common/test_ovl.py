@@ -248,3 +248,12 @@ def test_poisson_logsf_is_scipy_stats_own() -> None:
     mu[0] = 1e-300
     for scale in (1.0, 0.01, 37.0):
         assert np.array_equal(poisson_logsf(k, mu * scale), poisson.logsf(k, mu * scale))
+
+
+def test_entries_of_samples_are_their_ranges() -> None:
+    # OVL subtracts a veto's newly covered samples' entries from its cell counts
+    sample = np.array([0, 0, 2, 2, 2, 3, 5, 5])
+    by_sample = np.searchsorted(sample, np.arange(7))
+    for chosen in ([], [1], [0, 2], [2, 3, 5], [0, 1, 2, 3, 4, 5]):
+        got = OVL._entries_of(np.array(chosen, dtype=np.int64), by_sample)
+        assert got.tolist() == [i for i, s in enumerate(sample) if s in chosen]

@@ -283,12 +283,18 @@ class OVL(SupervisedClassifier):
         win_b = np.broadcast_to(self.windows, (nT, nW))
         self.vetoes, self.rounds_log = [], []
         p = self.params
+        # cell counts of the live entries (every entry is live at first): a veto then
+        # subtracts its newly covered samples' entries (np.nonzero gives the entries
+        # sample by sample) instead of recounting all of them each round; integers, so
+        # the counts are the recount's exactly
+        size = nC * nT * nW
+        entry_g = glitch[sample]
+        counts_g = np.bincount(flat[entry_g], minlength=size)
+        counts_c = np.bincount(flat[~entry_g], minlength=size)
+        by_sample = np.searchsorted(sample, np.arange(y.size + 1))
         for rnd in range(int(p["max_rounds"])):
-            live = active[sample, chan] if per_channel else active[sample]
-            is_g = glitch[sample] & live
-            is_c = ~glitch[sample] & live
-            ng = self._cumulate(np.bincount(flat[is_g], minlength=nC * nT * nW), nC, nT, nW)
-            nc = self._cumulate(np.bincount(flat[is_c], minlength=nC * nT * nW), nC, nT, nW)
+            ng = self._cumulate(counts_g, nC, nT, nW)
+            nc = self._cumulate(counts_c, nC, nT, nW)
             if per_channel:
                 G = (glitch[:, None] & active).sum(axis=0)[:, None, None]
                 C = (~glitch[:, None] & active).sum(axis=0)[:, None, None]
@@ -341,6 +347,11 @@ class OVL(SupervisedClassifier):
             self.rounds_log.append(
                 {"metric": float(score.flat[best]), "remaining_glitches": remaining}
             )
+            gone = self._entries_of(np.flatnonzero(covered), by_sample)
+            if per_channel:
+                gone = gone[chan[gone] == c]
+            counts_g -= np.bincount(flat[gone[entry_g[gone]]], minlength=size)
+            counts_c -= np.bincount(flat[gone[~entry_g[gone]]], minlength=size)
             if per_channel:
                 active[:, c] &= ~covered
             else:
@@ -366,6 +377,18 @@ class OVL(SupervisedClassifier):
         lo = float(gamma.ppf(1.0 - conf, n_g)) if n_g > 0 else 0.0
         hi = float(gamma.ppf(conf, n_c + 1.0))
         return (lo / G0) / (hi / (C0 + 1.0))
+
+    @staticmethod
+    def _entries_of(samples: np.ndarray, by_sample: np.ndarray) -> np.ndarray:
+        """Indices of the entries of ``samples`` (entries sorted by sample; ``by_sample``
+        their start per sample, and the end)."""
+        lo, hi = by_sample[samples], by_sample[samples + 1]
+        n = hi - lo
+        if not n.sum():
+            return np.zeros(0, dtype=np.int64)
+        # concatenated ranges lo[i]..hi[i]: a running index minus each range's offset
+        starts = np.repeat(lo - np.concatenate([[0], np.cumsum(n)[:-1]]), n)
+        return starts + np.arange(int(n.sum()))
 
     @staticmethod
     def _cumulate(counts: np.ndarray, nC: int, nT: int, nW: int) -> np.ndarray:
