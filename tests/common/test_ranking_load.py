@@ -84,6 +84,39 @@ def _forest_trees(schema: dict[str, Any]) -> list[dict[str, Any]]:
     return [t["content"]["content"]["tree_"] for t in est["estimators_"]["content"]]
 
 
+def test_npy_members_read_like_numpy_load(trained: Any) -> None:
+    """``read_npy`` (headers matched, each dtype evaluated once) gives ``numpy.load``'s
+    arrays: every member of the forest's and SGD's payloads, and the layouts it hands
+    to ``numpy.load`` (Fortran order, 0-d, empty, structured, version 2 headers)."""
+    from idq_common.science.classifiers.skops_arrays import read_npy
+
+    _, models = trained
+    members = []
+    for flavor in LIGHT:
+        with zipfile.ZipFile(io.BytesIO(models[flavor].payload)) as zf:
+            members += [zf.read(n) for n in zf.namelist() if n.endswith(".npy")]
+    assert len(members) > 20
+    extra = [
+        np.asfortranarray(np.arange(12.0).reshape(3, 4)),
+        np.float64(2.5),
+        np.zeros((0, 3), dtype=np.int32),
+        np.array([(1, 2.0)], dtype=[("a", "<i8"), ("b", "<f4")]),
+    ]
+    for arr in extra:
+        buf = io.BytesIO()
+        np.save(buf, arr)
+        members.append(buf.getvalue())
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, np.arange(5, dtype=">i2"), version=(2, 0))
+    members.append(buf.getvalue())
+    for data in members:
+        expected = np.load(io.BytesIO(data), allow_pickle=False)
+        got = read_npy(data)
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert got.flags.writeable
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_an_unknown_type_is_loaded_the_full_way_and_refused(trained: Any) -> None:
     """The arrays reader reads nothing it does not know: skops' trust list decides."""
     model, models = trained

@@ -17,8 +17,11 @@ whether it is refused. What is returned is plain data: dicts, lists, numbers, ar
 
 from __future__ import annotations
 
+import ast
 import io
 import json
+import math
+import re
 import zipfile
 from typing import Any
 
@@ -38,6 +41,63 @@ OBJECTS = frozenset(
 LOSSES = frozenset({("sklearn._loss._loss", "CyHalfBinomialLoss")})
 #: the class name of the ``"__class__"`` key of each estimator state read
 CLASS = "__class__"
+
+
+#: an ``.npy`` header of a C-order array (``numpy.lib.format``'s layout): descr, shape
+_NPY_HEADER = re.compile(
+    r"\{'descr': (.+), 'fortran_order': False, 'shape': \(([0-9, ]*)\), \} *\n"
+)
+#: descr text -> dtype (a forest's hundreds of arrays share a few)
+_DTYPES: dict[str, np.dtype[Any]] = {}
+
+
+def read_npy(data: bytes) -> np.ndarray:
+    """``numpy.load(io.BytesIO(data), allow_pickle=False)``, a fresh writable array.
+
+    A forest's payload holds three arrays per tree, and ``numpy.load`` evaluates each
+    header with ``ast.literal_eval`` (about half of reading a 100-tree model): here the
+    header of a version 1 or 2 file of a C-order array is matched, each distinct
+    ``descr`` evaluated once (as numpy does: ``literal_eval`` then ``descr_to_dtype``)
+    and the data copied out. Anything else (Fortran order, object dtypes, other
+    versions, a malformed header) goes to ``numpy.load``, which reads or refuses it.
+    """
+    major = data[6] if len(data) > 8 and data[:6] == b"\x93NUMPY" else 0
+    if major in (1, 2):
+        size = 2 if major == 1 else 4
+        start = 8 + size
+        end = start + int.from_bytes(data[8:start], "little")
+        m = _NPY_HEADER.fullmatch(data[start:end].decode("latin1"))
+        if m is not None:
+            descr = m.group(1)
+            dtype = _DTYPES.get(descr)
+            if dtype is None:
+                dtype = np.lib.format.descr_to_dtype(ast.literal_eval(descr))
+                if len(_DTYPES) < 64:
+                    _DTYPES[descr] = dtype
+            if not dtype.hasobject:
+                shape = tuple(int(x) for x in m.group(2).split(",") if x.strip())
+                count = math.prod(shape)
+                if len(data) - end >= count * dtype.itemsize:
+                    flat = np.frombuffer(data, dtype=dtype, count=count, offset=end)
+                    return flat.reshape(shape).copy()
+    return np.load(io.BytesIO(data), allow_pickle=False)
+
+
+#: JSON text -> its value, for immutable values (a forest's trees repeat the same
+#: parameters: thousands of small ``JsonNode``s per model, a few distinct texts)
+_SCALARS: dict[str, Any] = {}
+
+
+def _json(text: str) -> Any:
+    """``json.loads(text)``; scalar values (numbers, strings, null, booleans) are
+    decoded once per text and shared (they cannot be changed by a caller)."""
+    got = _SCALARS.get(text, _SCALARS)
+    if got is not _SCALARS:
+        return got
+    value = json.loads(text)
+    if isinstance(value, int | float | str | bool | None) and len(_SCALARS) < 4096:
+        _SCALARS[text] = value
+    return value
 
 
 class Unreadable(Exception):
@@ -84,7 +144,7 @@ class _Reader:
     def _read(self, loader: Any, n: dict[str, Any]) -> Any:
         mod, cls = n.get("__module__"), n.get("__class__")
         if loader == "JsonNode":
-            return json.loads(n["content"])
+            return _json(n["content"])
         if loader == "DictNode" and (mod, cls) == ("builtins", "dict"):
             keys = [self.node(k) for k in n["key_types"]["content"]]
             if any(k != "str" for k in keys):
@@ -97,8 +157,7 @@ class _Reader:
         if loader == "TypeNode" and (mod, cls) == ("builtins", "str"):
             return "str"
         if loader == "NdArrayNode" and mod == "numpy" and n.get("type") == "numpy":
-            with self.zf.open(n["file"]) as f:
-                return np.load(io.BytesIO(f.read()), allow_pickle=False)
+            return read_npy(self.zf.read(n["file"]))
         if loader == "ObjectNode" and (mod, cls) in OBJECTS:
             state = self.node(n["content"])
             if not isinstance(state, dict):
