@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import threading
 import time
 from typing import Self
 
@@ -30,7 +31,7 @@ from idq_common.io.store import ArtifactStore
 from idq_common.science.channels import ChannelSet, relayout
 from idq_common.science.classifiers.base import Classifier, Model
 from idq_common.science.classifiers.factory import is_incremental, make_classifier
-from idq_common.science.features import FeatureSpec
+from idq_common.science.features import FeatureSpec, preload_kernels
 from idq_common.science.quiver import Quiver
 from idq_common.stage.announcements import (
     Announcements,
@@ -77,25 +78,43 @@ class TrainStage(StreamingStage):
             self.max_stride,
         )
         self.models_published = 0
+        self._preload: threading.Thread | None = None
         self._resume_models(announced)
         self._resume_history()
 
     @classmethod
     def from_settings(cls, settings: Settings, ns: argparse.Namespace) -> Self:
-        """The stage as the settings and command line describe it (Kafka, store, clock)."""
-        parts = streaming_parts(cls.stage, settings, ns, shared=cls.shared)
-        with closed_on_error(parts.runtime):
-            runtime = parts.runtime
-            announced = AnnouncementTracker(
-                settings.kafka.consumer_config(group_id(runtime.ifo, cls.stage, "resume")),
-                settings.kafka.topics.models,
-                ModelAnnouncement,
-                deadletter=runtime.deadletters.publish,
-            )
-            try:
-                return cls(settings, parts, store_for(settings), announced)
-            finally:
-                announced.close()  # read once, at start
+        """The stage as the settings and command line describe it (Kafka, store, clock).
+
+        The feature kernels load in the background meanwhile (numba, ~1 CPU s), while
+        this thread waits on Kafka (as evaluate's); a failed start waits for that
+        thread before returning, so the process never exits in the middle of it.
+        """
+        preload = preload_kernels()
+        try:
+            parts = streaming_parts(cls.stage, settings, ns, shared=cls.shared)
+            with closed_on_error(parts.runtime):
+                runtime = parts.runtime
+                announced = AnnouncementTracker(
+                    settings.kafka.consumer_config(group_id(runtime.ifo, cls.stage, "resume")),
+                    settings.kafka.topics.models,
+                    ModelAnnouncement,
+                    deadletter=runtime.deadletters.publish,
+                )
+                try:
+                    stage = cls(settings, parts, store_for(settings), announced)
+                finally:
+                    announced.close()  # read once, at start
+        except BaseException:
+            preload.join()
+            raise
+        stage._preload = preload
+        return stage
+
+    def close(self) -> None:
+        super().close()
+        if self._preload is not None:
+            self._preload.join()  # long done after a run; at most ~1 s after a quick stop
 
     # -- start-up -------------------------------------------------------------------
     def _resume_models(self, announced: Announcements[ModelAnnouncement]) -> None:
