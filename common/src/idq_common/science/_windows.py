@@ -63,17 +63,24 @@ def group(
     s: np.ndarray,
     f: np.ndarray,
     nch: int,
+    rows: np.ndarray,
+    r0: int,
+    r1: int,
+    select: bool,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
     """Rows grouped by spec channel ``col_of[chan[r]]`` (``nch``: not in the spec, dropped).
 
-    A stable counting sort: within a channel the rows keep their (time) order. Returns
-    ``bounds`` (channel c owns rows ``[bounds[c], bounds[c + 1])``) and the grouped
-    time, snr and frequency, each followed by one zero row per channel (the defaults a
-    cell without a trigger picks: row ``bounds[nch] + c``).
+    The rows are ``rows`` (sorted indices) with ``select``, else ``r0 .. r1 - 1`` (read
+    in place: no gathered copies of the columns). A stable counting sort: within a
+    channel the rows keep their (time) order. Returns ``bounds`` (channel c owns rows
+    ``[bounds[c], bounds[c + 1])``) and the grouped time, snr and frequency, each
+    followed by one zero row per channel (the defaults a cell without a trigger
+    picks: row ``bounds[nch] + c``).
     """
-    n = chan.size
+    n = rows.size if select else r1 - r0
     counts = np.zeros(nch + 1, dtype=np.int64)
-    for r in range(n):
+    for m in range(n):
+        r = rows[m] if select else r0 + m
         counts[col_of[chan[r]]] += 1
     bounds = np.empty(nch + 1, dtype=np.int64)
     bounds[0] = 0
@@ -84,7 +91,8 @@ def group(
     sg = np.zeros(size)
     fg = np.zeros(size)
     pos = bounds[:nch].copy()
-    for r in range(n):
+    for m in range(n):
+        r = rows[m] if select else r0 + m
         c = col_of[chan[r]]
         if c < nch:
             k = pos[c]
@@ -461,7 +469,8 @@ def warm() -> int:
     hit = np.zeros((2, 1), dtype=bool)
     one, two = np.zeros(1, dtype=i8), np.zeros(2)
     row = np.zeros(1)
-    bounds, t, s, f = group(np.zeros(1, dtype=np.int32), np.zeros(2, dtype=i8), row, row, row, 1)
+    chan = np.zeros(1, dtype=np.int32)
+    bounds, t, s, f = group(chan, np.zeros(2, dtype=i8), row, row, row, 1, one, 0, 1, False)
     resolve(bounds, t, s, f, two, 0.1, best, hit, np.zeros(t.size, dtype=bool))
     for dtype in (np.float64, np.float32):
         out = np.zeros((2, 1), dtype=dtype)

@@ -346,13 +346,24 @@ class Picks:
             out,
         )
 
+    @property
+    def n_rows(self) -> int:
+        """Grouped trigger rows, the per-channel default rows included."""
+        return int(self._rows["time"].size)
+
     def scaled_rows(
-        self, values: np.ndarray, mean: np.ndarray, scale: np.ndarray, coef: np.ndarray
+        self,
+        values: np.ndarray,
+        mean: np.ndarray,
+        scale: np.ndarray,
+        coef: np.ndarray,
+        out: np.ndarray | None = None,
     ) -> np.ndarray:
         """``((values - mean) / scale) * coef`` per row, the per-channel ``mean``,
         ``scale`` and ``coef`` of each row's channel; computed at the :attr:`picked` rows
-        only (the others hold 0)."""
-        out = np.zeros(self._rows["time"].size)
+        only, into ``out`` (float64, :attr:`n_rows`; new zeros if None)."""
+        if out is None:
+            out = np.zeros(self.n_rows)
 
         def per(x: np.ndarray) -> np.ndarray:
             return np.ascontiguousarray(x, dtype=np.float64)
@@ -366,7 +377,7 @@ class Picks:
         self,
         out: np.ndarray,
         columns: Sequence[str],
-        rowprods: Mapping[str, np.ndarray],
+        rowprods: np.ndarray,
         lags: np.ndarray | None,
         mean: np.ndarray,
         scale: np.ndarray,
@@ -375,16 +386,15 @@ class Picks:
         """``out[i]``: the dot product of row ``i`` of :meth:`write_matrix`'s matrix in
         ``"scaled"`` mode with per-column weights, without making the matrix.
 
-        ``rowprods[name]`` (columns other than ``dt``): per row (defaults included), the
-        cell times its column's weight; ``dt``'s cells are scaled by ``mean``/``scale``
-        and multiplied by ``coef`` (per channel). Summed in the order of numpy's
+        ``rowprods[r]``, for the ``r``-th column other than ``dt`` in ``columns``: per
+        row (defaults included; C-contiguous float64, :attr:`n_rows` wide), the cell
+        times its column's weight; ``dt``'s cells are scaled by ``mean``/``scale`` and
+        multiplied by ``coef`` (per channel). Summed in the order of numpy's
         ``einsum("ij,j->i")`` (:func:`idq_common.science._windows.linear_cells`).
         """
         names = [c for c in columns if c != "dt"]
         kinds = np.array([-1 if c == "dt" else names.index(c) for c in columns], dtype=np.int64)
-        rows = np.empty((len(names), self._rows["time"].size))
-        for r, name in enumerate(names):
-            rows[r] = rowprods[name]
+        rows = np.ascontiguousarray(rowprods, dtype=np.float64).reshape(len(names), self.n_rows)
         zeros = np.zeros(self.nch)
 
         def per(x: np.ndarray | None) -> np.ndarray:
@@ -518,10 +528,9 @@ def build_features(
         r0 = int(np.searchsorted(t, lo_t[a], side="left"))
         r1 = int(np.searchsorted(t, hi_t[b - 1], side="right"))
         rows = _window_rows(t, lo_t[a:b], hi_t[a:b], r0, r1)
-        if rows is None:
-            grouped = _kernels().group(chan[r0:r1], col_of, t[r0:r1], s[r0:r1], f[r0:r1], nch)
-        else:
-            grouped = _kernels().group(chan[rows], col_of, t[rows], s[rows], f[rows], nch)
+        select = rows is not None
+        rows = rows if rows is not None else _NO_ROWS
+        grouped = _kernels().group(chan, col_of, t, s, f, nch, rows, r0, r1, select)
         picks = _resolve(grouped, st[a:b], w)
         for builder, out in zip(builders, sorted_outs, strict=True):
             builder.fill(picks, out[a:b])
@@ -529,6 +538,10 @@ def build_features(
         for out, sorted_out in zip(outs, sorted_outs, strict=True):
             out[order] = sorted_out
     return outs
+
+
+#: ``group``'s row list when it reads a slice
+_NO_ROWS = np.zeros(0, dtype=np.int64)
 
 
 def _window_rows(

@@ -343,12 +343,13 @@ class LinearScore:
 
     def fill(self, picks: Picks, out: np.ndarray) -> None:
         k = len(self.columns)
-        prods = {}
-        for j, col in enumerate(self.columns):
-            if col != "dt":
-                # ScaledMatrix's per-row cell, then times the weight: the same roundings
-                mean, scale, coef = self.mean[j::k], self.scale[j::k], self.coef[j::k]
-                prods[col] = picks.scaled_rows(_log_rows(picks, col), mean, scale, coef)
+        names = [c for c in self.columns if c != "dt"]
+        prods = np.zeros((len(names), picks.n_rows))
+        for r, col in enumerate(names):
+            # ScaledMatrix's per-row cell, then times the weight: the same roundings
+            j = self.columns.index(col)
+            mean, scale, coef = self.mean[j::k], self.scale[j::k], self.coef[j::k]
+            picks.scaled_rows(_log_rows(picks, col), mean, scale, coef, out=prods[r])
         j = self.columns.index("dt") if "dt" in self.columns else 0
         mean, scale, coef = self.mean[j::k], self.scale[j::k], self.coef[j::k]
         picks.write_linear(out[:, 0], self.columns, prods, self.lags, mean, scale, coef)
