@@ -33,9 +33,12 @@ def _skip_blas_check() -> None:
 
     if "numba.np.arraymath" in sys.modules:
         return
-    from numba.np import linalg
+    try:
+        from numba.np import linalg
 
-    probe = linalg.ensure_blas
+        probe = linalg.ensure_blas
+    except (ImportError, AttributeError):  # another numba: its own start-up, unchanged
+        return
 
     def no_blas() -> None:
         raise ImportError("BLAS not probed: no idq kernel calls it")
