@@ -127,19 +127,27 @@ def test_a_held_writer_writes_the_bytes_of_a_fresh_build(tmp_path: Path, compres
     from idq_common.io.frames import FrameWriter, read_channels, read_provenance
 
     writer = FrameWriter(compress, keep=2)
+    # the file LALFrame writes itself (lalframe.FrameWrite), from fresh channels
+    lal_file = FrameWriter(compress, keep=0)
+    lal_file.in_memory = False
+    assert writer.in_memory, "FrameL backend: frames are built in memory"
     strides = _strides(12)
     for k, series in enumerate(strides):
         start = 1_000_000_000 + k
         prov = {"ovl": {"model_id": f"m{k}", "calibration_id": "c"}}
-        fresh = frame_path(tmp_path / "fresh", "H", "IDQ_TIMESERIES", start, 1)
-        held = frame_path(tmp_path / "held", "H", "IDQ_TIMESERIES", start, 1)
-        for _ in range(5):  # LALFrame stamps the wall-clock second: both in the same one
+        paths = {
+            kind: frame_path(tmp_path / kind, "H", "IDQ_TIMESERIES", start, 1)
+            for kind in ("fresh", "held", "lal")
+        }
+        for _ in range(5):  # LALFrame stamps the wall-clock second: all in the same one
             second = int(time.time())
-            write_frame(fresh, start, 1, series, 128.0, prov, compress=compress)
-            writer.write(held, start, 1, series, 128.0, prov)
+            write_frame(paths["fresh"], start, 1, series, 128.0, prov, compress=compress)
+            writer.write(paths["held"], start, 1, series, 128.0, prov)
+            lal_file.write(paths["lal"], start, 1, series, 128.0, prov)
             if int(time.time()) == second:
                 break
-        assert held.read_bytes() == fresh.read_bytes(), f"frame {k}"
+        held = paths["held"]
+        assert held.read_bytes() == paths["fresh"].read_bytes() == paths["lal"].read_bytes(), k
         back = read_channels(held, list(series))
         assert all(back[c].tobytes() == v.tobytes() for c, v in series.items())
         assert read_provenance(held) == prov
@@ -163,6 +171,28 @@ def test_a_held_writer_remakes_a_directory_removed_under_it(tmp_path: Path) -> N
     writer.write(path, 1_000_000_000, 1, series, 128.0, {})
     assert read_channels(path, [CH])[CH].tobytes() == series[CH].tobytes()
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
+    writer.in_memory = False  # the same through lalframe.FrameWrite
+    shutil.rmtree(path.parent)
+    writer.write(path, 1_000_000_000, 1, series, 128.0, {})
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_a_frame_larger_than_the_first_buffer_is_still_written_whole(tmp_path: Path) -> None:
+    """The in-memory image's buffer is sized from the channels and samples; a frame that
+    does not fit (FrameL then writes nothing past the buffer) is built again in a larger
+    one, or written by lalframe.FrameWrite: either way whole."""
+    from idq_common.io import frames
+
+    rng = np.random.default_rng(11)
+    series = {f"H1:IDQ-X{k}_OVL_10_2048": rng.random(16) for k in range(300)}
+    writer = frames.FrameWriter("all")
+    first = writer._image  # a first buffer too small for the frame
+    writer._image = lambda frame, channels, samples: first(frame, 1, 1)  # type: ignore
+    path = frame_path(tmp_path, "H", "IDQ_TIMESERIES", 1_000_000_000, 1)
+    writer.write(path, 1_000_000_000, 1, series, 16.0, {})
+    assert writer._buffer is not None and len(writer._buffer) == 4 * (512 + 16 + (1 << 16))
+    back = frames.read_channels(path, list(series))
+    assert all(back[c].tobytes() == v.tobytes() for c, v in series.items())
 
 
 def test_provenance_from_the_header_bytes_is_lalframes_and_a_cut_file_is_unreadable(

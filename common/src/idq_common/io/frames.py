@@ -36,9 +36,37 @@ GPS_DIR_SPAN = 100_000  # seconds of frames per directory (LIGO's GPS5 layout)
 # as an untyped ``void *`` object (not writable, and SWIG warns of a leak on every
 # call), so it is called through ctypes on the SWIG module's own library handle, which
 # resolves it in the very liblalframe the SWIG objects come from.
-_vector_data = ctypes.CDLL(lalframe._lalframe.__file__).XLALFrameUFrChanVectorQueryData
+_LIB = ctypes.CDLL(lalframe._lalframe.__file__)
+_vector_data = _LIB.XLALFrameUFrChanVectorQueryData
 _vector_data.restype = ctypes.c_void_p
 _vector_data.argtypes = [ctypes.c_void_p]
+
+
+def _framel_memory_writer() -> tuple[Any, Any, Any] | None:
+    """FrameL's ``FrFileNew``, ``FrameWrite`` and ``FrFileOEnd`` when LALFrame's backend
+    is FrameL (its frame handle is then FrameL's ``FrameH``), else None.
+
+    ``lalframe.FrameWrite`` opens an FrFile on disk, and FrameL writes each of a
+    frame's ~185 structures with its own ``write(2)`` to ``<name>.tmp`` and renames it.
+    An FrFile over a memory buffer (``FrFileNew(NULL, -1, buf, size)``, what FrameL's
+    own ``FrameWriteToBuf`` uses, with LALFrame's settings: compression unchanged,
+    structure and file checksums) gives the same bytes (``tests/common/test_frames.py``
+    compares them with ``lalframe.FrameWrite``'s file), written with one ``write``.
+    """
+    names = ("FrFileNew", "FrameWrite", "FrFileOEnd", "XLALFrameUFrameHWrite_FrameL_")
+    if not all(hasattr(_LIB, n) for n in names) or hasattr(_LIB, "XLALFrameUFrameHWrite_FrameC_"):
+        return None
+    new, write, end = _LIB.FrFileNew, _LIB.FrameWrite, _LIB.FrFileOEnd
+    new.restype, new.argtypes = (
+        ctypes.c_void_p,
+        [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_long],
+    )
+    write.restype, write.argtypes = ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p]
+    end.restype, end.argtypes = ctypes.c_long, [ctypes.c_void_p]
+    return new, write, end
+
+
+_FRAMEL = _framel_memory_writer()
 
 #: a channel is compressed only when fewer than this fraction of its samples change
 #: (sample-and-hold and constant products: OK, OVL's few levels), see ``write_frame``
@@ -197,7 +225,10 @@ class FrameWriter:
     channel) is most of the cost of building a frame. ``FrameUFrameHFrChanAdd`` deep
     copies a channel into the frame, so a kept channel is never shared with a frame.
     Directories already made are remembered (one ``mkdir`` per directory, not per
-    frame). The file bytes are those of a fresh build (``tests/common/test_frames.py``).
+    frame). The file is built in memory by FrameL and written with one ``write``
+    (:func:`_framel_memory_writer`; ``in_memory = False``: ``lalframe.FrameWrite``).
+    The file bytes are those of a fresh build and of ``lalframe.FrameWrite``
+    (``tests/common/test_frames.py``).
 
     Parameters
     ----------
@@ -218,6 +249,9 @@ class FrameWriter:
         self._packed: dict[tuple[str, int, float], list[tuple[bytes, Any]]] = {}
         self._dirs: set[Path] = set()
         self.compressions = 0  # channels compressed (the rest came from the kept ones)
+        # build the file in memory and write it at once (False: lalframe.FrameWrite)
+        self.in_memory = _FRAMEL is not None
+        self._buffer: ctypes.Array[ctypes.c_char] | None = None
 
     def write(
         self,
@@ -250,20 +284,56 @@ class FrameWriter:
         # seconds), so a re-written stride is equal in name, channels and provenance,
         # not byte for byte.
         tmp = f"{parent}/.{path.name}.tmp{os.getpid()}"
+        image = self._image(frame, len(series), n) if self.in_memory else None
         try:
             try:
-                lalframe.FrameWrite(frame, tmp)
-            except RuntimeError:
+                self._put(frame, image, tmp)
+            except (RuntimeError, FileNotFoundError):
                 if parent.is_dir():
                     raise
                 # removed since this writer made it (retention, an operator): again
                 parent.mkdir(parents=True, exist_ok=True)
-                lalframe.FrameWrite(frame, tmp)
+                self._put(frame, image, tmp)
             os.replace(tmp, path)
         except (RuntimeError, OSError) as exc:  # LAL reports failures as RuntimeError
             Path(tmp).unlink(missing_ok=True)
             raise FrameError(f"cannot write frame {path}: {exc}") from exc
         return path
+
+    def _image(self, frame: Any, channels: int, samples: int) -> memoryview | None:
+        """The file bytes of ``frame`` built in memory by FrameL (a view of this writer's
+        buffer, valid until the next frame); None: write it with ``lalframe.FrameWrite``."""
+        if _FRAMEL is None:
+            return None
+        new, write, end = _FRAMEL
+        # compressed samples are at most a little larger than raw ones; each channel's
+        # structures and TOC entries take ~250 bytes, the frame's dictionary a few KiB
+        need = channels * (2 * 8 * samples + 512) + (1 << 16)
+        for _ in range(2):
+            if self._buffer is None or len(self._buffer) < need:
+                self._buffer = ctypes.create_string_buffer(need)
+            handle = new(None, -1, self._buffer, len(self._buffer))
+            if not handle:
+                return None
+            status = write(int(frame.this), handle)
+            size = end(handle)  # 0: the buffer was too small (FrameL writes nothing past it)
+            if status == 0 and size > 0:
+                return memoryview(self._buffer)[:size]
+            need *= 4
+        return None
+
+    @staticmethod
+    def _put(frame: Any, image: memoryview | None, tmp: str) -> None:
+        if image is None:
+            lalframe.FrameWrite(frame, tmp)
+            return
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            done = 0
+            while done < len(image):
+                done += os.write(fd, image[done:])
+        finally:
+            os.close(fd)
 
     def _channel(self, name: str, data: np.ndarray, rate: float) -> Any:
         """The FrProcData of ``data`` to add to a frame (kept by this writer, not owned
