@@ -69,9 +69,10 @@ class TimeseriesStage(StreamingStage):
     def from_settings(cls, settings: Settings, ns: argparse.Namespace) -> Self:
         """The stage as the settings and command line describe it (Kafka, store, clock).
 
-        The feature kernels load in the background meanwhile (as evaluate's).
+        The feature kernels load in the background meanwhile (as evaluate's), and
+        scipy.special (the products' posterior, imported on the first stride).
         """
-        preload = preload_kernels()
+        preload = preload_kernels(("scipy.special",))
         try:
             parts = streaming_parts(cls.stage, settings, ns, shared=cls.shared)
             with closed_on_error(parts.runtime):
