@@ -198,9 +198,14 @@ class TimeseriesStage(StreamingStage):
                 key=f"{name}:{start:.0f}",
                 timestamp_ms=self.kafka_ms(start),
             )
-        if log.isEnabledFor(logging.INFO):
+        # a line per stride live; a replay writes hundreds a second and has its progress
+        # line (strides done, rate, ETA every 30 s) instead: its strides log at DEBUG
+        level = logging.DEBUG if self.replay else logging.INFO
+        if log.isEnabledFor(level):
             oks = ", ".join(f"{n}={ok:.2f}" for n, _, _, ok in records)
-            log.info("timeseries: stride [%.0f, %.0f) -> %s (OK %s)", start, end, path.name, oks)
+            log.log(
+                level, "timeseries: stride [%.0f, %.0f) -> %s (OK %s)", start, end, path.name, oks
+            )
 
     def _uri(self, path: Path) -> str:
         """``path.resolve().as_uri()``, resolving each frame directory once, not each frame."""
