@@ -28,8 +28,13 @@ def profile_stage(
     out_dir.mkdir(parents=True, exist_ok=True)
     report = out_dir / f"profile_{stage}_{cfg.channels}ch.txt"
     program = [sys.executable, "-m", "pyinstrument", "-r", "text", "-o", str(report)]
+    # one replica, as the replay runs it (else the group's quiet period, ~3 s of wall,
+    # shows in the profile as a Consumer.poll in Checkpoint._settle)
     proc = cfg.pipeline(start, end).service(
-        stage, name=f"{stage}-profile", program=[*program, "-m", MODULES[stage]]
+        stage,
+        ["--replicas", "1"],
+        name=f"{stage}-profile",
+        program=[*program, "-m", MODULES[stage]],
     )
     res = run_sampled({stage: proc}, timeout)[stage]
     if res.returncode != 0:
