@@ -20,9 +20,11 @@ import functools
 import gc
 import logging
 import math
+import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -35,7 +37,7 @@ from idq_common.data.triggers import TriggerSet
 from idq_common.exceptions import StopRequested
 from idq_common.gpstime import Clock, gps_to_kafka_ms
 from idq_common.progress import Progress as ProgressLine
-from idq_common.science.features import FeatureSpec
+from idq_common.science.features import FeatureSpec, preload_kernels
 from idq_common.science.quiver import Quiver, build_quiver
 from idq_common.stage.runtime import ServiceRuntime
 from idq_common.streaming.cadence import CadenceManager
@@ -153,6 +155,25 @@ class StageParts:
     segments: Callable[[float], SegmentSource] = field(default=lambda start: AllTime())
 
 
+@contextmanager
+def loading_kernels(modules: Sequence[str] = ()) -> Iterator[threading.Thread]:
+    """Build a stage while the feature kernels load in a background thread.
+
+    For a stage that builds features (numba and the cached kernels, ~1 CPU s, and
+    ``modules`` it imports on its first stride): the thread does that work while the
+    main one waits on Kafka at start (:func:`~idq_common.science.features.preload_kernels`).
+    Hand the thread to the stage (``stage._preload``): :meth:`StreamingStage.close`
+    joins it. A failed start joins it before raising, so the process never exits in
+    the middle of it.
+    """
+    preload = preload_kernels(modules)
+    try:
+        yield preload
+    except BaseException:
+        preload.join()
+        raise
+
+
 class StreamingStage(ABC):
     """Base of the stride-driven stages.
 
@@ -177,6 +198,8 @@ class StreamingStage(ABC):
         self.stream: StreamSettings = getattr(settings, self.stage).stream
         self.pad = stage_pad(settings)
         self.runtime = parts.runtime
+        #: the feature-kernel preload thread (:func:`loading_kernels`), joined at close
+        self._preload: threading.Thread | None = None
         self.checkpoint = parts.checkpoint
         self.source = parts.source
         self.clock = parts.clock
@@ -352,6 +375,8 @@ class StreamingStage(ABC):
     def close(self) -> None:
         """Ordered shutdown of every resource."""
         self.runtime.close()
+        if self._preload is not None:
+            self._preload.join()  # long done after a run; at most ~1 s after a quick stop
 
     @abstractmethod
     def process(self, batch: StreamBatch) -> None:

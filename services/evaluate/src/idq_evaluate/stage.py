@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
 from typing import Self
 
 import numpy as np
@@ -22,11 +21,10 @@ from igwn_segments import segment, segmentlist
 
 from idq_common.config import Settings
 from idq_common.io.avro.convert import quiver_to_record
-from idq_common.science.features import preload_kernels
 from idq_common.science.quiver import Quiver
 from idq_common.science.stride import rank_grid
 from idq_common.stage.factory import closed_on_error, streaming_parts
-from idq_common.stage.loop import StageParts, StreamingStage
+from idq_common.stage.loop import StageParts, StreamingStage, loading_kernels
 from idq_common.stage.models import ModelBook
 from idq_common.streaming.processor import StreamBatch
 
@@ -47,7 +45,6 @@ class EvaluateStage(StreamingStage):
         self.book.refresh(timeout=2.0)
         self.produced = 0
         self.unevaluated_strides = 0
-        self._preload: threading.Thread | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, ns: argparse.Namespace) -> Self:
@@ -57,21 +54,12 @@ class EvaluateStage(StreamingStage):
         this thread waits on Kafka; a failed start waits for that thread before
         returning, so the process never exits in the middle of it.
         """
-        preload = preload_kernels()
-        try:
+        with loading_kernels() as preload:
             parts = streaming_parts(cls.stage, settings, ns, shared=cls.shared)
             with closed_on_error(parts.runtime):
                 stage = cls(settings, parts, ModelBook.from_settings(settings, parts.runtime))
-        except BaseException:
-            preload.join()
-            raise
         stage._preload = preload
         return stage
-
-    def close(self) -> None:
-        super().close()
-        if self._preload is not None:
-            self._preload.join()  # long done after a run; at most ~1 s after a quick stop
 
     def ready(self) -> bool:
         return any(self.book.model(n) is not None for n in self.names)

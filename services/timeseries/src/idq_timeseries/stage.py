@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
 from pathlib import Path
 from typing import Self
 from urllib.parse import quote
@@ -26,10 +25,9 @@ from idq_common.contracts import PRODUCTS, channel_name
 from idq_common.exceptions import FrameError
 from idq_common.io.avro.convert import timeseries_to_record
 from idq_common.io.frames import FrameWriter, frame_path, read_provenance
-from idq_common.science.features import preload_kernels
 from idq_common.science.stride import MAX_CELLS, Stride, StrideProducts, stride_products
 from idq_common.stage.factory import closed_on_error, streaming_parts
-from idq_common.stage.loop import StageParts, StreamingStage
+from idq_common.stage.loop import StageParts, StreamingStage, loading_kernels
 from idq_common.stage.models import ModelBook, Pair
 from idq_common.streaming.processor import StreamBatch
 
@@ -63,7 +61,6 @@ class TimeseriesStage(StreamingStage):
             for name in self.names
         }
         self._dir_uris: dict[Path, str] = {}
-        self._preload: threading.Thread | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, ns: argparse.Namespace) -> Self:
@@ -72,22 +69,13 @@ class TimeseriesStage(StreamingStage):
         The feature kernels load in the background meanwhile (as evaluate's), and
         scipy.special (the products' posterior, imported on the first stride).
         """
-        preload = preload_kernels(("scipy.special",))
-        try:
+        with loading_kernels(("scipy.special",)) as preload:
             parts = streaming_parts(cls.stage, settings, ns, shared=cls.shared)
             with closed_on_error(parts.runtime):
                 book = ModelBook.from_settings(settings, parts.runtime, calibrations=True)
                 stage = cls(settings, parts, book)
-        except BaseException:
-            preload.join()
-            raise
         stage._preload = preload
         return stage
-
-    def close(self) -> None:
-        super().close()
-        if self._preload is not None:
-            self._preload.join()
 
     def ready(self) -> bool:
         return all(self.book.pair(n) is not None for n in self.names)

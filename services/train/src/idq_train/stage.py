@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import threading
 import time
 from typing import Self
 
@@ -31,7 +30,7 @@ from idq_common.io.store import ArtifactStore
 from idq_common.science.channels import ChannelSet, relayout
 from idq_common.science.classifiers.base import Classifier, Model
 from idq_common.science.classifiers.factory import is_incremental, make_classifier
-from idq_common.science.features import FeatureSpec, preload_kernels
+from idq_common.science.features import FeatureSpec
 from idq_common.science.quiver import Quiver
 from idq_common.stage.announcements import (
     Announcements,
@@ -39,7 +38,7 @@ from idq_common.stage.announcements import (
     ModelAnnouncement,
 )
 from idq_common.stage.factory import closed_on_error, store_for, streaming_parts
-from idq_common.stage.loop import StageParts, StreamingStage
+from idq_common.stage.loop import StageParts, StreamingStage, loading_kernels
 from idq_common.streaming.processor import StreamBatch
 from idq_train.history import TrainingSet
 
@@ -78,7 +77,6 @@ class TrainStage(StreamingStage):
             self.max_stride,
         )
         self.models_published = 0
-        self._preload: threading.Thread | None = None
         self._resume_models(announced)
         self._resume_history()
 
@@ -90,8 +88,7 @@ class TrainStage(StreamingStage):
         this thread waits on Kafka (as evaluate's); a failed start waits for that
         thread before returning, so the process never exits in the middle of it.
         """
-        preload = preload_kernels()
-        try:
+        with loading_kernels() as preload:
             parts = streaming_parts(cls.stage, settings, ns, shared=cls.shared)
             with closed_on_error(parts.runtime):
                 runtime = parts.runtime
@@ -105,16 +102,8 @@ class TrainStage(StreamingStage):
                     stage = cls(settings, parts, store_for(settings), announced)
                 finally:
                     announced.close()  # read once, at start
-        except BaseException:
-            preload.join()
-            raise
         stage._preload = preload
         return stage
-
-    def close(self) -> None:
-        super().close()
-        if self._preload is not None:
-            self._preload.join()  # long done after a run; at most ~1 s after a quick stop
 
     # -- start-up -------------------------------------------------------------------
     def _resume_models(self, announced: Announcements[ModelAnnouncement]) -> None:
