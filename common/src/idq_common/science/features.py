@@ -174,6 +174,13 @@ def preload_kernels(modules: Sequence[str] = ()) -> threading.Thread:
     return thread
 
 
+def _column_kinds(columns: Sequence[str]) -> tuple[list[str], np.ndarray]:
+    """The row columns (all but ``dt``) and, per column, its index among them (-1: dt)."""
+    names = [c for c in columns if c != "dt"]
+    kinds = np.array([-1 if c == "dt" else names.index(c) for c in columns], dtype=np.int64)
+    return names, kinds
+
+
 class Picks:
     """Which trigger every (sample, channel) cell of a chunk picked (one window resolution).
 
@@ -324,17 +331,12 @@ class Picks:
         for ``dt``, :meth:`write_dt`'s column in ``mode`` (``lags``, ``mean``, ``scale``
         per channel). One compiled pass for all columns.
         """
-        names = [c for c in columns if c != "dt"]
-        kinds = np.array([-1 if c == "dt" else names.index(c) for c in columns], dtype=np.int64)
+        names, kinds = _column_kinds(columns)
         n_rows = self._rows["time"].size
         rowvals = np.empty((len(names), n_rows))
         for r, name in enumerate(names):
             rowvals[r] = rows[name]
-        zeros = np.zeros(self.nch)
-
-        def per(x: np.ndarray | None) -> np.ndarray:
-            return zeros if x is None else np.ascontiguousarray(x, dtype=np.float64)
-
+        per = self._per_channel
         _kernels().matrix_cells(
             self.best,
             self.hit,
@@ -350,6 +352,10 @@ class Picks:
             per(scale),
             out,
         )
+
+    def _per_channel(self, x: np.ndarray | None) -> np.ndarray:
+        """A per-channel kernel argument: ``x`` as float64, or zeros when not given."""
+        return np.zeros(self.nch) if x is None else np.ascontiguousarray(x, dtype=np.float64)
 
     @property
     def n_rows(self) -> int:
@@ -397,14 +403,9 @@ class Picks:
         multiplied by ``coef`` (per channel). Summed in the order of numpy's
         ``einsum("ij,j->i")`` (:func:`idq_common.science._windows.linear_cells`).
         """
-        names = [c for c in columns if c != "dt"]
-        kinds = np.array([-1 if c == "dt" else names.index(c) for c in columns], dtype=np.int64)
+        names, kinds = _column_kinds(columns)
         rows = np.ascontiguousarray(rowprods, dtype=np.float64).reshape(len(names), self.n_rows)
-        zeros = np.zeros(self.nch)
-
-        def per(x: np.ndarray | None) -> np.ndarray:
-            return zeros if x is None else np.ascontiguousarray(x, dtype=np.float64)
-
+        per = self._per_channel
         _kernels().linear_cells(
             self.best,
             self.hit,
