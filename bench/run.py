@@ -237,7 +237,8 @@ def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
     if ingest:
         best = max(x["ratio_to_ceiling"] for x in ingest)
         add("ingest / ceiling (best feature stage @1000ch)", best, ">= 0.5", best >= 0.5)
-    add("live p99 latency (s)", r["live"]["latency_p99_s"], "<= 1", r["live"]["latency_p99_s"] <= 1)
+    # issue 6's goal is the latency the pipeline adds; the absolute p99 (r["live"])
+    # includes the configured delay (1 s in the bench), so "<= 1 s" of it cannot be met
     add(
         "live p99 added latency beyond delay (s)",
         r["live"]["added_latency_p99_s"],
