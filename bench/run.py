@@ -289,6 +289,14 @@ def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
             "info: >= 0.8?",
             fam["optimal_ratio_to_bound"] >= 0.8,
         )
+        if "trigger_optimal_ratio_to_bound" in fam:
+            add(
+                f"families (seeds {seeds}): Bayes-optimal of all triggers / bound @1e-2"
+                " (ceiling of any features)",
+                fam["trigger_optimal_ratio_to_bound"],
+                "info: >= 0.8?",
+                fam["trigger_optimal_ratio_to_bound"] >= 0.8,
+            )
         add(
             f"families (seeds {seeds}): best ({fam['best_classifier']}) / Bayes-optimal @1e-2",
             fam["best_ratio_to_optimal"],

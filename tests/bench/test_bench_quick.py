@@ -59,6 +59,7 @@ def test_quick_suite_writes_every_field(tmp_path: Path) -> None:
         assert all(0 <= c["eff_at_0.01"] <= 1 for c in row["classifiers"].values())
         assert 0 < row["optimal_eff_at_0.01"] <= 1 and row["optimal_ratio_to_bound"] > 0
         assert all(c["ratio_to_optimal"] >= 0 for c in row["classifiers"].values())
+        assert row["trigger_optimal_ratio_to_bound"] > 0 and row["ratio_sigma"] > 0
     ing = r["ingest"]
     assert {x["style"] for x in ing["styles"]} == {"snax", "sgnax"}
     for x in ing["styles"]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import numpy as np
+import pytest
 
 from idq_common.data.families import FamilyModel, FamilySource, witnessed_fraction
 from idq_common.data.triggers import TriggerSet
@@ -94,12 +96,10 @@ def test_witnessed_fraction_counts_only_the_glitchs_own_witness_triggers() -> No
     assert np.all(any_loud[np.isin(loud, rec.glitch_time[ok])])
 
 
-def test_optimal_likelihood_ratio_is_a_calibrated_ratio_and_beats_a_wrong_model() -> None:
-    """A true likelihood ratio L has E[1/L | glitch] = 1 (and the terms are bounded,
-    1/L <= 1/share of the unwitnessed family); the same ratio computed with another
-    seed's layout (wrong witnesses, lags, rates) ranks glitches far worse."""
+@pytest.fixture(scope="module")
+def seed2() -> tuple[FamilyModel, Any, Any]:
+    """Seed 2 over 2,000 s: the model, a feature spec and its quiver (2 Hz clean)."""
     from idq_common.science.features import FeatureSpec
-    from idq_common.science.merit import efficiency_at_fap
     from idq_common.science.quiver import build_quiver
 
     m = FamilyModel(seed=2)
@@ -115,6 +115,19 @@ def test_optimal_likelihood_ratio_is_a_calibrated_ratio_and_beats_a_wrong_model(
         spec,
         segs=[(T0, T0 + 2000)],
     )
+    return m, spec, q
+
+
+def test_optimal_likelihood_ratio_is_a_calibrated_ratio_and_beats_a_wrong_model(
+    seed2: tuple[FamilyModel, Any, Any],
+) -> None:
+    """A true likelihood ratio L has E[1/L | glitch] = 1 (and the terms are bounded,
+    1/L <= 1/share of the unwitnessed family); the same ratio computed with another
+    seed's layout (wrong witnesses, lags, rates) ranks glitches far worse."""
+    from idq_common.science.features import FeatureSpec
+    from idq_common.science.merit import efficiency_at_fap
+
+    m, spec, q = seed2
     y = q.labels
     llr = m.optimal_log_likelihood_ratio(q.features, spec)
     assert np.all(np.isfinite(llr))
@@ -125,3 +138,40 @@ def test_optimal_likelihood_ratio_is_a_calibrated_ratio_and_beats_a_wrong_model(
     eff = efficiency_at_fap(llr[y == 1], llr[y == 0], [1e-2])[0]
     eff_wrong = efficiency_at_fap(llr_wrong[y == 1], llr_wrong[y == 0], [1e-2])[0]
     assert eff > 0.4 and eff > eff_wrong + 0.2
+
+
+def test_trigger_likelihood_ratio_is_calibrated_and_the_ceiling_of_the_features(
+    seed2: tuple[FamilyModel, Any, Any],
+) -> None:
+    """The ratio from every trigger is a likelihood ratio (E[1/L | glitch] = 1); where
+    no witness channel has a trigger in the feature window it equals the features'
+    ratio (both are "no witness fired above threshold"); and it ranks at least as well
+    as the Bayes-optimal classifier of the loudest-trigger features (it sees more)."""
+    from idq_common.science.features import FeatureSpec, feature_matrix
+    from idq_common.science.merit import efficiency_at_fap
+
+    m, spec, q = seed2
+    y = q.labels
+    trig = m.generate(q.start - 1.0, q.end + 1.0)
+    llr_t = m.trigger_log_likelihood_ratio(trig, q.times)
+    llr_f = m.optimal_log_likelihood_ratio(q.features, spec)
+    assert np.all(np.isfinite(llr_t))
+    assert 0.85 <= float(np.mean(np.exp(-llr_t[y == 1]))) <= 1.1
+    eff_t = efficiency_at_fap(llr_t[y == 1], llr_t[y == 0], [1e-2])[0]
+    eff_f = efficiency_at_fap(llr_f[y == 1], llr_f[y == 0], [1e-2])[0]
+    assert eff_t >= eff_f - 0.01 and eff_t > 0.4
+    # without noisy witnesses (channels drawn alike) windows where no witness channel
+    # fired are common: there both ratios are the product of "witness i stayed quiet"
+    quiet = FamilyModel(seed=2, noisy_share=0.0)
+    spec = FeatureSpec(quiet.aux_channels, 0.5, spec.columns)
+    times = T0 + 0.5 + np.arange(0.0, 600.0, 1.2)
+    trig = quiet.generate(T0 - 1.0, T0 + 602.0)
+    x = feature_matrix(trig, times, spec)
+    llr_t = quiet.trigger_log_likelihood_ratio(trig, times)
+    llr_f = quiet.optimal_log_likelihood_ratio(x, spec)
+    k = len(spec.columns)
+    snr = x[:, spec.columns.index("snr") :: k][:, np.unique(quiet.layout.w_channel)]
+    silent = np.all(snr == 0, axis=1)
+    assert 50 < silent.sum() < times.size
+    assert np.allclose(llr_t[silent], llr_f[silent], rtol=1e-12, atol=1e-12)
+    assert not np.allclose(llr_t[~silent], llr_f[~silent])
