@@ -28,7 +28,7 @@ PRODUCTS = ("PGLITCH", "LOGLIKE", "FAP", "EFF", "RANK", "OK")
 
 def products(rng: np.random.Generator) -> dict[str, np.ndarray]:
     """One stride's 18 channels, shaped like the timeseries stage's products."""
-    out = {}
+    out: dict[str, np.ndarray] = {}
     for name in ("OVL", "FOREST", "SGD"):
         if name == "OVL":  # a few levels held between vetoes
             edges = np.sort(rng.integers(0, RATE, 5))

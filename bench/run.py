@@ -39,7 +39,7 @@ FULL: dict[str, Any] = {
     "invariance_span": 256.0,
     # bench.science.families: span per train/calibrate/test part, scenario seeds
     # (5 and 6 beside the 2-4: a figure met on three seeds may be seed luck)
-    "families": {"span": 4000.0, "seeds": (2, 3, 4, 5, 6)},
+    "families": {"span": 4000.0, "seeds": (2, 3, 4, 5, 6, 7, 8, 9, 10)},
     # bench.classifiers: training span and prediction grid at 1,000 channels
     "classifiers": {"train_span": 240.0, "predict_s": 16.0, "repeats": 3},
     # bench.query: +-8 s alert queries over a day of one-second frames (cached)
@@ -283,6 +283,14 @@ def verdicts(r: dict[str, Any]) -> list[dict[str, Any]]:
             ">= 0.8",
             fam["best_ratio_to_bound"] >= 0.8,
         )
+        if "best_mean_ratio_to_bound" in fam:
+            add(
+                f"families (seeds {seeds}): best ({fam['best_classifier']}) / witnessed bound"
+                " @1e-2, mean over the seeds",
+                fam["best_mean_ratio_to_bound"],
+                "info: >= 0.8?",
+                fam["best_mean_ratio_to_bound"] >= 0.8,
+            )
         add(
             f"families (seeds {seeds}): Bayes-optimal / witnessed bound @1e-2 (ceiling)",
             fam["optimal_ratio_to_bound"],

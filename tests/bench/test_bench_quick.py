@@ -60,6 +60,10 @@ def test_quick_suite_writes_every_field(tmp_path: Path) -> None:
         assert 0 < row["optimal_eff_at_0.01"] <= 1 and row["optimal_ratio_to_bound"] > 0
         assert all(c["ratio_to_optimal"] >= 0 for c in row["classifiers"].values())
         assert row["trigger_optimal_ratio_to_bound"] > 0 and row["ratio_sigma"] > 0
+    best = fam["best_classifier"]
+    ratios = [row["classifiers"][best]["ratio_to_bound"] for row in fam["seeds"].values()]
+    assert fam["best_ratio_to_bound"] == round(min(ratios), 4)
+    assert abs(fam["best_mean_ratio_to_bound"] - sum(ratios) / len(ratios)) < 1e-4
     ing = r["ingest"]
     assert {x["style"] for x in ing["styles"]} == {"snax", "sgnax"}
     for x in ing["styles"]:
