@@ -49,7 +49,7 @@ test: install
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy common/src services/*/src
+	$(VENV)/bin/mypy common/src services/*/src devtools/src bench
 
 demo: install
 	$(VENV)/bin/idq demo --config etc/idq-demo.toml
