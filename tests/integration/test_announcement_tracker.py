@@ -55,32 +55,3 @@ def test_catch_up_refresh_returns_with_the_backlog_not_after_its_timeout(
         assert set(tracker.by_id) == {a.model_id for a in anns}
     finally:
         tracker.close()
-
-
-def test_catch_up_is_not_held_by_the_empty_partitions(
-    kafka_bootstrap: str, kafka_topic_factory: Callable[..., str]
-) -> None:
-    """A backlog in one partition, the others empty: the first fetch asks for all of them
-    from their known offsets, so the broker answers with the backlog at once instead
-    of holding a fetch of only empty partitions for ``fetch.wait.max.ms`` (evaluate
-    waited 0.5-0.7 s at every start; 4 s here would show it plainly)."""
-    base = ModelAnnouncement.from_record(sample_records()["model_announcement"])
-    anns = [dataclasses.replace(base, model_id=f"m{i}", classifier=f"c{i}") for i in range(3)]
-    for _ in range(3):  # the order librdkafka resolves partitions in varies: three topics
-        topic = kafka_topic_factory("models", partitions=2)
-        producer = Producer({"bootstrap.servers": kafka_bootstrap})
-        for ann in anns:
-            producer.produce(topic, value=ann.encode(), key=ann.classifier, partition=0)
-        assert producer.flush(30) == 0
-        cfg = {
-            "bootstrap.servers": kafka_bootstrap,
-            "group.id": f"{topic}.tracker",
-            "fetch.wait.max.ms": 4000,
-        }
-        tracker = AnnouncementTracker(cfg, topic, ModelAnnouncement)
-        try:
-            t0 = time.monotonic()
-            assert tracker.refresh(timeout=10.0) == len(anns)
-            assert time.monotonic() - t0 < 2.0
-        finally:
-            tracker.close()

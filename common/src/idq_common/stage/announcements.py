@@ -176,21 +176,16 @@ class AnnouncementTracker(Announcements[A]):
         # come (2 s at every train start on a new topic). Read before the assignment:
         # a watermark lookup queues behind a fetch waiting on the broker for data.
         self._backlog: dict[int, int] = {}
-        starts = []
         for p in sorted(meta.partitions):
             low, high = self._consumer.get_watermark_offsets(
                 TopicPartition(topic, p), timeout=10, cached=False
             )
             if high > low:
                 self._backlog[p] = high
-            # from the low watermark just read, not OFFSET_BEGINNING: librdkafka looks
-            # that up per partition and its first fetch went out with the partitions
-            # resolved so far; empty ones alone made the broker hold it for
-            # fetch.wait.max.ms (500 ms) before the backlog was fetched (evaluate's start).
-            # A watermark gone meanwhile (compaction) is reset to the earliest one.
-            starts.append(TopicPartition(topic, p, low if low >= 0 else OFFSET_BEGINNING))
         self._refreshed = False
-        self._consumer.assign(starts)
+        self._consumer.assign(
+            [TopicPartition(topic, p, OFFSET_BEGINNING) for p in sorted(meta.partitions)]
+        )
 
     def _behind(self) -> bool:
         """Whether some partition is not yet read to its end at start-up."""
