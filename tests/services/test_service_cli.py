@@ -6,7 +6,6 @@ These run the real console scripts as subprocesses (what an operator types) and 
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,10 +13,7 @@ from pathlib import Path
 import pytest
 
 from idq_calibrate.cli import main as calibrate_main
-from idq_common.config import load_settings
 from idq_common.contracts import STAGES
-from idq_common.exceptions import ConfigError
-from idq_common.stage.cli import FitCheck
 from idq_evaluate.cli import main as evaluate_main
 from idq_timeseries.cli import main as timeseries_main
 from idq_train.cli import main as train_main
@@ -97,54 +93,27 @@ def test_gps_end_before_start_is_refused(stage: str, capsys: pytest.CaptureFixtu
     assert "--gps-end must be after --gps-start" in capsys.readouterr().err
 
 
-def test_fit_check_reports_an_estimator_constraint(tmp_path: Path) -> None:
-    """train's background check: scikit-learn's own constraint, as a check at load words it."""
-    bad = tmp_path / "bad.toml"
-    text = (Path(__file__).parents[2] / "etc" / "idq.toml").read_text()
-    bad.write_text(text.replace("n_estimators = 100", "n_estimators = 0"))
-    load_settings(bad, fit_checks=False)  # what the stages check at load does not see it
-    check = FitCheck(bad)
-    with pytest.raises(ConfigError) as exc:
-        check.result()
-    assert exc.value.key == "classifier[1].params.n_estimators"
-    assert not check._thread.is_alive() and check.failed()
-    FitCheck(Path(__file__).parents[2] / "etc" / "idq.toml").result()  # a good one passes
-
-
 def test_unreachable_broker_is_a_clear_error(tmp_path: Path) -> None:
     """No broker at the configured address: exit 1 with a message, not a hang or traceback.
 
     The four services start side by side: each waits out its broker probe (~10 s), so
-    running them one after the other would only add that wait four times. So does a
-    train whose config also breaks an estimator's constraint (checked in the
-    background while it starts): that is the error it reports, exit 2, one line.
+    running them one after the other would only add that wait four times.
     """
     config = Path(__file__).parents[2] / "etc" / "idq-demo.toml"
-    bad = tmp_path / "bad-fit.toml"
-    text = (config.parent / "idq.toml").read_text()
-    bad.write_text(text.replace("n_estimators = 100", "n_estimators = 0"))
     env = {"IDQ_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9", "PATH": str(BIN)}
-    if "PYTHONPATH" in os.environ:  # the code under test (a worktree's), as in the other tests
-        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     procs = {}
-    for name, stage, cfg in [(s, s, config) for s in STAGES] + [("bad-fit", "train", bad)]:
-        cwd = tmp_path / name
+    for stage in STAGES:
+        cwd = tmp_path / stage
         cwd.mkdir()
-        cmd = [str(BIN / f"idq-{stage}"), "--config", str(cfg), "--metrics-port", "0"]
+        cmd = [str(BIN / f"idq-{stage}"), "--config", str(config), "--metrics-port", "0"]
         cmd += ["--gps-start", "1400000000", "--gps-end", "1400000016"]
-        procs[name] = subprocess.Popen(
+        procs[stage] = subprocess.Popen(
             cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd
         )
-    for name, proc in procs.items():
+    for stage, proc in procs.items():
         try:
             _, stderr = proc.communicate(timeout=120)
         finally:
             proc.kill()
-        assert "Traceback" not in stderr, (name, stderr[-2000:])
-        if name == "bad-fit":
-            assert proc.returncode == 2, stderr[-2000:]
-            lines = [ln for ln in stderr.splitlines() if ln.startswith("idq: ")]
-            assert len(lines) == 1 and "'classifier[1].params.n_estimators'" in lines[0], stderr
-            continue
-        assert proc.returncode == 1, (name, stderr[-2000:])
-        assert "cannot start" in stderr, (name, stderr[-2000:])
+        assert proc.returncode == 1, (stage, stderr[-2000:])
+        assert "cannot start" in stderr and "Traceback" not in stderr, (stage, stderr[-2000:])

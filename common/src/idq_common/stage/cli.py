@@ -9,17 +9,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
-import threading
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from confluent_kafka import KafkaException
 
 from idq_common import logs
-from idq_common.config import Settings, load_settings, load_settings_or_exit
-from idq_common.exceptions import ConfigError, IDQError
+from idq_common.config import Settings, load_settings_or_exit
+from idq_common.exceptions import IDQError
 
 log = logging.getLogger(__name__)
 
@@ -37,44 +35,6 @@ class Stage(Protocol):
 
 
 StageFactory = Callable[[Settings, argparse.Namespace], Stage]
-
-
-class FitCheck:
-    """The configuration's fitting checks (scikit-learn's own parameter constraints),
-    run in a background thread.
-
-    They need scikit-learn imported (~2 CPU s, most of a fitting stage's start-up);
-    in a thread, that import overlaps the stage's start (Kafka round trips, the first
-    fetches) instead of preceding it. The stage asks :meth:`result` before its first
-    fit, and :meth:`failed` (without waiting) at every batch, so a bad value still stops
-    it before any model or progress is out; :func:`run_service` turns the error into
-    the one-line exit 2 of any configuration error. The check is
-    :func:`~idq_common.config.load_settings` itself, run again with ``fit_checks``:
-    the same messages and keys as a check at load.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(
-            target=self._run, args=(path,), name="idq-fit-check", daemon=True
-        )
-        self._thread.start()
-
-    def _run(self, path: str | os.PathLike[str]) -> None:
-        try:
-            load_settings(path, fit_checks=True)
-        except BaseException as exc:  # handed to the main thread by result()
-            self._error = exc
-
-    def failed(self) -> bool:
-        """Whether the check is over and failed (does not wait)."""
-        return not self._thread.is_alive() and self._error is not None
-
-    def result(self) -> None:
-        """Wait for the check; raise what it raised (a ConfigError for a bad value)."""
-        self._thread.join()
-        if self._error is not None:
-            raise self._error
 
 
 def _positive_int(text: str) -> int:
@@ -136,10 +96,8 @@ def run_service(
     """Parse ``args``, load the config, build the stage, run it, close it.
 
     ``fits_models``: the stage fits classifiers (train), so the configuration's
-    classifier parameters are also checked against the estimators' own constraints
-    (importing scikit-learn), in the background from the start (:class:`FitCheck`,
-    handed to the factory as ``ns.fit_check``; the stage waits for it before its first
-    fit); the other stages check what they use of them.
+    classifier parameters are also checked against the estimators' own constraints at
+    start (importing scikit-learn); the other stages check what they use of them.
 
     Returns the process exit status: 0 after a clean stop or a finished bounded
     run, 1 on an error of ours (logged without a traceback unless -vv), 2 on a bad
@@ -147,31 +105,19 @@ def run_service(
     """
     ns = build_parser(stage, description).parse_args(args)
     setup_logging(ns.verbose, ns.quiet)
-    settings = load_settings_or_exit(ns.config, fit_checks=False)
+    settings = load_settings_or_exit(ns.config, fit_checks=fits_models)
     if ns.gps_start is not None and ns.gps_end is not None and ns.gps_end <= ns.gps_start:
         print(f"idq-{stage}: --gps-end must be after --gps-start", file=sys.stderr)
         return 2
-    check = ns.fit_check = FitCheck(ns.config) if fits_models else None
     try:
-        try:
-            loop = factory(settings, ns)
-        except (IDQError, KafkaException) as exc:
-            if check is not None:
-                check.result()  # a bad value is the error to report, not its consequence
-            log.error("%s: cannot start: %s", stage, exc, exc_info=ns.verbose > 1)
-            return 1
-        try:
-            status = loop.run()
-            if check is not None:
-                check.result()  # a run that never fitted still reports a bad value
-            return status
-        except ConfigError:
-            raise
-        except (IDQError, KafkaException) as exc:
-            log.error("%s: stopped on error: %s", stage, exc, exc_info=ns.verbose > 1)
-            return 1
-        finally:
-            loop.close()
-    except ConfigError as exc:
-        print(f"idq: {exc}".replace("\n", " "), file=sys.stderr, flush=True)
-        return 2
+        loop = factory(settings, ns)
+    except (IDQError, KafkaException) as exc:
+        log.error("%s: cannot start: %s", stage, exc, exc_info=ns.verbose > 1)
+        return 1
+    try:
+        return loop.run()
+    except (IDQError, KafkaException) as exc:
+        log.error("%s: stopped on error: %s", stage, exc, exc_info=ns.verbose > 1)
+        return 1
+    finally:
+        loop.close()

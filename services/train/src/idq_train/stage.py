@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import time
-from typing import Protocol, Self
+from typing import Self
 
 from igwn_segments import segment, segmentlist
 
@@ -43,14 +43,6 @@ from idq_common.streaming.processor import StreamBatch
 from idq_train.history import TrainingSet
 
 log = logging.getLogger(__name__)
-
-
-class ConfigCheck(Protocol):
-    """The configuration checks still running at start (:class:`idq_common.stage.cli.FitCheck`)."""
-
-    def failed(self) -> bool: ...
-
-    def result(self) -> None: ...
 
 
 class TrainStage(StreamingStage):
@@ -85,8 +77,6 @@ class TrainStage(StreamingStage):
             self.max_stride,
         )
         self.models_published = 0
-        #: the fitting checks of the configuration, if still running (from_settings)
-        self.fit_check: ConfigCheck | None = None
         self._resume_models(announced)
         self._resume_history()
 
@@ -113,7 +103,6 @@ class TrainStage(StreamingStage):
                 finally:
                     announced.close()  # read once, at start
         stage._preload = preload
-        stage.fit_check = getattr(ns, "fit_check", None)
         return stage
 
     # -- start-up -------------------------------------------------------------------
@@ -187,19 +176,7 @@ class TrainStage(StreamingStage):
         return True
 
     # -- the work -------------------------------------------------------------------
-    def _checked(self, wait: bool) -> None:
-        """Raise the configuration error the fitting checks found (``wait``: wait for them).
-
-        Called with ``wait`` before every round of fits (scikit-learn is imported by
-        then, in the check's thread), without at every batch: a bad value stops the
-        stage at the first batch after the check fails, before any model or commit.
-        """
-        if self.fit_check is not None and (wait or self.fit_check.failed()):
-            self.fit_check.result()
-            self.fit_check = None
-
     def process(self, batch: StreamBatch) -> None:
-        self._checked(wait=False)
         if not batch.strides:
             return
         if batch.livetime == 0:
@@ -243,7 +220,6 @@ class TrainStage(StreamingStage):
 
     def _train_all(self) -> None:
         assert self.spec is not None
-        self._checked(wait=True)
         for c in self.settings.classifiers:
             clf = self.classifiers.get(c.nickname)
             widened = clf is not None and clf.feature_spec != self.spec
