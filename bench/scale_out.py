@@ -95,13 +95,9 @@ def measure(
         name = f"timeseries-r{i}"
         dirs[name] = cfg.workdir / f"frames-r{i}"
         ports[name] = port
-        # --replicas 2 as the one replica's --replicas 1 (bench.replay.run_stage): each
-        # starts once it holds its share of the partitions, as a Deployment of N passes
-        # --replicas N; without it each waited for 3 s of group quiet (SHARED_SETTLE_S),
-        # wall the one replica never paid
         procs[name] = pipeline.service(
             "timeseries",
-            ["--metrics-port", str(port), "--replicas", "2"],
+            ["--metrics-port", str(port)],
             name=name,
             env={"IDQ_TIMESERIES__OUTPUT_DIR": str(dirs[name])},
         )

@@ -33,10 +33,7 @@ T0 = 1_400_000_000.0  # a multiple of BLOCK
 BLOCK = 8.0
 PAD = 0.5
 STRIDE = 1.0
-# published span: a block before the streamed strides, two after (the pad read past
-# their last block needs the next block's head: without it the replay clock waited
-# out its idle timeout, 15 s per test of partition 0)
-START, END = T0 - BLOCK, T0 + 6 * BLOCK
+START, END = T0 - BLOCK, T0 + 5 * BLOCK  # published span
 SPAN = (T0, T0 + 4 * BLOCK)  # streamed strides
 SOURCES = ("synthetic-0", "synthetic-1")
 
@@ -87,32 +84,27 @@ def generated(models: dict[str, SyntheticModel], start: float, end: float) -> Tr
 
 
 def stream(
-    bootstrap: str,
-    topic: str,
-    owned: set[int],
-    polls: list[list[float]] | None = None,
-    lanes: bool = False,
-    counts: dict[str, int] | None = None,
+    bootstrap: str, topic: str, owned: set[int], polls: list[list[float]] | None = None
 ) -> tuple[dict[float, TriggerSet], Counter[int]]:
     """Stream SPAN as a replica holding ``owned``: its strides' data, batches read per
-    partition (``polls``: gets the own strides of each poll; ``lanes``: a consumer per
-    partition, as the stages read; ``counts``: gets the reader's seeks and continued)."""
-    config = {
-        "bootstrap.servers": bootstrap,
-        "group.id": f"reader-{uuid.uuid4().hex[:6]}",
-        "enable.auto.commit": False,
-        "fetch.wait.max.ms": 10,
-    }
+    partition (``polls``: gets the own strides of each poll)."""
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"reader-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 10,
+        }
+    )
     read: Counter[int] = Counter()
     src = BlockFeatureSource(
-        Consumer(config),
+        consumer,
         topic,
         owned=lambda: owned,
         block_seconds=BLOCK,
         pad=PAD,
         start=SPAN[0] - PAD,
         idle_timeout=15,
-        new_consumer=(lambda: Consumer(config)) if lanes else None,
     )
     src.on_batch = lambda p: read.update([p])
     clock = DataClock(src, start=SPAN[0] - PAD, idle_timeout=15)
@@ -133,8 +125,6 @@ def stream(
             sp.flush()
     finally:
         src.close()
-    if counts is not None:
-        counts.update(seeks=src.seeks, continued=src.continued)
     return mine, read
 
 
@@ -188,32 +178,6 @@ def test_a_replica_reads_its_blocks_and_their_pads_only(
     # (the batch holding the pad + the anchor batch before it) x sources
     assert 0 < read[other] <= len(blocks) * 2 * 2 * len(SOURCES)
     assert read[other] < 0.3 * read[p]
-
-
-@pytest.mark.parametrize("owned", [{0}, {0, 1}], ids=["p0", "both"])
-def test_a_consumer_per_partition_reads_each_partition_on_where_it_stood(
-    block_topic: str, kafka_bootstrap: str, models: dict[str, SyntheticModel], owned: set[int]
-) -> None:
-    """As the stages read (a lane per partition): the same data as generated, and the
-    reads of a partition follow each other without seeking back -- the own blocks
-    straight through, a neighbour's tail pad on into its next block's head pad."""
-    counts: dict[str, int] = {}
-    mine, read = stream(kafka_bootstrap, block_topic, owned, lanes=True, counts=counts)
-    blocks = [b for b in range(int(SPAN[0] // BLOCK), int(SPAN[1] // BLOCK)) if b % 2 in owned]
-    assert len(mine) == len(blocks) * BLOCK / STRIDE
-    for t, got in mine.items():
-        assert_same(got, generated(models, t - PAD, t + STRIDE + PAD))
-    if owned == {0, 1}:
-        # one seek per partition: every later read goes on where its lane stood
-        assert counts["seeks"] == 2
-        assert sum(read.values()) <= len(SOURCES) * (SPAN[1] - SPAN[0] + 2 * BLOCK)
-    else:
-        # the own partition once; the neighbour's at each tail pad (past the middle
-        # of its block), not at the head pads that follow it in that partition
-        others = len(blocks) + 1  # neighbour blocks bordering an own one
-        assert counts["seeks"] <= 1 + others
-        assert counts["continued"] >= len(blocks) - 1
-        assert read[1] < 0.3 * read[0]
 
 
 def test_a_span_no_own_stride_needs_is_empty_over_the_table_read(

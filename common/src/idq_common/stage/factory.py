@@ -44,12 +44,9 @@ BLOCK_FETCH_WAIT_MS = 20
 #: ``fetch.queue.backoff.ms`` of a block reader (librdkafka's default: 1,000)
 BLOCK_FETCH_QUEUE_BACKOFF_MS = 20
 #: a block reader's pre-fetch cap per partition, ``queued.max.messages.kbytes``
-#: (librdkafka's default: 65,536): ~2 feature batches at 1,000 channels, a block is
-#: ~16; see :func:`streaming_parts`. With a consumer per partition (lanes) the own
-#: partition's pre-fetch is always used, and a neighbour's beyond its pad is what the
-#: cap bounds: 4 MB -> 1 MB halved a replica's fetch thread (0.75 -> 0.4 CPU s per
-#: 800 s at 1,000 channels), and the own lane still keeps up
-BLOCK_QUEUED_KBYTES = 1024
+#: (librdkafka's default: 65,536): ~10 feature batches at 1,000 channels, a block is
+#: ~40; see :func:`streaming_parts`
+BLOCK_QUEUED_KBYTES = 4096
 #: a whole-topic reader's (train's) pre-fetch: per partition, the bytes one fetch
 #: brings (``max.partition.fetch.bytes``, librdkafka's default 1 MB: ~2 feature batches
 #: of 1,000 channels per round trip), the queue's cap (``queued.max.messages.kbytes``,
@@ -204,8 +201,7 @@ def streaming_parts(
         start = start_time(
             stage, checkpoint, ns.gps_start, stream.stride, getattr(ns, "from_start", False)
         )
-        config = reader_config(settings, stage, blocks)
-        reader = Consumer(config)
+        reader = Consumer(reader_config(settings, stage, blocks))
         source: KafkaFeatureSource | BlockFeatureSource
         if blocks:
             source = BlockFeatureSource(
@@ -221,8 +217,6 @@ def streaming_parts(
                 ),
                 idle_timeout=stream.timeout,
                 dead_letter=runtime.deadletters.publish,
-                # a consumer per partition read (own + neighbours): see BlockFeatureSource
-                new_consumer=lambda: Consumer(config),
             )
             source.unowned_wait = checkpoint.serve
             source.done = checkpoint.done

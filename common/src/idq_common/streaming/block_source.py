@@ -85,35 +85,6 @@ class _Read:
         ]
 
 
-@dataclass
-class _Lane:
-    """One consumer of the reader, holding one partition at a time (see :class:`BlockFeatureSource`).
-
-    ``pending``: messages it delivered past the end of the read they were consumed for,
-    in partition order (the next read of that partition starts with them);
-    ``next_offset``: the offset of the next message the consumer will deliver.
-    """
-
-    consumer: Consumer
-    partition: int | None = None
-    read: _Read | None = None
-    pending: list[Message] = field(default_factory=list)
-    next_offset: int | None = None
-    used: int = 0  # when it last served a read (least recently used lane is reused)
-
-    def continues_at(self, offset: int) -> bool:
-        """Whether its consumer, as it stands, delivers the messages from ``offset`` on."""
-        if self.next_offset is None:
-            return False
-        first = _offset(self.pending[0]) if self.pending else self.next_offset
-        return first <= offset <= self.next_offset
-
-
-def _offset(msg: Message) -> int:
-    off = msg.offset()
-    return -1 if off is None else off
-
-
 def needed_ranges(
     block: int,
     owned: set[int],
@@ -165,14 +136,6 @@ class BlockFeatureSource:
         Receives unusable messages with reason and origin; they are then skipped.
     monotonic : callable
         Real-time clock (injectable).
-    new_consumer : callable, optional
-        Makes another consumer like ``consumer``: then each partition read is held by
-        a consumer of its own (a *lane*, up to ``max_lanes``), so its position and
-        pre-fetch survive the reads of other partitions in between (see :meth:`_lane`).
-        Without it the one consumer is re-assigned at every partition switch.
-    max_lanes : int
-        Consumers at most with ``new_consumer`` (a replica's own partition and its two
-        neighbours, whose blocks hold its pads).
     """
 
     def __init__(
@@ -187,8 +150,6 @@ class BlockFeatureSource:
         idle_timeout: float = 10.0,
         dead_letter: DeadLetter | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        new_consumer: Callable[[], Consumer] | None = None,
-        max_lanes: int = 3,
     ) -> None:
         self.consumer = consumer
         self.topic = topic
@@ -205,13 +166,7 @@ class BlockFeatureSource:
         #: of adjacent ranges that borders a pad (see :meth:`_held`)
         self._shown: float | None = start
         self._reads: dict[tuple[float, float], _Read] = {}
-        #: needed ranges per block, for the ownership state they were computed in
-        self._ranges_state: tuple[frozenset[int], tuple[tuple[int, float], ...]] | None = None
-        self._ranges_of: dict[int, list[tuple[float, float]]] = {}
-        self._new_consumer = new_consumer
-        self._max_lanes = max(1, max_lanes) if new_consumer is not None else 1
-        self._lanes: list[_Lane] = [_Lane(consumer)]
-        self._uses = 0
+        self._active: _Read | None = None  # the read whose partition is assigned
         self._known: set[str] = set()
         #: channel table of the last batch decoded: what a span with nothing to read
         #: returns its empty set over (see :meth:`fetch`)
@@ -220,7 +175,6 @@ class BlockFeatureSource:
         self.consumed = 0
         self.skipped = 0  # read past a range's end, not decoded
         self.seeks = 0
-        self.continued = 0  # reads that went on where their lane's consumer stood
         #: polled while waiting for a range: True abandons the wait (a stop was requested)
         self.should_stop: Callable[[], bool] = lambda: False
         #: called with the partition of every feature batch decoded (a metric)
@@ -235,20 +189,9 @@ class BlockFeatureSource:
 
     # -- ranges -----------------------------------------------------------------------
     def _ranges(self, block: int) -> list[tuple[float, float]]:
-        # asked for every stride polled (a replica's and the others'), each time for a
-        # few blocks: cached while what they depend on (owned partitions, their
-        # committed progress) stays the same -- from one rebalance to the next
-        state = (frozenset(self.owned()), tuple(sorted(self.done().items())))
-        if state != self._ranges_state:
-            self._ranges_state, self._ranges_of = state, {}
-        got = self._ranges_of.get(block)
-        if got is None:
-            got = self._ranges_of[block] = needed_ranges(
-                block, set(state[0]), self.partitions, self.block_seconds, self.pad, dict(state[1])
-            )
-            if len(self._ranges_of) > 4096:  # a long run: keep the recent blocks only
-                self._ranges_of = {block: got}
-        return got
+        return needed_ranges(
+            block, self.owned(), self.partitions, self.block_seconds, self.pad, self.done()
+        )
 
     def _read_of(self, block: int, x: float, y: float) -> _Read:
         read = self._reads.get((x, y))
@@ -269,66 +212,30 @@ class BlockFeatureSource:
         return None
 
     # -- consuming ----------------------------------------------------------------------
-    def _lane(self, partition: int) -> _Lane:
-        """The lane holding ``partition``, else a new one (up to ``max_lanes``), else the
-        least recently used.
-
-        A replica's reads alternate between partitions: its own block, then the pad at
-        the head or tail of a neighbour's. With one consumer every switch re-assigned it:
-        an offset lookup, and the partition's pre-fetch (up to the queue cap, ~9 batches
-        at 1,000 channels) dropped -- per own block three times, so its fetch thread
-        decoded ~1.5 batches from the broker for each one used. A lane per partition
-        keeps each consumer's position: the own partition's blocks follow each other in
-        it (read straight through), and a neighbour's tail pad runs on into its next
-        block's head pad.
-        """
-        for lane in self._lanes:
-            if lane.partition == partition:
-                return lane
-        if len(self._lanes) < self._max_lanes and self._new_consumer is not None:
-            if self._lanes[0].partition is None:
-                return self._lanes[0]
-            lane = _Lane(self._new_consumer())
-            self._lanes.append(lane)
-            return lane
-        return min(self._lanes, key=lambda ln: ln.used)
-
-    def _assign(self, read: _Read) -> _Lane:
-        lane = self._lane(read.partition)
-        self._uses += 1
-        lane.used = self._uses
-        if lane.read is read:
-            return lane
-        consumer = lane.consumer
+    def _assign(self, read: _Read) -> None:
+        if self._active is read:
+            return
         ms = gps_to_kafka_ms(read.x - self.seek_pad)
         tp = TopicPartition(self.topic, read.partition)
         query = [TopicPartition(self.topic, read.partition, ms)]
         try:
-            found = consumer.offsets_for_times(query, timeout=10.0)
+            found = self.consumer.offsets_for_times(query, timeout=10.0)
             if found[0].error is None and found[0].offset < 0:
                 # nothing at or after the time yet: then every message from the end
                 # *before* a second lookup on is new (a logical OFFSET_END is resolved
                 # later, when the fetch starts, and would skip what a live producer sent
                 # meanwhile). Read only then: a replay's lookups find their offset, and
                 # each round trip queues behind the fetch on the broker connection
-                _, high = consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
-                found = consumer.offsets_for_times(query, timeout=10.0)
+                _, high = self.consumer.get_watermark_offsets(tp, timeout=10.0, cached=False)
+                found = self.consumer.offsets_for_times(query, timeout=10.0)
         except KafkaException as exc:
             raise BrokerError(f"offsets_for_times on {self.topic} failed: {exc}") from exc
         if found[0].error is not None:
             raise BrokerError(f"offsets_for_times on {self.topic}: {found[0].error}")
         offset = found[0].offset if found[0].offset >= 0 else high
-        if lane.partition == read.partition and lane.continues_at(offset):
-            # what the lane holds and delivers next is this read's: no seek, nothing
-            # fetched again (messages before offset are before the range: dropped)
-            lane.pending = [m for m in lane.pending if _offset(m) >= offset]
-            self.continued += 1
-        else:
-            self.skipped += len(lane.pending)
-            consumer.assign([TopicPartition(self.topic, read.partition, offset)])
-            lane.partition, lane.pending, lane.next_offset = read.partition, [], offset
-            self.seeks += 1
-        lane.read = read
+        self.consumer.assign([TopicPartition(self.topic, read.partition, offset)])
+        self._active = read
+        self.seeks += 1
         log.debug(
             "features %s: reading [%s, %s) of block %d from partition %d at offset %s",
             self.topic,
@@ -338,7 +245,6 @@ class BlockFeatureSource:
             read.partition,
             offset,
         )
-        return lane
 
     def _pump(self, read: _Read, timeout: float, until: float | None = None) -> bool:
         """Consume ``read``'s partition for up to ``timeout`` s, or until every known
@@ -348,29 +254,22 @@ class BlockFeatureSource:
         a range is a few dozen messages, and waiting for a full ``consume`` batch would
         cost its timeout on every range.
         """
-        lane = self._assign(read)
+        self._assign(read)
         until = read.y if until is None else until
         start_ms, end_ms = gps_to_kafka_ms(read.x - self.seek_pad), gps_to_kafka_ms(read.y)
         got = False
         deadline = self._monotonic() + timeout
         while True:
             left = deadline - self._monotonic()
-            if lane.pending:  # delivered for an earlier read of this partition
-                msgs, lane.pending = lane.pending, []
-            else:
-                msgs = consume_queued(lane.consumer, 1000, min(0.1, max(0.0, left)))
-                for msg in msgs:
-                    if msg.error() is None and msg.partition() == lane.partition:
-                        lane.next_offset = _offset(msg) + 1
+            msgs = consume_queued(self.consumer, 1000, min(0.1, max(0.0, left)))
             for msg in msgs:
-                if self._handle(read, lane, msg, start_ms, end_ms):
+                if self._handle(read, msg, start_ms, end_ms):
                     got = True
             if read.progress(self._known) >= until or self._monotonic() >= deadline:
                 return got
 
-    def _handle(self, read: _Read, lane: _Lane, msg: Message, start_ms: int, end_ms: int) -> bool:
-        """Add one message to ``read``; True if it was a batch of the range. Messages of
-        the partition past the range's end wait in ``lane.pending`` for its next read."""
+    def _handle(self, read: _Read, msg: Message, start_ms: int, end_ms: int) -> bool:
+        """Add one message to ``read``; True if it was a batch of the range."""
         if not is_data(msg, self.topic):
             return False
         if msg.partition() != read.partition:
@@ -379,9 +278,7 @@ class BlockFeatureSource:
         if ts < start_ms:
             return False  # still queued from an earlier assignment of this partition
         if ts >= end_ms:
-            # a later block of this partition: not this read's to decode; the next read
-            # of the partition starts with it (or it is dropped when the lane seeks)
-            lane.pending.append(msg)
+            self.skipped += 1  # a later block of this partition: not ours to decode
             return False
         self.consumed += 1
         self.on_batch(read.partition)
@@ -420,8 +317,7 @@ class BlockFeatureSource:
     def seek(self, gps: float) -> None:
         """Forget what was read; the replay clock starts again from ``gps``."""
         self._reads.clear()
-        for lane in self._lanes:
-            lane.read = None
+        self._active = None
         self._frontier = self._shown = float(gps)
 
     def advance(self, timeout: float) -> bool:
@@ -521,9 +417,8 @@ class BlockFeatureSource:
             self._frontier = self._shown = start
         # ranges wholly before this span are done with (the processor keeps the pad)
         for key in [k for k in self._reads if k[1] <= start]:
-            for lane in self._lanes:
-                if lane.read is self._reads[key]:
-                    lane.read = None
+            if self._reads[key] is self._active:
+                self._active = None
             del self._reads[key]
         if holes:
             raise IncompleteDataError(
@@ -544,12 +439,10 @@ class BlockFeatureSource:
     def close(self) -> None:
         log.info(
             "features %s: %d batches decoded, %d read past their range (not decoded), "
-            "%d seeks, %d reads continued where their consumer stood",
+            "%d range switches",
             self.topic,
             self.consumed,
             self.skipped,
             self.seeks,
-            self.continued,
         )
-        for lane in self._lanes:
-            lane.consumer.close()
+        self.consumer.close()

@@ -97,11 +97,7 @@ class Checkpoint:
             # added one more such member). The broker's minimum (6 s) evicts it quickly;
             # heartbeats come from librdkafka's own thread, so a long stride is no risk.
             cfg.setdefault("session.timeout.ms", 6000)
-            # a member learns of a rebalance (another replica joined or left) from its
-            # next heartbeat: at 1.5 s, replicas started together began ~1.5 s after a
-            # single replica would (the first to join held every partition until then),
-            # and a takeover waited as long. A heartbeat is one small request.
-            cfg.setdefault("heartbeat.interval.ms", 300)
+            cfg.setdefault("heartbeat.interval.ms", 1500)
         self._consumer = Consumer(cfg)
         self._topic = topic
         self._timeout = timeout
