@@ -14,7 +14,6 @@ import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Any
 
 from confluent_kafka import Consumer, KafkaException
 
@@ -47,14 +46,6 @@ BLOCK_FETCH_QUEUE_BACKOFF_MS = 20
 #: (librdkafka's default: 65,536): ~10 feature batches at 1,000 channels, a block is
 #: ~40; see :func:`streaming_parts`
 BLOCK_QUEUED_KBYTES = 4096
-#: a whole-topic reader's (train's) pre-fetch: per partition, the bytes one fetch
-#: brings (``max.partition.fetch.bytes``, librdkafka's default 1 MB: ~2 feature batches
-#: of 1,000 channels per round trip), the queue's cap (``queued.max.messages.kbytes``,
-#: default 65,536) and the pause once it is reached (``fetch.queue.backoff.ms``); see
-#: :func:`streaming_parts`
-READER_FETCH_BYTES = 8 * 2**20
-READER_QUEUED_KBYTES = 16384
-READER_FETCH_QUEUE_BACKOFF_MS = 20
 #: seconds a shared stage's group must be quiet before its first stride (the broker's
 #: own ``group.initial.rebalance.delay.ms`` is 3 s by default; the local test broker's 0)
 SHARED_SETTLE_S = 3.0
@@ -141,41 +132,6 @@ def closed_on_error(runtime: ServiceRuntime) -> Iterator[ServiceRuntime]:
         raise
 
 
-def reader_config(settings: Settings, stage: str, blocks: bool) -> dict[str, Any]:
-    """The librdkafka properties of a stage's features reader (``blocks``: a block reader).
-
-    What ``[kafka.librdkafka.consumer]`` sets wins over the values chosen here.
-    """
-    config = settings.kafka.consumer_config(group_id(settings.general.ifo, stage, "reader"))
-    if blocks:
-        # a block reader switches partition at every range edge: a fetch waiting for
-        # data (fetch.wait.max.ms, 500 ms by default) would delay each switch and
-        # the offset lookup queued behind it on the broker connection
-        config.setdefault("fetch.wait.max.ms", BLOCK_FETCH_WAIT_MS)
-        # librdkafka pre-fetches an assigned partition up to 64 MB ahead (the later
-        # blocks of that partition, ~7 MB per 16-s block at 1,000 channels, which
-        # the reader skips) and drops it at the next range switch: its fetch thread
-        # cost 2.2-2.9 CPU s per replay, as much in a replica doing half the strides
-        # as in one doing all. A cap of a few batches bounds that (CPU, RSS); once
-        # the cap is reached librdkafka backs off fetch.queue.backoff.ms (1 s by
-        # default) before fetching again -- also when the reader comes back to that
-        # partition: a replay waited ~1 s at many range switches. A short backoff
-        # refills the queue as soon as it is read.
-        config.setdefault("queued.max.messages.kbytes", BLOCK_QUEUED_KBYTES)
-        config.setdefault("fetch.queue.backoff.ms", BLOCK_FETCH_QUEUE_BACKOFF_MS)
-    else:
-        # a replay outran librdkafka's defaults: 1 MB per partition per round trip
-        # (a stage reads ~60 MB/s at 1,000 channels), and a queue filled to 64 MB
-        # pauses fetching for 1 s, about as long as the stage takes to read it: the
-        # loop waited in consume ~0.3-2.4 s per 600-s replay (a bare consumer reading
-        # the bench's topic at the stage's pace, load 7-11: 0.28-2.45 s waiting, 0.16-0.47
-        # s with these). A smaller queue refilled at once also bounds RSS (2 x 64 MB).
-        config.setdefault("max.partition.fetch.bytes", READER_FETCH_BYTES)
-        config.setdefault("queued.max.messages.kbytes", READER_QUEUED_KBYTES)
-        config.setdefault("fetch.queue.backoff.ms", READER_FETCH_QUEUE_BACKOFF_MS)
-    return config
-
-
 def streaming_parts(
     stage: str, settings: Settings, ns: argparse.Namespace, shared: bool = False
 ) -> StageParts:
@@ -201,7 +157,24 @@ def streaming_parts(
         start = start_time(
             stage, checkpoint, ns.gps_start, stream.stride, getattr(ns, "from_start", False)
         )
-        reader = Consumer(reader_config(settings, stage, blocks))
+        reader_config = settings.kafka.consumer_config(group_id(ifo, stage, "reader"))
+        if blocks:
+            # a block reader switches partition at every range edge: a fetch waiting for
+            # data (fetch.wait.max.ms, 500 ms by default) would delay each switch and
+            # the offset lookup queued behind it on the broker connection
+            reader_config.setdefault("fetch.wait.max.ms", BLOCK_FETCH_WAIT_MS)
+            # librdkafka pre-fetches an assigned partition up to 64 MB ahead (the later
+            # blocks of that partition, ~7 MB per 16-s block at 1,000 channels, which
+            # the reader skips) and drops it at the next range switch: its fetch thread
+            # cost 2.2-2.9 CPU s per replay, as much in a replica doing half the strides
+            # as in one doing all. A cap of a few batches bounds that (CPU, RSS); once
+            # the cap is reached librdkafka backs off fetch.queue.backoff.ms (1 s by
+            # default) before fetching again -- also when the reader comes back to that
+            # partition: a replay waited ~1 s at many range switches. A short backoff
+            # refills the queue as soon as it is read.
+            reader_config.setdefault("queued.max.messages.kbytes", BLOCK_QUEUED_KBYTES)
+            reader_config.setdefault("fetch.queue.backoff.ms", BLOCK_FETCH_QUEUE_BACKOFF_MS)
+        reader = Consumer(reader_config)
         source: KafkaFeatureSource | BlockFeatureSource
         if blocks:
             source = BlockFeatureSource(
