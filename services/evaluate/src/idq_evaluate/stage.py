@@ -137,17 +137,16 @@ class EvaluateStage(StreamingStage):
                 self.produced += len(quiver)
                 self.runtime.metrics.samples(name, "glitch", n_glitch)
                 self.runtime.metrics.samples(name, "clean", len(quiver) - n_glitch)
-            # one line per stride, not per classifier (450 lines per 600-s replay were
-            # ~0.1 CPU s of formatting and writing)
-            n_glitch = samples.n_glitch
-            log.info(
-                "evaluate: stride [%.0f, %.0f): %d glitch + %d clean samples ranked with %s",
-                start,
-                end,
-                n_glitch,
-                len(samples) - n_glitch,
-                ", ".join(f"{n} model {clf.model.id}" for n, clf in usable.items()),
-            )
+                log.info(
+                    "evaluate: stride [%.0f, %.0f) %s: %d glitch + %d clean samples "
+                    "ranked with model %s",
+                    start,
+                    end,
+                    name,
+                    n_glitch,
+                    len(quiver) - n_glitch,
+                    clf.model.id,
+                )
 
     def finish(self) -> None:
         log.info(
