@@ -277,28 +277,6 @@ def test_flat_forest_is_predict_proba_on_the_columns_it_reads() -> None:
     np.testing.assert_array_equal(flat.glitch_proba(compact, compact=True), expected)
 
 
-def test_flat_forest_walk_of_uneven_trees_and_missing_values() -> None:
-    """The level-by-level walk (every row steps ``depth`` times, a row at a leaf in
-    place) reaches the leaf ``predict_proba`` does in trees whose leaves lie at many
-    depths, rows in blocks and a partial last block, NaN cells sent left or right as
-    each split learnt: bit for bit."""
-    from sklearn.ensemble import RandomForestClassifier
-
-    from idq_common.science.classifiers.sklearn import FlatForest
-
-    rng = np.random.default_rng(8)
-    X = rng.normal(size=(600, 12)).astype(np.float32)
-    y = (X[:, 0] * X[:, 1] + np.sin(3 * X[:, 2]) + rng.normal(size=600) * 0.3 > 0).astype(int)
-    X[rng.random(X.shape) < 0.1] = np.nan  # splits learn where a missing value goes
-    forest = RandomForestClassifier(n_estimators=9, min_samples_leaf=2, random_state=1).fit(X, y)
-    flat = FlatForest.of(forest)
-    assert flat.depth.min() >= 5 and not (flat.nan_left.all() or not flat.nan_left.any())
-    test = rng.normal(size=(64 * 3 + 17, 12)).astype(np.float32)
-    test[rng.random(test.shape) < 0.2] = np.nan
-    expected = forest.predict_proba(test)[:, 1]
-    np.testing.assert_array_equal(flat.glitch_proba(test, compact=False), expected)
-
-
 def test_warm_compiles_every_kernel_signature_the_builders_use(
     model: Any, calibrated: dict[str, Any]
 ) -> None:

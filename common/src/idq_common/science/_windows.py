@@ -244,11 +244,6 @@ def dt_cols(
             out[i, cols[m]] = x
 
 
-#: samples walked together through each tree by :func:`forest_sum`: their input rows
-#: (a few hundred float32 columns) stay in L1/L2 while every tree reads them
-FOREST_BLOCK = 64
-
-
 @_jit
 def tree_cells(
     best: np.ndarray,
@@ -306,8 +301,8 @@ def tree_cells(
 def forest_sum(
     X: np.ndarray,
     roots: np.ndarray,
-    depth: np.ndarray,
-    child: np.ndarray,
+    left: np.ndarray,
+    right: np.ndarray,
     feature: np.ndarray,
     threshold: np.ndarray,
     nan_left: np.ndarray,
@@ -316,37 +311,27 @@ def forest_sum(
 ) -> None:  # pragma: no cover - compiled; covered through the forest's rank
     """``out[i] = sum over trees, in order, of the leaf value row i reaches``.
 
-    The trees' nodes concatenated; ``child[2 * node]`` and ``child[2 * node + 1]`` are
-    a split's left and right children as global node indices, a leaf's both itself
-    (so a walk that reached its leaf stays there); ``depth[k]``: tree k's depth. A
-    node sends a row left iff its float32 feature, promoted to float64, is ``<=`` the
-    threshold, a NaN by ``nan_left``: scikit-learn's ``Tree.apply`` on a float32
-    matrix. Sums from 0.0 in tree order, as ``predict_proba``'s accumulation.
-
-    Why this shape: a walk of one row is a chain of dependent loads and unpredictable
-    branches (~25 ns a node). Here a block of rows goes down a tree one level at a
-    time for all of them, the child picked by arithmetic, not a branch, so the
-    rows' independent steps overlap; every row takes ``depth[k]`` steps (a row at a
-    leaf steps in place), and each row's leaf values are still added in tree order.
+    The trees' nodes concatenated (children as global node indices, -1 at a leaf);
+    a node sends a row left iff its float32 feature, promoted to float64, is ``<=`` the
+    threshold, a NaN by ``nan_left``: scikit-learn's ``Tree.apply`` on a float32 matrix.
+    Sums from 0.0 in tree order, as ``predict_proba``'s accumulation.
     """
     n = X.shape[0]
-    node = np.empty(FOREST_BLOCK, dtype=np.int64)
-    for a in range(0, n, FOREST_BLOCK):
-        m = min(FOREST_BLOCK, n - a)
-        for i in range(m):
-            out[a + i] = 0.0
-        for k in range(roots.size):
-            root = roots[k]
-            for i in range(m):
-                node[i] = root
-            for _ in range(depth[k]):
-                for i in range(m):
-                    nd = node[i]
-                    x = X[a + i, feature[nd]]
-                    left = (x <= threshold[nd]) | ((x != x) & nan_left[nd])
-                    node[i] = child[2 * nd + 1 - np.int64(left)]
-            for i in range(m):
-                out[a + i] += leaf[node[i]]
+    for i in range(n):
+        out[i] = 0.0
+    for k in range(roots.size):
+        root = roots[k]
+        for i in range(n):
+            node = root
+            while left[node] != -1:
+                x = X[i, feature[node]]
+                if np.isnan(x):
+                    node = left[node] if nan_left[node] else right[node]
+                elif x <= threshold[node]:
+                    node = left[node]
+                else:
+                    node = right[node]
+            out[i] += leaf[node]
 
 
 @_jit
@@ -610,11 +595,12 @@ def warm() -> int:
     )
     scaled_rows(np.zeros(1), one, one, np.zeros(1), np.ones(1), np.zeros(1), np.zeros(1))
     leaf = np.zeros(1, dtype=f8)
+    minus = np.full(1, -1, dtype=i8)
     forest_sum(
         np.zeros((2, 1), dtype=np.float32),
         np.zeros(1, dtype=i8),
-        np.zeros(1, dtype=i8),
-        np.zeros(2, dtype=i8),
+        minus,
+        minus,
         one,
         leaf,
         np.ones(1, dtype=bool),

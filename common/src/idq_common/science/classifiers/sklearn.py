@@ -971,15 +971,11 @@ class FlatForest:
     """A fitted forest's trees as flat node arrays, for the compiled walk.
 
     ``compact``: the features renumbered to positions in ``used`` (the sorted columns
-    the trees split on), the layout :class:`TreeInput` builds. ``child``: the left
-    and right child of node ``i`` at ``2 * i`` and ``2 * i + 1``, a leaf's both itself;
-    ``depth``: each tree's depth (the walk of :func:`~idq_common.science._windows.forest_sum`).
+    the trees split on), the layout :class:`TreeInput` builds.
     """
 
     used: np.ndarray
     roots: np.ndarray
-    depth: np.ndarray
-    child: np.ndarray
     left: np.ndarray
     right: np.ndarray
     feature: np.ndarray
@@ -1011,10 +1007,7 @@ class FlatForest:
             return np.concatenate(parts)
 
         left = child("children_left")
-        right = child("children_right")
         feature = np.where(left < 0, 0, nodes("feature", np.int64))
-        own = np.arange(left.size, dtype=np.int64)
-        pairs = np.stack([np.where(left < 0, own, left), np.where(left < 0, own, right)], axis=1)
         used = np.unique(feature[left >= 0]).astype(np.int64)
         missing = [getattr(t, "missing_go_to_left", None) for t in trees]
         nan_left = (
@@ -1027,10 +1020,8 @@ class FlatForest:
         flat = cls(
             used=used,
             roots=roots,
-            depth=np.array([_depth(t) for t in trees], dtype=np.int64),
-            child=np.ascontiguousarray(pairs.ravel()),
             left=left,
-            right=right,
+            right=child("children_right"),
             feature=feature,
             compact=np.searchsorted(used, feature).astype(np.int64),
             threshold=nodes("threshold", np.float64),
@@ -1053,8 +1044,8 @@ class FlatForest:
         _windows.forest_sum(
             X,
             self.roots,
-            self.depth,
-            self.child,
+            self.left,
+            self.right,
             feature,
             self.threshold,
             self.nan_left,
@@ -1063,19 +1054,6 @@ class FlatForest:
         )
         out /= self.roots.size
         return out
-
-
-def _depth(tree: Any) -> int:
-    """Levels of splits from a tree's root to its deepest leaf (0: the root is a leaf)."""
-    left = np.asarray(tree.children_left, dtype=np.int64)
-    right = np.asarray(tree.children_right, dtype=np.int64)
-    depth, level = 0, np.zeros(1, dtype=np.int64)
-    while True:
-        inner = level[left[level] >= 0]
-        if inner.size == 0:
-            return depth
-        level = np.concatenate([left[inner], right[inner]])
-        depth += 1
 
 
 #: the flat form of each fitted forest in use (computed once per model)
