@@ -176,7 +176,6 @@ class StageMetrics:
             "idq_latest_pglitch_max", "Maximum p(glitch) in the latest stride", per_clf
         )
         self._fap_min = gauge("idq_latest_fap_min", "Minimum FAP in the latest stride", per_clf)
-        self._stride_gauges: dict[str, tuple[Any, ...]] = {}
         self._heartbeat = gauge(
             "idq_loop_heartbeat_timestamp_seconds", "Unix time the loop last turned"
         )
@@ -308,17 +307,10 @@ class StageMetrics:
         self, classifier: str, ok_fraction: float, pglitch_max: float, fap_min: float
     ) -> None:
         """Summary of the latest stride's time series for ``classifier``."""
-        gauges = self._stride_gauges.get(classifier)
-        if gauges is None:
-            # the labelled children, once per classifier: ``labels()`` checks and looks
-            # up its arguments at every call (timeseries: three per classifier and stride)
-            s, i = self.stage, self.ifo
-            gauges = self._stride_gauges[classifier] = tuple(
-                g.labels(s, i, classifier)
-                for g in (self._ok_fraction, self._pglitch_max, self._fap_min)
-            )
-        for gauge, value in zip(gauges, (ok_fraction, pglitch_max, fap_min), strict=True):
-            gauge.set(value)
+        s, i = self.stage, self.ifo
+        self._ok_fraction.labels(s, i, classifier).set(ok_fraction)
+        self._pglitch_max.labels(s, i, classifier).set(pglitch_max)
+        self._fap_min.labels(s, i, classifier).set(fap_min)
 
     # -- health -------------------------------------------------------------------------
     @property

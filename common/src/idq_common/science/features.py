@@ -22,7 +22,6 @@ edges only move forward along the sorted sample times.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import logging
 import threading
@@ -556,7 +555,9 @@ def build_features(
     st = times[order]
     in_order = bool(np.all(order[1:] > order[:-1]))
     sorted_outs = outs if in_order else [np.empty_like(o) for o in outs]
-    col_of = _spec_columns(spec.channels, triggers.channels)
+    # Spec column of every channel of the set (nch: not in the spec).
+    index = {name: i for i, name in enumerate(spec.channels)}
+    col_of = np.array([index.get(name, nch) for name in triggers.channels] + [nch], dtype=np.int64)
     chan, t, s, f = triggers.time_sorted
     lo_t, hi_t = st - w, st + w
     step = max(1, _CHUNK_CELLS // nch)
@@ -581,21 +582,6 @@ def build_features(
         for out, sorted_out in zip(outs, sorted_outs, strict=True):
             out[order] = sorted_out
     return outs
-
-
-@functools.lru_cache(maxsize=8)
-def _spec_columns(spec: tuple[str, ...], table: tuple[str, ...]) -> np.ndarray:
-    """Spec column of every channel of a set's table, then ``len(spec)`` (not in the spec;
-    also the entry after the table). Not to be written to.
-
-    Cached: a stage builds features for every stride with the same spec and the same
-    table (a stream's batches share one), and the lookup is a Python loop over every
-    name (~0.1 s of a 600-s replay at 1,000 channels); hashing the two tuples is
-    cheap (their strings' hashes are cached) and a hit compares them by identity.
-    """
-    nch = len(spec)
-    index = {name: i for i, name in enumerate(spec)}
-    return np.array([index.get(name, nch) for name in table] + [nch], dtype=np.int64)
 
 
 #: ``group``'s row list when it reads a slice
