@@ -188,11 +188,6 @@ class StreamingStage(ABC):
     stage: ClassVar[str]
     #: commit progress after every batch (train commits only when a model is out)
     commit_every_batch: ClassVar[bool] = True
-    #: in a replay, wall seconds between two commits of progress at most (0: after every
-    #: batch); the progress flushed since is committed when the loop ends. A crash then
-    #: redoes at most that much more; for a stage whose outputs are the same when
-    #: redone (timeseries), the same outputs
-    replay_commit_s: ClassVar[float] = 0.0
     #: replicas share the strides through the consumer group (pure functions of a stride)
     shared: ClassVar[bool] = False
 
@@ -217,9 +212,6 @@ class StreamingStage(ABC):
         self._sorted: TriggerSet | None = None
         self._unowned_since: float | None = None
         self._lag_due = -math.inf  # the consumer-lag metric: at the first poll, then rarely
-        self._commit_due = -math.inf  # the next commit (replay_commit_s): at the first batch
-        #: the cadence timestamp flushed but not committed yet (replay_commit_s)
-        self._uncommitted: float | None = None
         self._build(parts.start)
         self.runtime.on_close(self._close_segments)
         self.checkpoint.reassigned()  # the first assignment is what we started from
@@ -262,8 +254,6 @@ class StreamingStage(ABC):
             pad=self.pad,
             max_strides=max(1, round(MAX_POLL_SECONDS / self.stream.stride)),
             max_rows=MAX_POLL_ROWS,
-            # a replay polls hundreds of strides a second: their lines at DEBUG
-            stride_log_level=logging.DEBUG if replay else logging.INFO,
         )
 
     # -- the loop -----------------------------------------------------------------------
@@ -296,9 +286,6 @@ class StreamingStage(ABC):
             rt.metrics.heartbeat()
             self.checkpoint.serve()
             if self.checkpoint.reassigned():
-                # progress not committed yet is redone (the partitions held changed: it
-                # cannot be committed for the new set)
-                self._uncommitted = None
                 self._resync()
             if self._between_assignments():
                 continue
@@ -318,7 +305,7 @@ class StreamingStage(ABC):
             self._sorted_for = self._sorted = None  # let this batch's data go
             rt.flush()
             if self.commit_every_batch:
-                self._commit_flushed()
+                self.commit()
             self.processor.flush()
             strides = batch.strides
             del batch  # this poll's umbrella, before its memory is handed back
@@ -332,23 +319,6 @@ class StreamingStage(ABC):
                     self._lag_due = time.monotonic() + LAG_EVERY_S
                     rt.metrics.lag(self.topics.features, self.checkpoint.lag())
             rt.metrics.set_ready(self.ready())
-        # stopped or past the end: what was flushed is done (not after an exception:
-        # the broker may be what failed)
-        if self._uncommitted is not None:
-            self.checkpoint.save(self._uncommitted, pad=self.pad)
-            self._uncommitted = None
-
-    def _commit_flushed(self) -> None:
-        """Commit the batch just flushed, or in a replay leave it for later (``replay_commit_s``):
-        each commit is two synchronous broker round trips (~10 ms; a replay polls every
-        16 strides at 1,000 channels)."""
-        now = time.monotonic()
-        if self.replay and now < self._commit_due:
-            self._uncommitted = self.cadence.timestamp
-            return
-        self.commit()
-        self._uncommitted = None
-        self._commit_due = now + self.replay_commit_s
 
     def _between_assignments(self) -> bool:
         """Shared and holding no partition (mid-rebalance): wait for the assignment.

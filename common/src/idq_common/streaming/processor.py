@@ -173,7 +173,6 @@ class StreamProcessor:
         retain: int = 0,
         max_strides: int | None = None,
         max_rows: int | None = None,
-        stride_log_level: int = logging.INFO,
     ) -> None:
         if pad < 0:
             raise ConfigError("pad", f"must be >= 0, got {pad}")
@@ -194,9 +193,6 @@ class StreamProcessor:
         self.max_strides = max_strides
         #: stop adding strides to a poll once it read this many rows
         self.max_rows = max_rows
-        #: level of the line per stride (a replay logs hundreds a second: DEBUG there;
-        #: the line per poll stays at INFO)
-        self.stride_log_level = stride_log_level
         self._chunks: deque[InMemoryData] = deque()
         self._fetched_to: float | None = None
         self._buffers: deque[Span] = deque()  # strides span of each poll
@@ -384,20 +380,18 @@ class StreamProcessor:
                 for stride in self.cadence.poll():
                     chunk = self._advance_to(stride)
                     strides.append(stride)
-                    if log.isEnabledFor(self.stride_log_level):
-                        ok = self._seg_active & segmentlist([segment(*stride)])
-                        log.log(
-                            self.stride_log_level,
-                            _STRIDE,
-                            stride[0],
-                            stride[1],
-                            len(strides),
-                            chunk.start,
-                            chunk.end,
-                            len(chunk.triggers()),
-                            abs(ok),
-                            stride[1] - stride[0],
-                        )
+                    ok = self._seg_active & segmentlist([segment(*stride)])
+                    log.info(
+                        _STRIDE,
+                        stride[0],
+                        stride[1],
+                        len(strides),
+                        chunk.start,
+                        chunk.end,
+                        len(chunk.triggers()),
+                        abs(ok),
+                        stride[1] - stride[0],
+                    )
                     rows += len(chunk.triggers())
                     if self.max_strides is not None and len(strides) >= self.max_strides:
                         break  # the cadence resumes at the next stride on the next poll

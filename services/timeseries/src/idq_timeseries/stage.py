@@ -39,8 +39,6 @@ class TimeseriesStage(StreamingStage):
 
     stage = "timeseries"
     shared = True
-    # a stride redone gives the same frame (the ids it recorded) and messages
-    replay_commit_s = 2.0
 
     def __init__(self, settings: Settings, parts: StageParts, book: ModelBook) -> None:
         super().__init__(settings, parts)
