@@ -205,38 +205,6 @@ def test_forest_ranks_are_predict_proba(model: Any, calibrated: dict[str, Any]) 
     np.testing.assert_array_equal(clf.rank_built(built), clf.rank(X))
 
 
-def test_tree_input_builds_every_kind_of_preprocessed_column(
-    model: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A forest's built input (``_windows.tree_cells``: all columns of a channel in one
-    pass) is the float32 of ``preprocess``'s columns, bit for bit, for every kind a
-    tree may split on: log snr and frequency, closeness, signed dt and ``lag_snr``,
-    with and without lags, kept columns (``witness_select``) or the whole layout,
-    unsorted times over several chunks."""
-    from idq_common.science import features
-    from idq_common.science.classifiers.sklearn import TreeInput, preprocess
-
-    spec = small_spec(model)
-    nch = len(spec.channels)
-    monkeypatch.setattr(features, "_CHUNK_CELLS", 37 * nch)  # 37-row chunks
-    rng = np.random.default_rng(3)
-    times = grid_times(T0 + 8100, T0 + 8103, RATE)[::-1]
-    trig = model.generate(T0 + 8099, T0 + 8104)
-    X = feature_matrix(trig, times, spec)
-    lags, tol = rng.uniform(-0.05, 0.05, nch), rng.uniform(0.005, 0.08, nch)
-    Z = preprocess(X, spec, signed_dt=True, lags=lags, tol=tol)
-    assert Z.shape[1] == nch * (len(spec.columns) + 2)
-    cols = np.sort(rng.choice(Z.shape[1], Z.shape[1] * 2 // 3, replace=False))
-    used = np.sort(rng.choice(cols.size, cols.size // 2, replace=False))
-    kept = TreeInput(spec.columns, spec.window, used, lags, cols, True, tol)
-    plain_used = np.sort(rng.choice(nch * 4, nch * 2, replace=False))
-    plain = TreeInput(spec.columns, spec.window, plain_used, None, None, True, None)
-    Z_plain = preprocess(X, spec, signed_dt=True)
-    built = features.build_features(trig, times, spec, [kept, plain])
-    np.testing.assert_array_equal(built[0], Z[:, cols][:, used].astype(np.float32))
-    np.testing.assert_array_equal(built[1], Z_plain[:, plain_used].astype(np.float32))
-
-
 def test_rank_grid_at_sample_times_is_evaluate(model: Any, calibrated: dict[str, Any]) -> None:
     """The evaluate stage ranks its samples with ``rank_grid`` (the timeseries code path):
     the same ranks, bit for bit, as each classifier's ``evaluate`` on the samples' own

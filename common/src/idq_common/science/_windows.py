@@ -245,59 +245,6 @@ def dt_cols(
 
 
 @_jit
-def tree_cells(
-    best: np.ndarray,
-    hit: np.ndarray,
-    t_rows: np.ndarray,
-    times: np.ndarray,
-    w: float,
-    chans: np.ndarray,
-    lags: np.ndarray,
-    shift: bool,
-    rowvals: np.ndarray,
-    dst: np.ndarray,
-    snr_src: int,
-    tol: np.ndarray,
-    out: np.ndarray,
-) -> None:  # pragma: no cover - compiled; covered through build_features
-    """Every column a forest reads of channels ``chans`` (``d``-th: ``chans[d]``), one
-    pass over the picks: each cell's picked row and ``dt`` read once for all its
-    columns (:func:`gather_cols` and :func:`dt_cols` made one pass per column kind).
-
-    ``dst`` (``r + 3``, ``chans.size``): the column of ``out`` (-1: not built) of
-    channel ``d``'s ``rowvals[j]`` cell for ``j < r`` (``r = rowvals.shape[0]``), then
-    of its closeness, signed and ``lag_snr`` cells, the values of :func:`dt_cols` in
-    those modes (``lags[d]`` with ``shift``; ``lag_snr``: ``rowvals[snr_src]`` of the
-    picked row where ``|dt| <= tol[d]``, else 0). Cast to ``out``'s dtype.
-    """
-    n = best.shape[0]
-    nr = rowvals.shape[0]
-    for i in range(n):
-        ti = times[i]
-        for d in range(chans.size):
-            c = chans[d]
-            b = best[i, c]
-            for j in range(nr):
-                col = dst[j, d]
-                if col >= 0:
-                    out[i, col] = rowvals[j, b]
-            c_close, c_signed, c_lag = dst[nr, d], dst[nr + 1, d], dst[nr + 2, d]
-            if c_close < 0 and c_signed < 0 and c_lag < 0:
-                continue
-            dt = t_rows[b] - ti if hit[i, c] else w
-            if shift:
-                dt = w if dt >= w else dt - lags[d]
-            if c_close >= 0:
-                r = abs(dt) / w
-                out[i, c_close] = 1.0 - (r if r < 1.0 else 1.0)
-            if c_signed >= 0:
-                x = dt / w
-                out[i, c_signed] = -1.0 if x < -1.0 else (1.0 if x > 1.0 else x)
-            if c_lag >= 0:
-                out[i, c_lag] = rowvals[snr_src, b] if abs(dt) <= tol[d] else 0.0
-
-
-@_jit
 def forest_sum(
     X: np.ndarray,
     roots: np.ndarray,
@@ -505,7 +452,6 @@ KERNELS = (
     resolve,
     gather_cols,
     dt_cols,
-    tree_cells,
     matrix_cells,
     linear_cells,
     scaled_rows,
@@ -548,21 +494,6 @@ def warm() -> int:
             out,
             one,
         )
-    tree_cells(
-        best,
-        hit,
-        np.zeros(1),
-        two,
-        0.1,
-        one,
-        np.zeros(1),
-        False,
-        np.zeros((1, 1)),
-        np.full((4, 1), -1, dtype=i8),
-        0,
-        np.zeros(1),
-        np.zeros((2, 1), dtype=np.float32),
-    )
     matrix_cells(
         best,
         hit,

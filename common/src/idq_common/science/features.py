@@ -314,39 +314,6 @@ class Picks:
             np.ascontiguousarray(cols, dtype=np.int64),
         )
 
-    def write_tree(
-        self,
-        out: np.ndarray,
-        channels: np.ndarray,
-        dst: np.ndarray,
-        rows: np.ndarray,
-        snr_src: int,
-        lags: np.ndarray | None,
-        tol: np.ndarray | None,
-    ) -> None:
-        """Columns of ``channels[d]`` into ``out`` in one pass
-        (:func:`idq_common.science._windows.tree_cells`): ``dst[j, d]`` the column of
-        ``rows[j]`` (per row, defaults included) of the picked row, ``dst[-3:]`` of
-        :meth:`write_dt`'s ``closeness``, ``signed`` and ``lag_snr`` (of
-        ``rows[snr_src]``, within ``tol``) cells, -1 for none; ``lags``/``tol`` per
-        listed channel."""
-        per = np.zeros(channels.size)
-        _kernels().tree_cells(
-            self.best,
-            self.hit,
-            self._rows["time"],
-            self.times,
-            float(self.window),
-            channels,
-            per if lags is None else np.ascontiguousarray(lags, dtype=np.float64),
-            lags is not None,
-            rows,
-            dst,
-            snr_src,
-            per if tol is None else np.ascontiguousarray(tol, dtype=np.float64),
-            out,
-        )
-
     def write_matrix(
         self,
         out: np.ndarray,
@@ -561,11 +528,6 @@ def build_features(
     chan, t, s, f = triggers.time_sorted
     lo_t, hi_t = st - w, st + w
     step = max(1, _CHUNK_CELLS // nch)
-    # the picks of every chunk in the same two arrays: a new ~2 MB pair per chunk
-    # costs page faults and cold cache lines each time (builders read them within
-    # the chunk only)
-    best = np.empty((min(step, n), nch), dtype=np.int64)
-    hit = np.empty((min(step, n), nch), dtype=bool)
     for a in range(0, n, step):
         b = min(a + step, n)
         # Rows with lo_t[a] <= time <= hi_t[b - 1]: every trigger of these windows.
@@ -575,7 +537,7 @@ def build_features(
         select = rows is not None
         rows = rows if rows is not None else _NO_ROWS
         grouped = _kernels().group(chan, col_of, t, s, f, nch, rows, r0, r1, select)
-        picks = _resolve(grouped, st[a:b], w, best[: b - a], hit[: b - a])
+        picks = _resolve(grouped, st[a:b], w)
         for builder, out in zip(builders, sorted_outs, strict=True):
             builder.fill(picks, out[a:b])
     if not in_order:
@@ -616,11 +578,7 @@ def _window_rows(
 
 
 def _resolve(
-    grouped: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray],
-    st: np.ndarray,
-    w: float,
-    best: np.ndarray,
-    hit: np.ndarray,
+    grouped: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], st: np.ndarray, w: float
 ) -> Picks:
     """The picks of the sorted sample times ``st``, every channel at once.
 
@@ -628,9 +586,11 @@ def _resolve(
     counts c's triggers with ``time < t - w``, hi those with ``time <= t + w``; the
     loudest row of each window is a compiled sliding-window maximum per channel
     (:func:`idq_common.science._windows.resolve`), O(rows + samples) per channel.
-    ``best`` and ``hit`` (``(st.size, nch)``, C-contiguous) are overwritten.
     """
     bounds, t, s, f = grouped
+    n, nch = st.size, bounds.size - 1
+    best = np.empty((n, nch), dtype=np.int64)
+    hit = np.empty((n, nch), dtype=bool)
     picked = np.zeros(t.size, dtype=bool)
     _kernels().resolve(bounds, t, s, f, st, float(w), best, hit, picked)
     return Picks(st, w, best, hit, grouped, picked)

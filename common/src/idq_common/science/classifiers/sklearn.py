@@ -379,80 +379,33 @@ class TreeInput:
     def new(self, n: int) -> np.ndarray:
         return np.empty((n, self.used.size), dtype=np.float32)
 
-    def _plan(self, nch: int) -> _TreePlan:
-        """Where each built column comes from, for ``nch`` spec channels (once)."""
-        cache = self.__dict__.setdefault("_plans", {})
-        got = cache.get(nch)
-        if got is None:
-            got = cache[nch] = _TreePlan.of(self, nch)
-        return got
+    def _lags(self, chans: np.ndarray) -> np.ndarray | None:
+        return None if self.lags is None else self.lags[chans]
 
     def fill(self, picks: Picks, out: np.ndarray) -> None:
-        plan = self._plan(picks.nch)
-        if plan.chans.size == 0:
-            return
-        rows = np.zeros((len(plan.names), picks.n_rows))
-        for j, name in enumerate(plan.names):
-            if plan.needs[j]:
-                rows[j] = _log_rows(picks, name)
-        picks.write_tree(out, plan.chans, plan.dst, rows, plan.snr_src, plan.lags, plan.tol)
-
-
-@dataclass(frozen=True)
-class _TreePlan:
-    """:class:`TreeInput`'s columns by channel: ``chans`` (sorted, distinct), ``dst``
-    (:meth:`Picks.write_tree`'s: per mapped column of ``names``, then closeness,
-    signed, ``lag_snr``), which ``names`` rows are read (``needs``), and the lags and
-    tolerances of ``chans``."""
-
-    names: list[str]
-    chans: np.ndarray
-    dst: np.ndarray
-    needs: np.ndarray
-    snr_src: int
-    lags: np.ndarray | None
-    tol: np.ndarray | None
-
-    @classmethod
-    def of(cls, tree: TreeInput, nch: int) -> _TreePlan:
-        columns = tree.columns
-        k = len(columns)
-        base = nch * k
-        names = [c for c in columns if c != "dt"]
-        if "snr" not in names:
-            names.append("snr")  # lag_snr reads it (a trigger row always has an snr)
-        full = tree.used if tree.full is None else tree.full[tree.used]
-        n_signed = nch if tree.signed and "dt" in columns else 0
-        lag_ok = tree.tol is not None
-        kind = np.full(full.size, -1, dtype=np.int64)  # row of dst; -1: not built
-        chan = np.zeros(full.size, dtype=np.int64)
-        inner = full < base
-        for j, col in enumerate(columns):
-            at = inner & (full % k == j)
-            kind[at] = len(names) if col == "dt" else names.index(col)
-            chan[at] = full[at] // k
-        signed = (full >= base) & (full < base + n_signed)
-        kind[signed], chan[signed] = len(names) + 1, full[signed] - base
-        lag = full >= base + n_signed
-        if lag_ok:
-            kind[lag], chan[lag] = len(names) + 2, full[lag] - base - n_signed
-        built = kind >= 0
-        chans = np.unique(chan[built])
-        dst = np.full((len(names) + 3, chans.size), -1, dtype=np.int64)
-        dst[kind[built], np.searchsorted(chans, chan[built])] = np.flatnonzero(built)
-        snr_src = names.index("snr")
-        needs = np.asarray((dst[: len(names)] >= 0).any(axis=1))
-        if (dst[len(names) + 2] >= 0).any():
-            needs[snr_src] = True
-        return cls(
-            names=names,
-            chans=chans.astype(np.int64),
-            dst=dst,
-            needs=needs,
-            snr_src=snr_src,
-            lags=None if tree.lags is None else tree.lags[chans],
-            tol=None if tree.tol is None else tree.tol[chans],
-        )
+        k = len(self.columns)
+        base = picks.nch * k
+        full = self.used if self.full is None else self.full[self.used]
+        for j, col in enumerate(self.columns):
+            at = np.flatnonzero((full < base) & (full % k == j))
+            if at.size == 0:
+                continue
+            chans = full[at] // k
+            if col == "dt":
+                picks.write_dt(out, at, chans, "closeness", self._lags(chans))
+            else:
+                picks.write(_log_rows(picks, col), out, at, chans)
+        n_signed = picks.nch if self.signed and "dt" in self.columns else 0
+        at = np.flatnonzero((full >= base) & (full < base + n_signed))
+        if at.size:
+            chans = full[at] - base
+            picks.write_dt(out, at, chans, "signed", self._lags(chans))
+        at = np.flatnonzero(full >= base + n_signed)
+        if at.size and self.tol is not None:
+            chans = full[at] - base - n_signed
+            snr = _log_rows(picks, "snr")
+            tol = self.tol[chans]
+            picks.write_dt(out, at, chans, "lag_snr", self._lags(chans), tol=tol, values=snr)
 
 
 def _dumps(obj: dict[str, Any]) -> bytes:
